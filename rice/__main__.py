@@ -1,0 +1,3 @@
+from rice.cli import main
+
+main()

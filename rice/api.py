@@ -1,0 +1,67 @@
+"""The notebook-facing API: load a checkpoint (ours or the public code's) and embed media files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rice.config import RunConfig
+from rice.models import RiceModel, build_model
+from rice.train.checkpoint import is_native_checkpoint, read_checkpoint
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
+    """Load a checkpoint into an eval-mode model with ``model.config`` (the RunConfig it was trained with).
+
+    Accepts checkpoints written by ``rice train`` / ``rice convert`` and the public RICE code's ``rice_final.pth``
+    files (all their layouts), which are detected from their keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        state = read_checkpoint(path)
+    except ValueError:
+        state = None
+    if state is not None and is_native_checkpoint(state):
+        cfg = RunConfig.model_validate(state["config"])
+        model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_file": None})
+        has_decoder = any(key.startswith("decoder.") for key in state["model"])
+        model = build_model(model_cfg, with_decoder=has_decoder)
+        model.load_state_dict(state["model"], strict=True)
+        model.config = cfg
+    else:
+        from rice.models.official import load_official  # the public code's MMF checkpoints
+
+        model = load_official(path)
+        if not hasattr(model, "config"):
+            model.config = RunConfig()
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def embed_image(model: RiceModel, path: str | Path) -> torch.Tensor:
+    """L2-normalised embedding (D,) of one shop image file, with the model's eval preprocessing."""
+    from rice.data import build_transform, load_image
+
+    pre = model.preprocess
+    transform = build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size)
+    image = transform(load_image(path)).unsqueeze(0)
+    device = next(model.parameters()).device
+    return model.encode_image(image.to(device))[0].cpu()
+
+
+@torch.no_grad()
+def embed_video(model: RiceModel, path: str | Path, num_frames: int | None = None) -> torch.Tensor:
+    """L2-normalised embedding (D,) of one video file (T frames sampled uniformly, as at evaluation)."""
+    from rice.data import ClipTransform, build_transform, read_video_frames, sample_frame_indices, video_num_frames
+
+    pre = model.preprocess
+    num_frames = num_frames or getattr(getattr(model, "config", None), "data", RunConfig().data).num_frames
+    indices = sample_frame_indices(video_num_frames(path), num_frames, train=False)
+    frames = read_video_frames(path, indices)
+    clip = ClipTransform(build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size))(frames)
+    mask = torch.ones(1, clip.shape[0], dtype=torch.bool)
+    device = next(model.parameters()).device
+    return model.encode_video(clip.unsqueeze(0).to(device), mask.to(device))[0].cpu()

@@ -1,0 +1,331 @@
+"""The `rice` command line: thin wrappers that build a RunConfig and call library functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rice.config import RunConfig, build_config
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Video-to-shop product retrieval: RICE and its baselines.",
+)
+console = Console()
+
+
+def _help(dotted: str) -> str:
+    """A flag's help is its config field's description: one definition per hyperparameter."""
+    section, name = dotted.split(".")
+    field = RunConfig.model_fields[section].annotation.model_fields[name]
+    return f"{field.description or name} [config: {dotted}]"
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=2)
+
+
+def _parse_weights(text: str | None) -> dict[str, float] | None:
+    if text is None:
+        return None
+    weights = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            _fail(f"--loss-weights {text!r}: expected name=number pairs, e.g. icl=1,pmd=1,pfr=0.05")
+    return weights
+
+
+def print_results(results: dict, title: str) -> None:
+    ks = [key for key in results if key.startswith("R@")]
+    table = Table(title=title)
+    table.add_column("queries")
+    table.add_column("n", justify="right")
+    for key in ks:
+        table.add_column(key, justify="right")
+    table.add_row("all", str(results["num_queries"]), *[f"{results[k]:.2f}" for k in ks])
+    for name, sub in results.get("subsets", {}).items():
+        table.add_row(name, str(sub["num_queries"]), *[f"{sub[k]:.2f}" for k in ks])
+    console.print(table)
+
+
+@app.command()
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file with config sections")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value (repeatable)")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help=_help("data.dataset"))] = None,
+    root: Annotated[Optional[str], typer.Option(help=_help("data.root"))] = None,
+    model: Annotated[Optional[str], typer.Option(help=_help("model.name"))] = None,
+    losses: Annotated[Optional[str], typer.Option(help="comma-separated: icl, icl,pmd or icl,pmd,pfr")] = None,
+    loss_weights: Annotated[Optional[str], typer.Option(help="e.g. icl=1,pmd=1,pfr=1")] = None,
+    out: Annotated[Optional[str], typer.Option(help=_help("train.out"))] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help=_help("train.max_steps"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=_help("train.batch_size"))] = None,
+    lr: Annotated[Optional[float], typer.Option(help=_help("optim.lr"))] = None,
+    seed: Annotated[Optional[int], typer.Option(help="random seed [config: train.seed]")] = None,
+    workers: Annotated[Optional[int], typer.Option(help=_help("data.workers"))] = None,
+    device: Annotated[Optional[str], typer.Option(help=_help("train.device"))] = None,
+    resume: Annotated[Optional[str], typer.Option(help=_help("train.resume"))] = None,
+    pretrained: Annotated[
+        Optional[bool], typer.Option("--pretrained/--no-pretrained", help=_help("model.pretrained"))
+    ] = None,
+    pretrained_file: Annotated[Optional[str], typer.Option(help=_help("model.pretrained_file"))] = None,
+    nproc_per_node: Annotated[int, typer.Option(help="processes on this machine (re-launches via torchrun)")] = 1,
+    nnodes: Annotated[int, typer.Option(help="machines taking part")] = 1,
+    node_rank: Annotated[int, typer.Option(help="this machine's rank among --nnodes")] = 0,
+    master_addr: Annotated[str, typer.Option(help="address of node 0 (multi-node)")] = "127.0.0.1",
+    master_port: Annotated[int, typer.Option(help="port on node 0 (multi-node)")] = 29500,
+) -> None:
+    """Train a model (one process, or DDP with --nproc-per-node / torchrun)."""
+    weights = _parse_weights(loss_weights)
+    try:
+        cfg = build_config(
+            config, set_,
+            data__dataset=dataset, data__root=root, data__workers=workers, model__name=model,
+            loss__losses=losses.split(",") if losses else None, train__out=out, train__max_steps=max_steps,
+            train__batch_size=batch_size, optim__lr=lr, train__seed=seed, train__device=device,
+            train__resume=resume, model__pretrained=pretrained, model__pretrained_file=pretrained_file,
+        )  # fmt: skip
+        if weights:
+            cfg.loss.weights = {**cfg.loss.weights, **weights}
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    if nproc_per_node > 1 or nnodes > 1:
+        raise typer.Exit(_launch_torchrun(cfg, nproc_per_node, nnodes, node_rank, master_addr, master_port))
+    from rice.train.engine import fit
+
+    try:
+        last = fit(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        _fail(str(err))
+    from rice import distributed
+
+    if distributed.is_main_process():
+        console.print(f"[green]done[/green]: {last}")
+    distributed.destroy()
+
+
+def _launch_torchrun(cfg: RunConfig, nproc: int, nnodes: int, node_rank: int, addr: str, port: int) -> int:
+    """Re-run `rice train` under torch.distributed.run with the resolved config, so every rank sees the same."""
+    out = Path(cfg.train.out)
+    out.mkdir(parents=True, exist_ok=True)
+    launch_cfg = out / f"launch_config.node{node_rank}.yaml"
+    cfg.save(launch_cfg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
+    if nnodes == 1:
+        cmd.append("--standalone")  # picks a free port on this machine
+    else:
+        cmd += [f"--node-rank={node_rank}", f"--master-addr={addr}", f"--master-port={port}"]
+    cmd += ["-m", "rice", "train", "--config", str(launch_cfg)]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, os.cpu_count() // nproc))))
+    return subprocess.call(cmd, env=env)
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `rice train`, or a public rice_final.pth")],
+    root: Annotated[Optional[str], typer.Option(help=_help("data.root"))] = None,
+    dataset: Annotated[Optional[str], typer.Option(help=_help("data.dataset"))] = None,
+    split: Annotated[str, typer.Option(help="annotation split to evaluate")] = "test",
+    batch_size: Annotated[Optional[int], typer.Option(help=_help("eval.batch_size"))] = None,
+    workers: Annotated[Optional[int], typer.Option(help=_help("data.workers"))] = None,
+    rerank: Annotated[Optional[int], typer.Option(help=_help("eval.rerank"))] = None,
+    rerank_fusion: Annotated[Optional[float], typer.Option(help=_help("eval.rerank_fusion"))] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON here")] = None,
+    save_embeddings: Annotated[Optional[Path], typer.Option(help="write ids and embeddings (.npz)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Evaluate a checkpoint: R@1/3/5/10 over the test split (FAISS exact search)."""
+    from rice.evaluation import evaluate_checkpoint
+
+    try:
+        results, emb = evaluate_checkpoint(
+            checkpoint,
+            data_overrides={"root": root, "dataset": dataset, "workers": workers},
+            eval_overrides={"batch_size": batch_size, "rerank": rerank, "rerank_fusion": rerank_fusion},
+            split=split,
+            device=device,
+        )
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
+        _fail(str(err))
+    print_results(results, f"{checkpoint.name}: {results['num_queries']} queries, {results['gallery_size']} images")
+    if "reranked" in results:
+        print_results(results["reranked"], "re-ranked with the PMD decoder")
+    if emb.skipped:
+        console.print(f"[yellow]skipped {len(emb.skipped)} unreadable file(s):[/yellow]")
+        for message in emb.skipped[:20]:
+            console.print(f"  {message}")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(results, indent=2))
+    if save_embeddings:
+        emb.save_npz(save_embeddings)
+        console.print(f"embeddings written to {save_embeddings}")
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="folder to write the dataset to (MovingFashion layout)")],
+    products: Annotated[int, typer.Option(help="number of products")] = 96,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same files)")] = 0,
+) -> None:
+    """Write a synthetic video-to-shop dataset in the MovingFashion layout."""
+    from rice.data import write_synthetic_dataset
+
+    path = write_synthetic_dataset(out, num_products=products, seed=seed)
+    console.print(f"synthetic dataset written to {path}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="where to put the data, the run and results.json")] = Path("rice-demo"),
+    ablation: Annotated[bool, typer.Option(help="train ICL, ICL+PMD, ICL+PMD+PFR and print the table")] = False,
+    steps: Annotated[Optional[int], typer.Option(help="training steps (default: the demo's budget)")] = None,
+) -> None:
+    """Synthetic data -> train rice_tiny on CPU -> evaluate against the untrained model and chance."""
+    from rice.demo import run_ablation, run_demo
+
+    if ablation:
+        run_ablation(out, steps=steps, console=console)
+    else:
+        run_demo(out, steps=steps, console=console)
+
+
+@app.command()
+def models() -> None:
+    """List the registered models with their parameter count and input size."""
+    from rice.models import create_model, list_models
+
+    table = Table(title="registered models")
+    for column in ("name", "params (M)", "input", "embed dim"):
+        table.add_column(column)
+    for name in list_models():
+        model = create_model(name, pretrained=False)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        table.add_row(name, f"{params:.2f}", str(model.preprocess.input_size), str(model.embed_dim))
+    console.print(table)
+
+
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="a public RICE rice_final.pth (any official layout)")],
+    dest: Annotated[Path, typer.Argument(help="native rice checkpoint to write")],
+) -> None:
+    """Convert a public RICE checkpoint into a native rice checkpoint."""
+    from rice.models.official import convert_official_checkpoint
+
+    try:
+        convert_official_checkpoint(source, dest)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        _fail(str(err))
+    console.print(f"wrote {dest}")
+
+
+# --- dataset commands (download, prepare) ---
+_DATASET_CHOICES = ("movingfashion", "lpr750k", "lpr4m")
+
+
+def _dataset_root(root: Optional[Path]) -> Path:
+    if root is None and not os.environ.get("RICE_DATA"):
+        _fail("no dataset root: pass --root DIR or set the RICE_DATA environment variable")
+    return (root or Path(os.environ["RICE_DATA"])).expanduser()
+
+
+@app.command()
+def download(
+    dataset: Annotated[str, typer.Argument(help="movingfashion, lpr750k or lpr4m")],
+    root: Annotated[Optional[Path], typer.Option(help="dataset root (default: $RICE_DATA)")] = None,
+    parts: Annotated[Optional[str], typer.Option(help="lpr750k: comma-separated parts (default: all 12)")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="lpr750k: a mirror serving the same file names")] = None,
+    url: Annotated[Optional[str], typer.Option(help="movingfashion: a mirror URL of the archive")] = None,
+    sha256: Annotated[Optional[str], typer.Option(help="movingfashion: expected sha256 (hex or prefix*suffix)")] = None,
+    urls: Annotated[Optional[list[Path]], typer.Option(help="lpr4m: a URL list file (repeat for several)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="show what would be fetched (sizes when the server says)")] = False,
+    keep_archives: Annotated[bool, typer.Option(help="keep the tar files after extraction")] = False,
+    verify: Annotated[bool, typer.Option(help="re-hash kept archives even when unchanged on disk")] = False,
+    space_check: Annotated[bool, typer.Option(help="refuse to start without enough free disk")] = True,
+    retries: Annotated[int, typer.Option(help="attempts per file")] = 5,
+    timeout: Annotated[float, typer.Option(help="seconds without data before a try is abandoned")] = 60.0,
+    workers: Annotated[int, typer.Option(help="lpr4m: concurrent requests")] = 16,
+    short_side: Annotated[int, typer.Option(help="lpr4m: resize images to this shorter side")] = 256,
+) -> None:
+    """Fetch a dataset (resumable, verified, safely extracted); a second run does nothing."""
+    from rice.data.download import (
+        DownloadError,
+        RetryPolicy,
+        download_lpr750k,
+        download_movingfashion,
+        download_url_lists,
+    )
+
+    if dataset not in _DATASET_CHOICES:
+        _fail(f"unknown dataset {dataset!r}; choose from {list(_DATASET_CHOICES)}")
+    root_dir = _dataset_root(root)
+    policy = RetryPolicy(attempts=max(1, retries), timeout=timeout)
+    common = dict(policy=policy, dry_run=dry_run, keep_archives=keep_archives, verify=verify,
+                  check_space=space_check, console=console)
+    try:
+        if dataset == "movingfashion":
+            report = download_movingfashion(root_dir, url=url, sha256=sha256, **common)
+        elif dataset == "lpr750k":
+            chosen = [p.strip() for p in parts.split(",") if p.strip()] if parts else None
+            report = download_lpr750k(root_dir, parts=chosen, base_url=base_url, **common)
+        else:
+            if not urls:
+                _fail("lpr4m needs --urls FILE (the URL lists you receive after signing the LPR4M agreement)")
+            # URL-list failures are recorded in <root>/lpr4m_failures.tsv and counted, never fatal
+            download_url_lists(urls, root_dir, workers=workers, short_side=short_side, timeout=timeout,
+                               console=console)
+            return
+    except (ValueError, FileNotFoundError, OSError, DownloadError) as err:
+        _fail(str(err))
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def prepare(
+    dataset: Annotated[str, typer.Argument(help="movingfashion or lpr750k")],
+    root: Annotated[Optional[Path], typer.Option(help="dataset root (default: $RICE_DATA)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="movingfashion: decoding processes (default: all CPUs)")] = None,
+    fps: Annotated[float, typer.Option(help="movingfashion: frames kept per second of video")] = 1.0,
+    short_side: Annotated[int, typer.Option(help="movingfashion: frames shrunk to this shorter side")] = 256,
+    quality: Annotated[int, typer.Option(help="movingfashion: JPEG quality")] = 90,
+) -> None:
+    """Prepare a downloaded dataset: MovingFashion frames + annotation files, or the LPR750K check + index."""
+    from rice.data.prepare import prepare_lpr750k, prepare_movingfashion
+
+    root_dir = _dataset_root(root)
+    try:
+        if dataset == "movingfashion":
+            prepare_movingfashion(root_dir, workers=workers, fps=fps, short_side=short_side, quality=quality,
+                                  console=console)
+        elif dataset == "lpr750k":
+            report = prepare_lpr750k(root_dir, console=console)
+            if report.missing:
+                raise typer.Exit(code=1)
+        else:
+            _fail(f"unknown dataset {dataset!r} for prepare; choose from ['movingfashion', 'lpr750k']")
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""One pydantic tree for every setting of a run.
+
+Precedence: field defaults < ``--config run.yaml`` < ``--set section.key=value`` < everyday CLI flags.
+The resolved tree is written to ``<run>/config.yaml`` and stored inside every checkpoint, so a checkpoint
+alone is enough to rebuild its model and data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name: str = Field("rice_vit_b32", description="registered model name (see `rice models`)")
+    pretrained: bool = Field(True, description="start the encoder from the variant's pretrained weights (model hub)")
+    pretrained_file: str | None = Field(None, description="local timm checkpoint or OpenAI CLIP ViT-B-32.pt file")
+    logit_scale_init: float = Field(4.0, description="learnable scale s; logits are s^2 * cos (method.md)")
+    decoder_heads: int | None = Field(None, description="PMD decoder heads; None = the variant's default (8 for ViT-B)")
+    decoder_attn_drop: float = Field(0.1, description="attention dropout inside the PMD decoder")
+
+
+class DataConfig(_Section):
+    dataset: Literal["movingfashion", "lpr"] = Field("movingfashion", description="dataset format")
+    root: str | None = Field(None, description="dataset root; defaults to $RICE_DATA")
+    num_frames: int = Field(10, ge=1, description="frames per clip (T)")
+    image_size: int | None = Field(None, description="crop size; None = the model's input size")
+    resize_size: int | None = Field(None, description="resize before cropping; None = image_size * 256 / 224")
+    tail_drop_prob: float = Field(0.5, ge=0.0, le=1.0, description="training only: chance to drop a clip's tail")
+    video_backend: Literal["auto", "decord", "pyav"] = Field("auto", description="mp4 decoder")
+    use_prepared_frames: bool = Field(True, description="read frames/ from `rice prepare` when present")
+    workers: int = Field(2, ge=0, description="DataLoader worker processes per rank")
+
+    def resolved_root(self) -> Path:
+        root = self.root or os.environ.get("RICE_DATA")
+        if not root:
+            raise ValueError("no dataset root: pass --root DIR or set the RICE_DATA environment variable")
+        return Path(root).expanduser()
+
+
+class LossConfig(_Section):
+    losses: list[str] = Field(default_factory=lambda: ["icl"], description="any of icl, pmd, pfr; must include icl")
+    weights: dict[str, float] = Field(default_factory=lambda: {"icl": 1.0, "pmd": 1.0, "pfr": 1.0})
+    pmd_negatives: int = Field(3, ge=1, description="hard negative clips mined per image for PMD")
+    pmd_chunk_size: int = Field(32, ge=1, description="image-clip pairs per decoder call (bounds memory)")
+
+    @field_validator("losses")
+    @classmethod
+    def _check_losses(cls, value: list[str]) -> list[str]:
+        known = ("icl", "pmd", "pfr")
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise ValueError(f"unknown loss {unknown}; choose from {list(known)}")
+        if "icl" not in value:
+            raise ValueError(f"losses {value} must include 'icl' (PMD mines its negatives from the ICL embeddings)")
+        if "pfr" in value and "pmd" not in value:
+            raise ValueError("'pfr' needs 'pmd': it reads the PMD decoder's cross-attention")
+        return list(dict.fromkeys(value))
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-6, gt=0, description="learning rate of the pretrained encoder")
+    head_lr: float = Field(1e-4, gt=0, description="learning rate of decoder, heads and logit scale (100x)")
+    weight_decay: float = Field(0.2, ge=0, description="AdamW decay; never on biases, norms and scalars")
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int = Field(500, ge=0, description="linear warm-up, then cosine to 0 at train.max_steps")
+    grad_clip: float | None = Field(None, description="clip the global grad norm to this value")
+
+
+class TrainConfig(_Section):
+    out: str = Field("runs/rice", description="run directory (checkpoints, config.yaml, metrics.jsonl)")
+    batch_size: int = Field(32, ge=1, description="clip-image pairs per rank per micro-step")
+    grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
+    max_steps: int = Field(5000, ge=1, description="optimizer steps")
+    seed: int = 0
+    amp: Literal["auto", "bf16", "fp16", "none"] = Field("auto", description="auto = bf16 on GPU, none on CPU")
+    device: str = Field("auto", description="auto, cpu or cuda")
+    save_every: int = Field(1000, ge=1, description="keep a step_N.pt checkpoint every N steps (last.pt always)")
+    log_every: int = Field(10, ge=1)
+    eval_at_end: bool = Field(False, description="run eval on the test split after training")
+    tensorboard: bool = False
+    resume: str | None = Field(None, description="`latest` (<out>/last.pt if present) or a checkpoint path")
+
+
+class EvalConfig(_Section):
+    batch_size: int = Field(32, ge=1, description="clips (or images) per embedding batch")
+    ks: list[int] = Field(default_factory=lambda: [1, 3, 5, 10])
+    rerank: int = Field(0, ge=0, description="re-score the top-K with the PMD decoder (0 = off)")
+    rerank_fusion: float = Field(0.0, ge=0.0, le=1.0, description="weight of the dual-encoder score in re-ranking")
+
+
+class RunConfig(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"cannot set {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=1e-4"`` -> ``("optim.lr", 1e-4)``; the value is read as YAML (numbers, lists, bools)."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like section.key=value, e.g. optim.lr=1e-4")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def build_config(
+    config_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    **flags: Any,
+) -> RunConfig:
+    """Merge defaults, a YAML file, ``section.key=value`` overrides and dotted flags into one RunConfig.
+
+    ``flags`` use ``section__key`` names (``train__max_steps=60``); ``None`` values are ignored, so unset CLI
+    flags never override the file.
+    """
+    tree: dict[str, Any] = dict(base or {})
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} not found; pass an existing YAML file to --config")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of sections (model, data, ...), got {type(loaded).__name__}")
+        tree = _deep_merge(tree, loaded)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    for name, value in flags.items():
+        if value is not None:
+            _set_dotted(tree, name.replace("__", "."), value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors(include_url=False)
+        )
+        raise ValueError(f"invalid config: {problems}") from None
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path) -> RunConfig:
+    return build_config(config_file=path)

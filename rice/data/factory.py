@@ -1,0 +1,106 @@
+"""Config -> datasets. Datasets are chosen by the explicit `DATASETS` mapping (no name sniffing).
+
+To add a dataset format, write three small constructors with the `DatasetSpec` signatures and add one entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch.utils.data import Dataset
+
+from ..config import DataConfig
+from .movingfashion import MovingFashionGallery, MovingFashionPairs, MovingFashionQueries
+from .transforms import ImageTransform, build_transform
+
+
+class Preprocess(Protocol):
+    """What the model tells the data about its input (``model.preprocess``)."""
+
+    input_size: int
+    mean: Any
+    std: Any
+    resize_size: int | None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The constructors of one dataset format.
+
+    ``train(cfg, transform, seed)``, ``queries(cfg, transform, split)``, ``gallery(cfg, transform, split)``; the
+    transform is already built (train or eval) from the model's preprocess and the config overrides.
+    """
+
+    train: Callable[[DataConfig, ImageTransform, int | None], Dataset]
+    queries: Callable[[DataConfig, ImageTransform, str], Dataset]
+    gallery: Callable[[DataConfig, ImageTransform, str], Dataset]
+
+
+def _mf_train(cfg: DataConfig, transform: ImageTransform, seed: int | None) -> Dataset:
+    return MovingFashionPairs(
+        cfg.resolved_root(),
+        "train",
+        num_frames=cfg.num_frames,
+        transform=transform,
+        train=True,
+        tail_drop_prob=cfg.tail_drop_prob,
+        video_backend=cfg.video_backend,
+        use_prepared_frames=cfg.use_prepared_frames,
+        seed=seed,
+    )
+
+
+def _mf_queries(cfg: DataConfig, transform: ImageTransform, split: str) -> Dataset:
+    return MovingFashionQueries(
+        cfg.resolved_root(),
+        split,
+        num_frames=cfg.num_frames,
+        transform=transform,
+        video_backend=cfg.video_backend,
+        use_prepared_frames=cfg.use_prepared_frames,
+    )
+
+
+def _mf_gallery(cfg: DataConfig, transform: ImageTransform, split: str) -> Dataset:
+    return MovingFashionGallery(cfg.resolved_root(), split, transform=transform)
+
+
+from . import lpr as _lpr  # noqa: E402 - LPR750K/LPR4M constructors (rice/data/lpr.py), kept beside their entry
+
+DATASETS: dict[str, DatasetSpec] = {
+    "movingfashion": DatasetSpec(train=_mf_train, queries=_mf_queries, gallery=_mf_gallery),
+    "lpr": DatasetSpec(train=_lpr.train_from_config, queries=_lpr.queries_from_config,
+                       gallery=_lpr.gallery_from_config),
+}
+
+
+def _spec(cfg: DataConfig) -> DatasetSpec:
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"dataset {cfg.dataset!r} is not available in this build; choose from {sorted(DATASETS)}")
+    return DATASETS[cfg.dataset]
+
+
+def build_data_transform(cfg: DataConfig, preprocess: Preprocess, train: bool) -> ImageTransform:
+    """The transform for ``preprocess``, with ``cfg.image_size`` / ``cfg.resize_size`` overriding it when set."""
+    image_size = cfg.image_size if cfg.image_size is not None else int(preprocess.input_size)
+    if cfg.resize_size is not None:
+        resize_size = cfg.resize_size
+    elif cfg.image_size is not None:
+        resize_size = None  # a new crop size: the model's resize no longer fits, use the 256/224 rule
+    else:
+        resize_size = getattr(preprocess, "resize_size", None)
+    return build_transform(image_size, train, tuple(preprocess.mean), tuple(preprocess.std), resize_size)
+
+
+def build_train_dataset(data_cfg: DataConfig, preprocess: Preprocess, seed: int | None = None) -> Dataset:
+    """Training pairs of ``data_cfg.dataset`` (items: docs/internals.md)."""
+    return _spec(data_cfg).train(data_cfg, build_data_transform(data_cfg, preprocess, train=True), seed)
+
+
+def build_eval_datasets(data_cfg: DataConfig, preprocess: Preprocess, split: str = "test") -> tuple[Dataset, Dataset]:
+    """``(queries, gallery)`` of ``data_cfg.dataset`` for ``split``, with deterministic eval preprocessing."""
+    spec = _spec(data_cfg)
+    transform = build_data_transform(data_cfg, preprocess, train=False)
+    return spec.queries(data_cfg, transform, split), spec.gallery(data_cfg, transform, split)

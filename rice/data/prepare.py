@@ -1,0 +1,310 @@
+"""``rice prepare``: turn downloaded datasets into the form that trains fast.
+
+MovingFashion: every video is decoded once, frames are kept at ``fps`` (1 per second by default), shrunk to a
+short side of ``short_side`` pixels and written as ``frames/<video_stem>/000001.jpg ...`` with a ``.done``
+marker written last (docs/internals.md); then the official annotation files are written over the prepared
+frames. LPR750K: the extracted layout is checked and each training videoinfo file gets a line-offset index.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .lpr import build_videoinfo_index, videoinfo_files
+from .movingfashion import ProductRecord, image_id_of, load_split, video_id_of
+
+DONE = ".done"
+REPORT_NAME = "prepare_report.tsv"
+QUERY_FRAMES = 10  # frames per query / training line in the official annotation files
+
+
+@dataclass
+class PrepareReport:
+    root: Path
+    videos: int = 0
+    prepared: int = 0  # decoded in this run
+    skipped: int = 0  # already finished by an earlier run (``.done``)
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (video path, kind, detail)
+    report_file: Path | None = None
+    annotation_files: list[Path] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = (f"MovingFashion: {self.videos} videos: {self.prepared} prepared now, {self.skipped} already "
+                f"prepared, {len(self.problems)} missing or undecodable")
+        if self.problems:
+            kinds: dict[str, int] = {}
+            for _, kind, _ in self.problems:
+                kinds[kind] = kinds.get(kind, 0) + 1
+            text += f" ({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))}; listed in {self.report_file})"
+        return text
+
+
+def _target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    scale = short_side / min(width, height)
+    if scale >= 1:  # never enlarge
+        return width, height
+    return max(2, round(width * scale)), max(2, round(height * scale))
+
+
+def extract_frames(video: Path, folder: Path, fps: float = 1.0, short_side: int = 256, quality: int = 90) -> int:
+    """Decode ``video`` once and write one JPEG per ``1/fps`` seconds into ``folder``; returns the count.
+
+    A frame is kept when its timestamp reaches the next tick (0, 1/fps, 2/fps, ...), the first frame always,
+    like ffmpeg's ``fps`` filter. Only kept frames are converted and scaled (by swscale, in C).
+    """
+    import av  # PyAV: decoding every frame once in order is all we need (no seeking)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    step = 1.0 / fps
+    written = 0
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        next_tick = 0.0
+        for position, frame in enumerate(container.decode(stream)):
+            t = float(frame.time) if frame.time is not None else position / rate
+            if written and t + 1e-6 < next_tick:
+                continue
+            while next_tick <= t + 1e-6:
+                next_tick += step
+            width, height = _target_size(frame.width, frame.height, short_side)
+            image = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_image()
+            written += 1
+            image.save(folder / f"{written:06d}.jpg", "JPEG", quality=quality)
+    return written
+
+
+def _prepare_one(args: tuple[str, str, float, int, int]) -> tuple[str, str, int, str]:
+    """Worker: (video path, status, frames, detail); status is done / skipped / missing / empty / undecodable."""
+    root_s, rel, fps, short_side, quality = args
+    root = Path(root_s)
+    video = root / rel
+    folder = root / "frames" / video_id_of(rel)
+    done = folder / DONE
+    if done.is_file():
+        try:
+            return rel, "skipped", int(json.loads(done.read_text()).get("frames", 0)), ""
+        except (ValueError, OSError):
+            pass  # an unreadable marker: redo the video
+    if not video.is_file():
+        return rel, "missing", 0, "file not in the archive"
+    if video.stat().st_size == 0:
+        return rel, "empty", 0, "0 bytes"
+    if folder.exists():  # a partial folder from a killed run
+        shutil.rmtree(folder)
+    try:
+        count = extract_frames(video, folder, fps, short_side, quality)
+        if count == 0:
+            raise ValueError("no decodable frames")
+    except Exception as err:  # noqa: BLE001 - any decoder failure marks the video, never the run
+        shutil.rmtree(folder, ignore_errors=True)
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        return rel, "undecodable", 0, detail
+    marker = {"frames": count, "fps": fps, "short_side": short_side, "source_bytes": video.stat().st_size}
+    tmp = folder / (DONE + ".tmp")
+    tmp.write_text(json.dumps(marker))
+    os.replace(tmp, done)  # written last: a folder without it is redone on the next run
+    return rel, "done", count, ""
+
+
+def _select_ten(paths: list[str]) -> list[str]:
+    """The official rule: n > 10 frames -> sorted indices floor(i * n / 10), i = 0..9; else all of them."""
+    n = len(paths)
+    if n <= QUERY_FRAMES:
+        return paths
+    return [paths[(i * n) // QUERY_FRAMES] for i in range(QUERY_FRAMES)]
+
+
+def _frame_paths(root: Path, rel: str) -> list[str] | None:
+    folder = root / "frames" / video_id_of(rel)
+    if not (folder / DONE).is_file():
+        return None
+    return [f"frames/{folder.name}/{p.name}" for p in sorted(folder.glob("*.jpg"))]
+
+
+def write_annotations(root: str | Path, train: Sequence[ProductRecord], test: Sequence[ProductRecord]) -> list[Path]:
+    """Write the official annotation files over the prepared frames (shared/docs/datasets.md, minus two bugs).
+
+    Differences from the official ``prepare_movingfashion.py``: frame paths point at ``frames/<stem>/NNNNNN.jpg``
+    (the folder the loaders really read), and in ``video_to_gt.json`` / ``query_tenframes.json`` the ``gt`` field
+    is a **list** of every product image id that lists the video (the official file keeps only the last one
+    for the 13 shared test videos).
+    """
+    root = Path(root)
+    ann = root / "annotations"
+    ann.mkdir(parents=True, exist_ok=True)
+    frames_of: dict[str, list[str] | None] = {}
+
+    def frames(rel: str) -> list[str] | None:
+        if rel not in frames_of:
+            frames_of[rel] = _frame_paths(root, rel)
+        return frames_of[rel]
+
+    index_lines, gallery_lines = [], []
+    video_to_gt: dict[str, dict[str, Any]] = {}
+    queries: dict[str, dict[str, Any]] = {}
+    for rec in test:
+        gallery_lines.append(rec.img_path)
+        for rel in rec.video_paths:
+            cid = video_id_of(rel)
+            index_lines.append(f"{cid}\t{rel}\t{rec.img_path}\t{rec.source}")
+            paths = frames(rel)
+            if not paths:
+                continue
+            entry = video_to_gt.setdefault(cid, {"gt": [], "source": rec.source})
+            if image_id_of(rec.img_path) not in entry["gt"]:
+                entry["gt"].append(image_id_of(rec.img_path))
+            queries[cid] = {"frames": _select_ten(paths), "gt": entry["gt"]}
+    train_lines = []
+    for rec in train:
+        for rel in rec.video_paths:
+            paths = frames(rel)
+            if paths:
+                train_lines.append(f"{video_id_of(rel)}\t{json.dumps(_select_ten(paths))}\t"
+                                   f"{image_id_of(rec.img_path)}\t{rec.img_path}\t{rec.source}")
+    outputs = {
+        "videoid_videopath_imagepath_srcid.txt": "".join(f"{line}\n" for line in index_lines),
+        "gallery_full.txt": "".join(f"{line}\n" for line in gallery_lines),
+        "video_to_gt.json": json.dumps(video_to_gt, indent=1),
+        "query_tenframes.json": json.dumps(queries, indent=1),
+        "training_videoinfo_full.txt": "".join(f"{line}\n" for line in train_lines),
+    }
+    written = []
+    for name, text in outputs.items():
+        tmp = ann / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, ann / name)
+        written.append(ann / name)
+    return written
+
+
+def prepare_movingfashion(
+    root: str | Path,
+    *,
+    workers: int | None = None,
+    fps: float = 1.0,
+    short_side: int = 256,
+    quality: int = 90,
+    progress: bool = True,
+    console: Console | None = None,
+) -> PrepareReport:
+    """Extract JPEG frames of every MovingFashion video and write the annotation files.
+
+    Idempotent and resumable: a video whose ``frames/<stem>/.done`` exists is skipped; a folder without the
+    marker (a killed run) is redone. Missing, empty and undecodable videos are listed in
+    ``<root>/prepare_report.tsv`` (``video<TAB>kind<TAB>detail``) and counted in the summary; they never stop
+    the run.
+
+    Args:
+        workers: processes decoding videos in parallel (default: the CPU count; 0 or 1 = in this process).
+        fps: frames kept per second of video.
+        short_side: frames are shrunk (never enlarged) to this shorter side.
+        quality: JPEG quality.
+    """
+    root = Path(root).expanduser()
+    if fps <= 0 or short_side < 16:
+        raise ValueError(f"fps={fps} must be > 0 and short_side={short_side} must be >= 16")
+    console = console or Console(stderr=True)
+    train, test = load_split(root, "train"), load_split(root, "test")
+    videos = list(dict.fromkeys(v for rec in (*train, *test) for v in rec.video_paths))
+    report = PrepareReport(root, videos=len(videos), report_file=root / REPORT_NAME)
+    jobs = [(str(root), rel, float(fps), int(short_side), int(quality)) for rel in videos]
+    workers = os.cpu_count() or 1 if workers is None else workers
+    bar = Progress(TextColumn("preparing frames"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), console=console, disable=not progress)
+    if workers > 1:
+        # fork is cheap and safe here: the workers only run PyAV and Pillow, never torch.
+        ctx = mp.get_context("fork") if sys.platform.startswith("linux") else None
+        pool: ProcessPoolExecutor | None = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        results = pool.map(_prepare_one, jobs, chunksize=4)
+    else:
+        pool = None
+        results = map(_prepare_one, jobs)
+    try:
+        with bar:
+            task = bar.add_task("videos", total=len(jobs))
+            for rel, status, _count, detail in results:
+                if status == "done":
+                    report.prepared += 1
+                elif status == "skipped":
+                    report.skipped += 1
+                else:
+                    report.problems.append((rel, status, detail))
+                bar.advance(task)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    lines = ["video\tkind\tdetail\n"] + [f"{rel}\t{kind}\t{detail}\n" for rel, kind, detail in report.problems]
+    report.report_file.write_text("".join(lines))  # type: ignore[union-attr]
+    report.annotation_files = write_annotations(root, train, test)
+    console.print(report.summary())
+    return report
+
+
+# --------------------------------------------------------------------------------------------------------------
+# LPR750K
+
+LPR750K_DIRS: tuple[str, ...] = ("query", "gallery", "annotations", "training_image",
+                                 *(f"training_video_{i:02d}" for i in range(8)))
+LPR750K_ANNOTATIONS: tuple[str, ...] = ("query_tenframes.json", "gallery_main.txt")
+
+
+@dataclass
+class Lpr750kReport:
+    root: Path
+    missing: list[str] = field(default_factory=list)
+    indexed: dict[str, int] = field(default_factory=dict)  # videoinfo file -> usable lines
+    bad_lines: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"LPR750K at {self.root}: " + ("layout complete" if not self.missing else
+                                                f"{len(self.missing)} missing: {', '.join(self.missing)}")]
+        for name, count in self.indexed.items():
+            bad = self.bad_lines.get(name, 0)
+            lines.append(f"  indexed {name}: {count} clips" + (f" ({bad} malformed lines skipped)" if bad else ""))
+        if self.missing:
+            parts = sorted({m.split("/")[0] for m in self.missing if not m.startswith("annotations/")} |
+                           ({"annotations"} if any(m.startswith("annotations") for m in self.missing) else set()))
+            lines.append(f"fetch them with: rice download lpr750k --root {self.root} --parts {','.join(parts)}")
+        return "\n".join(lines)
+
+
+def prepare_lpr750k(root: str | Path, *, console: Console | None = None) -> Lpr750kReport:
+    """Check the extracted LPR750K layout and index every ``annotations/training_videoinfo_*.txt``.
+
+    The index (``<file>.index.npy`` with the byte offset of every well-formed line, plus a ``.index.json``
+    stamp) lets `LPRTrainPairs` start in milliseconds instead of re-parsing hundreds of thousands of lines.
+    """
+    root = Path(root).expanduser()
+    console = console or Console(stderr=True)
+    report = Lpr750kReport(root)
+    for name in LPR750K_DIRS:
+        if not (root / name).is_dir():
+            report.missing.append(f"{name}/")
+    for name in LPR750K_ANNOTATIONS:
+        if not (root / "annotations" / name).is_file():
+            report.missing.append(f"annotations/{name}")
+    if not list((root / "annotations").glob("test_videoid_to_gtimage_*.json")):
+        report.missing.append("annotations/test_videoid_to_gtimage_*.json")
+    files = videoinfo_files(root)
+    if not files:
+        report.missing.append("annotations/training_videoinfo_*.txt")
+    for path in files:
+        index = build_videoinfo_index(path)
+        report.indexed[path.name] = index.count
+        report.bad_lines[path.name] = index.bad_lines
+    console.print(report.summary())
+    return report

@@ -1,0 +1,137 @@
+"""Image and clip preprocessing (method.md): square resize, crop, flip, CLIP normalisation.
+
+Eval reproduces the official preprocessing: PIL ``resize((r, r), BILINEAR)`` (antialiased), centre crop,
+CLIP mean/std. Train takes a random crop and a horizontal flip instead. A clip gets ONE crop and flip shared by all
+its frames, so the augmentation never breaks temporal consistency.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+ImageLike = Image.Image | np.ndarray
+
+
+def default_resize_size(image_size: int) -> int:
+    """224 -> 256: the resize that the official 256/224 recipe uses, for any crop size."""
+    return int(round(image_size * 256 / 224))
+
+
+@dataclass(frozen=True)
+class CropParams:
+    top: int
+    left: int
+    flip: bool
+
+
+def _to_pil(img: ImageLike) -> Image.Image:
+    if isinstance(img, Image.Image):
+        return img if img.mode == "RGB" else img.convert("RGB")
+    array = np.asarray(img)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise TypeError(f"expected a PIL image or a uint8 (H, W, 3) array, got {array.dtype} {array.shape}")
+    return Image.fromarray(array)
+
+
+class ImageTransform:
+    """PIL/uint8 image -> float32 (3, S, S) normalised tensor.
+
+    Args:
+        image_size: crop size S.
+        train: random crop + horizontal flip (True) or centre crop (False).
+        mean, std: per-channel normalisation (RGB, in [0, 1] units).
+        resize_size: the square resize before cropping; ``None`` = round(S * 256 / 224).
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        train: bool,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+        resize_size: int | None = None,
+    ) -> None:
+        self.image_size = int(image_size)
+        self.resize_size = int(resize_size) if resize_size is not None else default_resize_size(self.image_size)
+        if self.resize_size < self.image_size:
+            raise ValueError(f"resize_size {self.resize_size} must be >= image_size {self.image_size}")
+        self.train = train
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self._mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        self._inv_std = 1.0 / torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"ImageTransform(image_size={self.image_size}, resize_size={self.resize_size}, train={self.train})"
+
+    def sample_params(self, rng: random.Random | None = None) -> CropParams:
+        """Crop offsets and flip: random for train (from ``rng``, or torch's RNG when None), centred for eval."""
+        margin = self.resize_size - self.image_size
+        if not self.train:
+            offset = int(round(margin / 2.0))  # torchvision CenterCrop's rounding
+            return CropParams(top=offset, left=offset, flip=False)
+        if rng is None:
+            top, left, flip = torch.randint(0, margin + 1, (2,)).tolist() + [bool(torch.rand(()) < 0.5)]
+            return CropParams(top=int(top), left=int(left), flip=bool(flip))
+        return CropParams(top=rng.randint(0, margin), left=rng.randint(0, margin), flip=rng.random() < 0.5)
+
+    def to_array(self, img: ImageLike, params: CropParams) -> np.ndarray:
+        """Resize, crop and flip; uint8 (S, S, 3)."""
+        pil = _to_pil(img)
+        size = self.resize_size
+        if pil.size != (size, size):
+            pil = pil.resize((size, size), Image.BILINEAR)
+        array = np.asarray(pil)[params.top : params.top + self.image_size, params.left : params.left + self.image_size]
+        return array[:, ::-1] if params.flip else array
+
+    def normalize(self, arrays: np.ndarray) -> torch.Tensor:
+        """uint8 (..., S, S, 3) -> float32 (..., 3, S, S) normalised."""
+        tensor = torch.from_numpy(np.ascontiguousarray(arrays)).movedim(-1, -3).float().div_(255.0)
+        return tensor.sub_(self._mean).mul_(self._inv_std)
+
+    def apply(self, img: ImageLike, params: CropParams) -> torch.Tensor:
+        return self.normalize(self.to_array(img, params))
+
+    def __call__(self, img: ImageLike, rng: random.Random | None = None) -> torch.Tensor:
+        return self.apply(img, self.sample_params(rng))
+
+
+class ClipTransform:
+    """Frames of one clip -> float32 (k, 3, S, S), one crop/flip for all frames.
+
+    Accepts a list of PIL images / uint8 (H, W, 3) arrays, or one uint8 (k, H, W, 3) array.
+    """
+
+    def __init__(self, image_transform: ImageTransform) -> None:
+        self.image_transform = image_transform
+
+    def __repr__(self) -> str:
+        return f"ClipTransform({self.image_transform!r})"
+
+    def __call__(self, frames: Sequence[ImageLike] | np.ndarray, rng: random.Random | None = None) -> torch.Tensor:
+        size = self.image_transform.image_size
+        if len(frames) == 0:
+            return torch.zeros((0, 3, size, size), dtype=torch.float32)
+        params = self.image_transform.sample_params(rng)
+        arrays = np.stack([self.image_transform.to_array(frame, params) for frame in frames])
+        return self.image_transform.normalize(arrays)
+
+
+def build_transform(
+    image_size: int,
+    train: bool,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
+    resize_size: int | None = None,
+) -> ImageTransform:
+    """The image transform; wrap it in `ClipTransform` for clips (datasets do this themselves)."""
+    return ImageTransform(image_size, train, mean, std, resize_size)

@@ -1,0 +1,109 @@
+"""Everything that talks to torch.distributed lives here.
+
+Each helper is the identity (or the single-process value) when no process group is initialised, so the rest
+of the code is written once and runs the same on one CPU process and on many GPUs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+
+
+@dataclass(frozen=True)
+class WorldInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_info() -> WorldInfo:
+    if not is_initialized():
+        return WorldInfo()
+    return WorldInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def is_main_process() -> bool:
+    return world_info().is_main
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init_from_env(device_type: str) -> WorldInfo:
+    """Join the process group torchrun describes in the environment (NCCL on GPU, gloo on CPU)."""
+    if not launched_by_torchrun() or is_initialized():
+        return world_info()
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+    return world_info()
+
+
+def destroy() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank along dim 0, keeping the autograd graph.
+
+    The backward of ``torch.distributed.nn.all_gather`` sums the incoming gradients over ranks, so when every
+    rank computes the same global loss, each rank's features receive ``world_size`` times their true gradient;
+    DDP's gradient averaging divides it back. The 2-rank parity test covers this.
+    """
+    if not is_initialized() or dist.get_world_size() == 1:
+        return tensor
+    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+
+
+def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    if not is_initialized() or dist.get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    if not is_initialized():
+        return tensor
+    tensor = tensor.detach().clone()
+    dist.all_reduce(tensor)
+    return tensor / dist.get_world_size()
+
+
+def all_gather_object(obj: object) -> list[object]:
+    if not is_initialized():
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    if not is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

@@ -1,0 +1,128 @@
+"""Pairwise matching loss (PMD): decoder scores of each image against its clip and its hardest negative clips."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rice.models.decoder import PairwiseMatchingDecoder, score_pairs
+
+Gather = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def mine_hard_negatives(
+    image_features: torch.Tensor, all_video_features: torch.Tensor, positive_index: torch.Tensor, num_negatives: int
+) -> torch.Tensor:
+    """The ``num_negatives`` clips most similar (cosine) to each image, its own clip excluded; no gradient.
+
+    Args:
+        image_features: (B, D) local images.
+        all_video_features: (N, D) the global (all-rank) batch of clips.
+        positive_index: (B,) index of each image's own clip in ``all_video_features``.
+    Returns:
+        (B, K) long indices into the global batch, hardest first.
+    """
+    with torch.no_grad():
+        sims = F.normalize(image_features.detach().float(), dim=-1) @ F.normalize(
+            all_video_features.detach().float(), dim=-1
+        ).t()  # (B, N)
+        sims[torch.arange(sims.shape[0], device=sims.device), positive_index] = float("-inf")
+        return sims.topk(num_negatives, dim=1).indices
+
+
+class PairwiseMatchingLoss(nn.Module):
+    """PMD loss: (1+K)-way cross-entropy over decoder scores, the positive clip first.
+
+    For each local image i, the K hardest negative clips are mined (no gradient) by cos(u_i, v_j) over the global
+    batch gathered from every rank, excluding i's own clip. The decoder scores (image i, own clip) and (image i,
+    each negative) in chunks of ``chunk_size`` pairs; the chunking does not change the result.
+
+    What is averaged: each rank returns the mean cross-entropy over its B local images. With equal batches per rank,
+    DDP's gradient averaging (1/world_size) turns that into the gradient of the mean over all global positives. The
+    negatives' tokens come from other ranks through ``gather_with_grad``, whose backward sums each rank's gradient
+    into the clip's owner; the owner's DDP average then divides by world_size like every other gradient. No extra
+    ``* world_size`` is applied; ``tests/losses/test_pmd_ddp.py`` checks loss and gradients against one process.
+
+    Args:
+        num_negatives: K hard negative clips per image (3). Clamped to the global batch size minus one.
+        chunk_size: image-clip pairs per decoder call (bounds the memory of one call).
+        gather_with_grad / gather_no_grad: concatenate a tensor over ranks along dim 0 (``rice.distributed``).
+        rank: this process's rank, or None to ask ``rice.distributed.world_info()`` at each call.
+    """
+
+    def __init__(
+        self,
+        num_negatives: int = 3,
+        chunk_size: int = 32,
+        gather_with_grad: Gather | None = None,
+        gather_no_grad: Gather | None = None,
+        rank: int | None = None,
+    ):
+        super().__init__()
+        if num_negatives < 1 or chunk_size < 1:
+            raise ValueError(f"num_negatives ({num_negatives}) and chunk_size ({chunk_size}) must be >= 1")
+        self.num_negatives, self.chunk_size = num_negatives, chunk_size
+        self.gather_with_grad = gather_with_grad or _identity
+        self.gather_no_grad = gather_no_grad or _identity
+        self.rank = rank
+
+    def _rank(self) -> int:
+        if self.rank is not None:
+            return self.rank
+        from rice.distributed import world_info
+
+        return world_info().rank
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        video_features: torch.Tensor,
+        image_tokens: torch.Tensor,
+        video_tokens: torch.Tensor,
+        frame_mask: torch.Tensor,
+        decoder: PairwiseMatchingDecoder | None,
+        positive_scores: torch.Tensor | None = None,
+        **_: object,
+    ) -> torch.Tensor:
+        """Args:
+            image_features, video_features: (B, D) local embeddings (used for mining only).
+            image_tokens: (B, L, W); video_tokens: (B, T, L, W); frame_mask: (B, T) bool.
+            decoder: the model's PMD decoder.
+            positive_scores: (B,) decoder scores of (image i, clip i) when already computed (RiceTask shares them
+                with PFR), else computed here.
+        """
+        if decoder is None:
+            raise ValueError("the PMD loss needs model.decoder; build the model with the decoder (losses incl. 'pmd')")
+        batch = image_tokens.shape[0]
+        all_video_features = self.gather_no_grad(video_features.detach())  # (N, D)
+        all_video_tokens = self.gather_with_grad(video_tokens)  # (N, T, L, W)
+        all_frame_mask = self.gather_no_grad(frame_mask)  # (N, T)
+        local = torch.arange(batch, device=image_tokens.device)
+        positive_index = self._rank() * batch + local  # this rank's clips sit at its offset in the gathered batch
+        k = min(self.num_negatives, all_video_features.shape[0] - 1)
+        if positive_scores is None:
+            positive_scores = score_pairs(
+                decoder, image_tokens, video_tokens, frame_mask, local, local, self.chunk_size
+            ).scores
+        if k < 1:  # a global batch of one pair has no negative: nothing to contrast
+            return positive_scores.sum() * 0.0
+        negative_index = mine_hard_negatives(image_features, all_video_features, positive_index, k)  # (B, K)
+        negative_scores = score_pairs(
+            decoder,
+            image_tokens,
+            all_video_tokens,
+            all_frame_mask,
+            local.repeat_interleave(k),
+            negative_index.reshape(-1),
+            self.chunk_size,
+        ).scores.view(batch, k)
+        logits = torch.cat([positive_scores[:, None], negative_scores], dim=1)  # (B, 1+K), positive at 0
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 at least (under AMP)
+        return F.cross_entropy(logits, torch.zeros(batch, dtype=torch.long, device=logits.device))

@@ -1,0 +1,58 @@
+"""Patch feature reconstruction loss (PFR): rebuild the image tokens from the clip tokens with the PMD attention."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rice.models.decoder import PairwiseMatchingDecoder, score_pairs
+
+
+class PatchFeatureReconstructionLoss(nn.Module):
+    """PFR loss on the positive (image, own clip) pairs.
+
+    The cross-attention probabilities of the decoder's cross block (B, H, L_img, T*L_vid) are scaled by
+    sqrt(head_dim) and merged over heads by the decoder's 1x1 convolutions, then a softmax over the clip's valid
+    tokens gives W (B, L_img, T*L_vid). The reconstruction W @ sg(X_video) is compared with sg(Y_image) by MSE,
+    averaged over all elements of the local batch (B * L_img * W values). Both feature sets are stop-gradient, so
+    only the attention path (decoder Q/K, the head-merging convs, and the encoder through Q/K) learns from it.
+    DDP's gradient averaging over equal local batches makes it the mean over the global batch.
+
+    Args:
+        chunk_size: positive pairs per decoder call when the attention is not passed in.
+    """
+
+    def __init__(self, chunk_size: int = 32):
+        super().__init__()
+        self.chunk_size = chunk_size
+
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        video_tokens: torch.Tensor,
+        frame_mask: torch.Tensor,
+        decoder: PairwiseMatchingDecoder | None,
+        positive_attention: torch.Tensor | None = None,
+        **_: object,
+    ) -> torch.Tensor:
+        """Args:
+            image_tokens: (B, L, W); video_tokens: (B, T, L, W); frame_mask: (B, T) bool.
+            decoder: the model's PMD decoder, built with ``reconstruction=True``.
+            positive_attention: (B, H, L, T*L) cross-attention of the positive pairs if already computed.
+        """
+        if decoder is None:
+            raise ValueError("the PFR loss needs model.decoder; build the model with the decoder (losses incl. 'pfr')")
+        batch, frames, l_vid, width = video_tokens.shape
+        if positive_attention is None:
+            local = torch.arange(batch, device=image_tokens.device)
+            positive_attention = score_pairs(
+                decoder, image_tokens, video_tokens, frame_mask, local, local, self.chunk_size, return_attention=True
+            ).attention
+        dtype = torch.promote_types(positive_attention.dtype, torch.float32)  # fp32 at least (under AMP)
+        logits = decoder.merge_heads(positive_attention).to(dtype)  # (B, L_img, T*L_vid)
+        key_mask = frame_mask.bool().repeat_interleave(l_vid, dim=1)  # (B, T*L_vid)
+        weights = logits.masked_fill(~key_mask[:, None, :], float("-inf")).softmax(dim=-1)
+        context = video_tokens.detach().reshape(batch, frames * l_vid, width).to(dtype)
+        reconstruction = weights @ context  # (B, L_img, W)
+        return F.mse_loss(reconstruction, image_tokens.detach().to(dtype))

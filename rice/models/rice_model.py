@@ -1,0 +1,131 @@
+"""RiceModel: one encoder shared by shop images and video frames, clip pooling, a learnable scale, and the
+optional Pairwise Matching Decoder used by the PMD/PFR losses (and by re-ranking)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rice.models.encoders import ConvStemEncoder, ImageEncoder, Preprocess, create_timm_vit
+from rice.models.registry import register_model
+
+
+class RiceModel(nn.Module):
+    """Dual encoder for video-to-shop retrieval.
+
+    Args:
+        encoder: any module honouring the encoder contract (docs/internals.md).
+        logit_scale_init: the learnable scale s; training logits are s^2 * cos(video, image).
+    """
+
+    def __init__(self, encoder: ImageEncoder, logit_scale_init: float = 4.0):
+        super().__init__()
+        self.encoder = encoder
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
+        self.decoder: nn.Module | None = None
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.encoder.preprocess
+
+    @property
+    def embed_dim(self) -> int:
+        return self.encoder.embed_dim
+
+    def _encode(self, images: torch.Tensor, frames: torch.Tensor | None, frame_mask: torch.Tensor | None):
+        """Encode images and the valid frames of clips in one backbone call (padded frames are never run)."""
+        chunks = [images] if images is not None else []
+        if frames is not None:
+            b, t = frames.shape[:2]
+            valid = frame_mask.reshape(-1).bool()
+            chunks.append(frames.reshape(b * t, *frames.shape[2:])[valid])
+        out = self.encoder(torch.cat(chunks) if len(chunks) > 1 else chunks[0])
+        n_img = images.shape[0] if images is not None else 0
+        image_out = (out.embedding[:n_img], out.tokens[:n_img]) if images is not None else None
+        video_out = None
+        if frames is not None:
+            emb = out.embedding.new_zeros(b * t, out.embedding.shape[-1])
+            tok = out.tokens.new_zeros(b * t, *out.tokens.shape[1:])
+            emb = emb.index_put((valid.nonzero().squeeze(1),), out.embedding[n_img:])
+            tok = tok.index_put((valid.nonzero().squeeze(1),), out.tokens[n_img:])
+            video_out = (emb.reshape(b, t, -1), tok.reshape(b, t, *tok.shape[1:]))
+        return image_out, video_out
+
+    @staticmethod
+    def pool_frames(frame_embeddings: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """Masked mean of unnormalised frame embeddings (B, T, D) -> L2-normalised clip embedding (B, D)."""
+        mask = frame_mask.to(frame_embeddings.dtype).unsqueeze(-1)  # (B, T, 1)
+        summed = (frame_embeddings * mask).sum(1)
+        return F.normalize(summed / mask.sum(1).clamp_min(1.0), dim=-1)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, D) L2-normalised."""
+        (embedding, _), _ = self._encode(images, None, None)
+        return F.normalize(embedding, dim=-1)
+
+    def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, 3, S, S) with a (B, T) bool mask of real frames -> (B, D) L2-normalised."""
+        if frame_mask is None:
+            frame_mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
+        _, (frame_emb, _) = self._encode(None, frames, frame_mask)
+        return self.pool_frames(frame_emb, frame_mask)
+
+    def encode_video_tokens(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clip embedding (B, D) and the frame tokens (B, T, L, W), for re-ranking."""
+        _, (frame_emb, frame_tokens) = self._encode(None, frames, frame_mask)
+        return self.pool_frames(frame_emb, frame_mask), frame_tokens
+
+    def encode_image_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        (embedding, tokens), _ = self._encode(images, None, None)
+        return F.normalize(embedding, dim=-1), tokens
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        frames: torch.Tensor,
+        frame_mask: torch.Tensor,
+        return_tokens: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Training forward. Keys match the loss keyword names (open_clip style)."""
+        (image_emb, image_tokens), (frame_emb, frame_tokens) = self._encode(images, frames, frame_mask)
+        out = {
+            "image_features": F.normalize(image_emb, dim=-1),
+            "video_features": self.pool_frames(frame_emb, frame_mask),
+            "logit_scale": self.logit_scale,
+        }
+        if return_tokens:
+            out.update(image_tokens=image_tokens, video_tokens=frame_tokens, frame_mask=frame_mask)
+        return out
+
+    def no_weight_decay_names(self) -> set[str]:
+        return {"logit_scale"} | {f"encoder.{n}" for n in self.encoder.no_weight_decay_names()}
+
+    def head_parameter_names(self) -> set[str]:
+        """Parameters trained at the head learning rate (100x): everything but the pretrained encoder."""
+        return {name for name, _ in self.named_parameters() if not name.startswith("encoder.")}
+
+
+@register_model
+def rice_vit_b32(
+    pretrained: bool = True, pretrained_file: str | None = None, logit_scale_init: float = 4.0
+) -> RiceModel:
+    """RICE on the CLIP ViT-B/32 visual tower (timm's QuickGELU variant: the OpenAI weights' activation)."""
+    encoder = create_timm_vit(
+        "vit_base_patch32_clip_quickgelu_224.openai",
+        pretrained=pretrained,
+        pretrained_file=pretrained_file,
+        preprocess=Preprocess(input_size=224, resize_size=256),
+    )
+    return RiceModel(encoder, logit_scale_init)
+
+
+@register_model
+def rice_tiny(pretrained: bool = False, pretrained_file: str | None = None, logit_scale_init: float = 4.0) -> RiceModel:
+    """A few-layer conv-stem transformer at 64 px for tests and the CPU demo; always trained from scratch."""
+    encoder = ConvStemEncoder(input_size=64, width=96, depth=2, heads=4, embed_dim=128)
+    if pretrained_file is not None:
+        state = torch.load(pretrained_file, map_location="cpu", weights_only=True)
+        encoder.load_state_dict(state.get("encoder", state))
+    return RiceModel(encoder, logit_scale_init)
+

@@ -1,0 +1,130 @@
+"""Evaluation: embed gallery images and query clips, search, and report recall@k (total and per subset)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from rice.retrieval.metrics import recall_at_k
+from rice.retrieval.protocols import first_hit_ranks, global_topk, grouped_topk
+
+SOURCE_NAMES = {0: "hard", 1: "regular"}
+
+
+@dataclass
+class EmbeddingSet:
+    """Everything the search needs, on the CPU as numpy (float32, L2-normalised)."""
+
+    query_ids: list[str]
+    query_embeddings: np.ndarray  # (Q, D)
+    query_gt: list[list[str]]
+    query_groups: list[str]
+    query_sources: np.ndarray  # (Q,) int, -1 when unknown
+    query_ok: np.ndarray  # (Q,) bool: False = unreadable clip (counts as a miss)
+    gallery_ids: list[str]
+    gallery_embeddings: np.ndarray  # (G, D)
+    gallery_groups: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+    def save_npz(self, path: str | Path) -> None:
+        """Write ids and embeddings so the table can be recomputed (or indexed) elsewhere, no pickles needed."""
+        np.savez(
+            path,
+            query_ids=np.array(self.query_ids, dtype=str),
+            query_embeddings=self.query_embeddings.astype(np.float32),
+            gallery_ids=np.array(self.gallery_ids, dtype=str),
+            gallery_embeddings=self.gallery_embeddings.astype(np.float32),
+            query_groups=np.array(self.query_groups, dtype=str),
+            gallery_groups=np.array(self.gallery_groups, dtype=str),
+            query_gt_json=np.array(json.dumps(self.query_gt)),
+            query_sources=self.query_sources.astype(np.int64),
+        )
+
+
+def _loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
+    from rice.data import collate_batch  # data is the caller's concern; only the collate contract is shared
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_batch)
+
+
+@torch.no_grad()
+def extract_embeddings(
+    model: torch.nn.Module,
+    queries: Dataset,
+    gallery: Dataset,
+    batch_size: int = 32,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+) -> EmbeddingSet:
+    """Embed every gallery image and query clip in batches, without gradients, in fp32 and eval mode."""
+    model.eval()
+    skipped: list[str] = []
+    g_ids, g_emb, g_groups = [], [], []
+    for batch in _loader(gallery, batch_size, workers):
+        skipped += batch["skipped"]
+        ok = torch.as_tensor(batch["ok"], dtype=torch.bool)
+        if not ok.any():
+            continue
+        emb = model.encode_image(batch["image"][ok].to(device)).float().cpu().numpy()
+        keep = ok.nonzero().squeeze(1).tolist()
+        g_emb.append(emb)
+        g_ids += [batch["image_id"][i] for i in keep]
+        g_groups += [batch["group"][i] for i in keep]
+    q_ids, q_emb, q_gt, q_groups, q_src, q_ok = [], [], [], [], [], []
+    for batch in _loader(queries, batch_size, workers):
+        skipped += batch["skipped"]
+        emb = model.encode_video(batch["frames"].to(device), batch["frame_mask"].to(device)).float().cpu().numpy()
+        q_emb.append(emb)
+        q_ids += batch["query_id"]
+        q_gt += [list(g) for g in batch["gt_ids"]]
+        q_groups += batch["group"]
+        q_src += [int(s) for s in batch["source"]]
+        q_ok += [bool(o) for o in batch["ok"]]
+    dim = model.embed_dim
+    return EmbeddingSet(
+        query_ids=q_ids,
+        query_embeddings=np.concatenate(q_emb) if q_emb else np.zeros((0, dim), np.float32),
+        query_gt=q_gt,
+        query_groups=q_groups,
+        query_sources=np.array(q_src, dtype=np.int64),
+        query_ok=np.array(q_ok, dtype=bool),
+        gallery_ids=g_ids,
+        gallery_embeddings=np.concatenate(g_emb) if g_emb else np.zeros((0, dim), np.float32),
+        gallery_groups=g_groups,
+        skipped=skipped,
+    )
+
+
+def rank_gallery(emb: EmbeddingSet, k: int) -> np.ndarray:
+    """Top-k gallery indices (Q, k) per query, -1 padded: one global gallery, or each query's own group's gallery."""
+    if any(emb.query_groups):
+        return grouped_topk(emb.query_embeddings, emb.query_groups, emb.gallery_embeddings, emb.gallery_groups, k)
+    return global_topk(emb.query_embeddings, emb.gallery_embeddings, k)
+
+
+def score_rankings(emb: EmbeddingSet, top_indices: np.ndarray, ks: list[int]) -> dict[str, Any]:
+    """Recall@k over all queries (unreadable ones are misses), plus the hard/regular subsets when known."""
+    ranks = first_hit_ranks(top_indices, emb.gallery_ids, emb.query_gt)
+    ranks = np.where(emb.query_ok, ranks, -1)
+    result: dict[str, Any] = {**recall_at_k(ranks, ks), "num_queries": int(len(ranks))}
+    subsets = {}
+    for source, name in SOURCE_NAMES.items():
+        selected = emb.query_sources == source
+        if selected.any():
+            subsets[name] = {**recall_at_k(ranks[selected], ks), "num_queries": int(selected.sum())}
+    if subsets:
+        result["subsets"] = subsets
+    result["unreadable_queries"] = int((~emb.query_ok).sum())
+    result["gallery_size"] = len(emb.gallery_ids)
+    return result
+
+
+def evaluate_embeddings(emb: EmbeddingSet, ks: list[int]) -> dict[str, Any]:
+    top = rank_gallery(emb, max(ks))
+    return score_rankings(emb, top, ks)

@@ -1,0 +1,61 @@
+"""RiceTask: the model plus the selected losses and their weights -> {"loss", "<name>_loss", ...}.
+
+Thin on purpose: optimisation, checkpoints and logging live in rice.train.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from rice.config import LossConfig
+from rice.distributed import all_gather_no_grad, all_gather_with_grad
+from rice.losses import InstanceContrastiveLoss
+from rice.losses.matching import PairwiseMatchingLoss
+from rice.losses.reconstruction import PatchFeatureReconstructionLoss
+from rice.models import RiceModel
+from rice.models.decoder import score_pairs
+
+# Explicit name -> constructor mapping; every constructor takes the LossConfig.
+LOSSES: dict[str, Callable[[LossConfig], nn.Module]] = {
+    "icl": lambda cfg: InstanceContrastiveLoss(gather=all_gather_with_grad),
+    "pmd": lambda cfg: PairwiseMatchingLoss(
+        cfg.pmd_negatives, cfg.pmd_chunk_size, gather_with_grad=all_gather_with_grad, gather_no_grad=all_gather_no_grad
+    ),
+    "pfr": lambda cfg: PatchFeatureReconstructionLoss(chunk_size=cfg.pmd_chunk_size),
+}
+
+
+class RiceTask(nn.Module):
+    def __init__(self, model: RiceModel, cfg: LossConfig):
+        super().__init__()
+        missing = [name for name in cfg.losses if name not in LOSSES]
+        if missing:
+            raise ValueError(f"losses {missing} are not available; choose from {sorted(LOSSES)}")
+        self.model = model
+        self.losses = nn.ModuleDict({name: LOSSES[name](cfg) for name in cfg.losses})
+        self.weights = {name: float(cfg.weights.get(name, 1.0)) for name in cfg.losses}
+        self.needs_tokens = any(name != "icl" for name in cfg.losses)
+        self.chunk_size = cfg.pmd_chunk_size
+        if self.needs_tokens and model.decoder is None:
+            raise ValueError(f"losses {cfg.losses} need the PMD decoder; build_model(..., with_decoder=True)")
+        if "pfr" in cfg.losses and getattr(model.decoder, "head_merge", None) is None:
+            raise ValueError("'pfr' needs the decoder's head-merging convs; build_model(..., with_reconstruction=True)")
+
+    def forward(self, images: torch.Tensor, frames: torch.Tensor, frame_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.model(images, frames, frame_mask, return_tokens=self.needs_tokens)
+        results: dict[str, torch.Tensor] = {}
+        if "pfr" in self.losses:
+            # PMD and PFR share one decoder pass over the positive pairs (PFR needs its cross-attention)
+            local = torch.arange(images.shape[0], device=images.device)
+            positives = score_pairs(
+                self.model.decoder, out["image_tokens"], out["video_tokens"], frame_mask, local, local,
+                self.chunk_size, return_attention=True,
+            )  # fmt: skip
+            out.update(positive_scores=positives.scores, positive_attention=positives.attention)
+        for name, loss_fn in self.losses.items():
+            results[f"{name}_loss"] = loss_fn(**out, decoder=self.model.decoder)
+        results["loss"] = sum(self.weights[name] * results[f"{name}_loss"] for name in self.losses)
+        return results

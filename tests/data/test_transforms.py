@@ -1,0 +1,149 @@
+"""Transforms, temporal sampling and collation."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from rice.data import CLIP_MEAN, CLIP_STD, ClipTransform, build_transform, collate_batch
+from rice.data.sampling import drop_tail, pad_clip, sample_frame_indices
+
+
+def _image(seed: int, height: int = 90, width: int = 130) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------------ transforms
+def test_eval_matches_official_preprocessing_in_numpy() -> None:
+    """PIL resize((256, 256), BILINEAR) -> centre crop 224 -> /255 -> CLIP mean/std, recomputed independently."""
+    array = _image(0, 300, 420)
+    out = build_transform(224, train=False)(Image.fromarray(array))
+    resized = np.asarray(Image.fromarray(array).resize((256, 256), Image.BILINEAR), dtype=np.float64) / 255.0
+    crop = resized[16:240, 16:240]
+    expected = ((crop - np.array(CLIP_MEAN)) / np.array(CLIP_STD)).transpose(2, 0, 1)
+    assert out.shape == (3, 224, 224) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)
+    # uint8 arrays and PIL images give the same result
+    torch.testing.assert_close(build_transform(224, train=False)(array), out)
+
+
+def test_resize_size_rule_and_override() -> None:
+    assert build_transform(224, train=False).resize_size == 256
+    assert build_transform(32, train=False).resize_size == 37
+    assert build_transform(32, train=False, resize_size=40).resize_size == 40
+    with pytest.raises(ValueError, match="resize_size"):
+        build_transform(64, train=False, resize_size=32)
+
+
+def test_train_crop_and_flip_are_seeded_and_valid() -> None:
+    transform = build_transform(32, train=True, resize_size=48)
+    array = _image(1)
+    a = transform(array, random.Random(5))
+    b = transform(array, random.Random(5))
+    torch.testing.assert_close(a, b)
+    params = [transform.sample_params(random.Random(seed)) for seed in range(200)]
+    assert {p.flip for p in params} == {True, False}
+    assert all(0 <= p.top <= 16 and 0 <= p.left <= 16 for p in params)
+    assert len({(p.top, p.left) for p in params}) > 50
+    # Flip really mirrors the crop.
+    p = params[0]
+    flipped = transform.apply(array, type(p)(p.top, p.left, True))
+    straight = transform.apply(array, type(p)(p.top, p.left, False))
+    torch.testing.assert_close(flipped, straight.flip(-1))
+
+
+def test_clip_transform_uses_one_crop_for_all_frames() -> None:
+    image_transform = build_transform(32, train=True, resize_size=48)
+    clip = ClipTransform(image_transform)
+    frames = [_image(i) for i in range(5)]
+    for seed in range(10):
+        out = clip(frames, random.Random(seed))
+        assert out.shape == (5, 3, 32, 32)
+        params = image_transform.sample_params(random.Random(seed))
+        for frame, result in zip(frames, out):
+            torch.testing.assert_close(result, image_transform.apply(frame, params))
+    # Identical frames stay identical after (random) augmentation; a (T, H, W, 3) array works too.
+    same = clip(np.stack([frames[0]] * 4))
+    assert all(torch.equal(same[0], same[i]) for i in range(4))
+    assert clip([]).shape == (0, 3, 32, 32)
+
+
+def test_torch_rng_path_when_no_rng() -> None:
+    transform = build_transform(32, train=True, resize_size=48)
+    torch.manual_seed(0)
+    a = transform(_image(2))
+    torch.manual_seed(0)
+    torch.testing.assert_close(transform(_image(2)), a)
+
+
+# -------------------------------------------------------------------------------------------------------- sampling
+def test_eval_sampling_is_segment_centres() -> None:
+    assert sample_frame_indices(100, 10, train=False) == [5, 15, 25, 35, 45, 55, 65, 75, 85, 95]
+    assert sample_frame_indices(20, 10, train=False) == [1, 3, 5, 7, 9, 11, 13, 15, 17, 19]
+    assert sample_frame_indices(10, 10, train=False) == list(range(10))
+    assert sample_frame_indices(4, 10, train=False) == [0, 1, 2, 3]  # short clip: all frames
+
+
+def test_train_sampling_stays_in_segments() -> None:
+    rng = random.Random(0)
+    draws = [sample_frame_indices(100, 10, train=True, rng=rng) for _ in range(100)]
+    for indices in draws:
+        assert all(10 * i <= index < 10 * (i + 1) for i, index in enumerate(indices))
+    assert len({tuple(d) for d in draws}) > 90
+    assert sample_frame_indices(37, 10, True, random.Random(3)) == sample_frame_indices(37, 10, True, random.Random(3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 500), t=st.integers(1, 16), train=st.booleans(), seed=st.integers(0, 2**32))
+def test_sampling_properties(n: int, t: int, train: bool, seed: int) -> None:
+    indices = sample_frame_indices(n, t, train, random.Random(seed))
+    assert len(indices) == min(n, t)
+    assert indices == sorted(indices) and len(set(indices)) == len(indices)
+    assert all(0 <= i < n for i in indices)
+
+
+def test_tail_drop() -> None:
+    indices = list(range(0, 100, 10))
+    assert drop_tail(indices, 0.0, random.Random(0)) == indices
+    rng = random.Random(0)
+    lengths = [len(drop_tail(indices, 0.5, rng)) for _ in range(4000)]
+    # Kept length is 10 - floor(10 p), p in {0, .1, ..., .9}: 1..10, a head of the clip.
+    assert set(lengths) == set(range(1, 11))
+    dropped = sum(length < 10 for length in lengths) / len(lengths)
+    assert 0.40 < dropped < 0.50  # P(drop) = 0.5 * 9/10 (p = 0 keeps all)
+    always = [drop_tail(indices, 1.0, random.Random(s)) for s in range(50)]
+    assert all(kept == indices[: len(kept)] and len(kept) >= 1 for kept in always)
+    assert drop_tail([7], 1.0, random.Random(0)) == [7]  # never fewer than one frame
+    with pytest.raises(ValueError):
+        drop_tail(indices, 1.5)
+
+
+def test_pad_clip() -> None:
+    frames = torch.ones(3, 3, 4, 4)
+    padded, mask = pad_clip(frames, 5)
+    assert padded.shape == (5, 3, 4, 4) and mask.tolist() == [True, True, True, False, False]
+    assert padded[3:].abs().sum() == 0 and torch.equal(padded[:3], frames)
+    with pytest.raises(ValueError):
+        pad_clip(torch.ones(6, 3, 4, 4), 5)
+
+
+# --------------------------------------------------------------------------------------------------------- collate
+def test_collate_batch() -> None:
+    items = [
+        {"frames": torch.full((2, 3, 4, 4), float(i)), "frame_mask": torch.tensor([True, i == 0]),
+         "video_id": f"v{i}", "gt_ids": [f"g{i}"], "source": i, "ok": True, "skipped": [f"bad{i}.mp4: x"] * i}
+        for i in range(3)
+    ]  # fmt: skip
+    batch = collate_batch(items)
+    assert batch["frames"].shape == (3, 2, 3, 4, 4) and batch["frame_mask"].shape == (3, 2)
+    assert batch["video_id"] == ["v0", "v1", "v2"] and batch["gt_ids"] == [["g0"], ["g1"], ["g2"]]
+    assert batch["source"] == [0, 1, 2] and batch["ok"] == [True, True, True]
+    assert batch["skipped"] == ["bad1.mp4: x", "bad2.mp4: x", "bad2.mp4: x"]
+    with pytest.raises(ValueError):
+        collate_batch([])
