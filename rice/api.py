@@ -28,7 +28,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
         cfg = RunConfig.model_validate(state["config"])
         model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_file": None})
         has_decoder = any(key.startswith("decoder.") for key in state["model"])
-        model = build_model(model_cfg, with_decoder=has_decoder)
+        has_reconstruction = any(key.startswith("decoder.head_merge.") for key in state["model"])
+        model = build_model(model_cfg, with_decoder=has_decoder, with_reconstruction=has_reconstruction)
         model.load_state_dict(state["model"], strict=True)
         model.config = cfg
     else:

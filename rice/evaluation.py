@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from rice.api import load
 from rice.config import DataConfig, EvalConfig
@@ -26,13 +28,8 @@ def evaluate_model(
     emb = extract_embeddings(model, queries, gallery, eval_cfg.batch_size, data_cfg.workers, device)
     results = evaluate_embeddings(emb, eval_cfg.ks)
     if eval_cfg.rerank > 0:
-        from rice.retrieval.rerank import rerank_rankings  # needs the PMD decoder
-
         top = rank_gallery(emb, max(eval_cfg.rerank, max(eval_cfg.ks)))
-        reranked = rerank_rankings(
-            model, queries, gallery, emb, top, k=eval_cfg.rerank, fusion=eval_cfg.rerank_fusion,
-            batch_size=eval_cfg.batch_size, device=device,
-        )  # fmt: skip
+        reranked = rerank_rankings(model, queries, gallery, emb, top, eval_cfg, data_cfg.workers, device)
         results["reranked"] = score_rankings(emb, reranked, eval_cfg.ks)
     return results, emb
 
@@ -53,3 +50,44 @@ def evaluate_checkpoint(
     eval_cfg = model.config.eval.model_copy(update={k: v for k, v in (eval_overrides or {}).items() if v is not None})
     eval_cfg = EvalConfig.model_validate(eval_cfg.model_dump())
     return evaluate_model(model, data_cfg, eval_cfg, split=split, device=device)
+
+
+@torch.no_grad()
+def rerank_rankings(
+    model: RiceModel,
+    queries,
+    gallery,
+    emb: EmbeddingSet,
+    top: np.ndarray,
+    eval_cfg: EvalConfig,
+    workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Re-order each query's dual-encoder top-K by the PMD match score; ranks beyond K keep their order.
+
+    Rows padded with -1 (a livestream with fewer than K images) are filled with their first candidate for
+    scoring and de-duplicated afterwards, so padding never enters the ranking.
+    """
+    from rice.data import collate_batch
+    from rice.retrieval.rerank import gallery_tokens, rerank
+
+    k = eval_cfg.rerank
+    head = top[:, :k]
+    valid = head >= 0
+    safe = np.where(valid, head, np.maximum(head[:, :1], 0))
+    cos = np.einsum("qd,qkd->qk", emb.query_embeddings, emb.gallery_embeddings[safe])
+
+    def loader(dataset):
+        return DataLoader(dataset, eval_cfg.batch_size, shuffle=False, num_workers=workers, collate_fn=collate_batch)
+
+    ok_images = (batch["image"][torch.as_tensor(batch["ok"], dtype=torch.bool)] for batch in loader(gallery))
+    cache = gallery_tokens(model, ok_images)
+    query_batches = ((batch["frames"], batch["frame_mask"]) for batch in loader(queries))
+    order, _ = rerank(
+        model, query_batches, cache, torch.from_numpy(safe), torch.from_numpy(cos), fusion=eval_cfg.rerank_fusion
+    )
+    out = top.copy()
+    for row, candidates in enumerate(order.numpy()):
+        unique = list(dict.fromkeys(int(c) for c in candidates)) if valid[row].any() else []
+        out[row, :k] = unique + [-1] * (k - len(unique))
+    return out

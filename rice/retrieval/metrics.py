@@ -25,4 +25,4 @@ def recall_at_k(first_hit_ranks: np.ndarray, ks: Sequence[int]) -> dict[str, flo
     if ranks.size == 0:
         return {f"R@{k}": 0.0 for k in ks}
     hit = ranks >= 0
-    return {f"R@{k}": float(100.0 * np.mean(hit & (ranks < k))) for k in ks}
+    return {f"R@{k}": 100.0 * int(np.count_nonzero(hit & (ranks < k))) / ranks.size for k in ks}

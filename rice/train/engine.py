@@ -101,7 +101,8 @@ def build_train_loader(cfg: RunConfig, model: RiceModel, world: distributed.Worl
         collate_fn=collate_batch,
         drop_last=True,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=cfg.data.workers > 0,
+        # Not persistent: workers are re-forked each epoch so they see the dataset's new epoch (set_epoch).
+        persistent_workers=False,
         worker_init_fn=_seed_worker,
     )
 
@@ -129,7 +130,9 @@ def fit(cfg: RunConfig) -> Path:
     distributed.barrier()
 
     # --- model, task, data, optimiser -----------------------------------------------------------------------
-    model = build_model(cfg.model, with_decoder=any(n in cfg.loss.losses for n in ("pmd", "pfr"))).to(device)
+    model = build_model(
+        cfg.model, with_decoder="pmd" in cfg.loss.losses, with_reconstruction="pfr" in cfg.loss.losses
+    ).to(device)
     task = RiceTask(model, cfg.loss).to(device)
     loader = build_train_loader(cfg, model, world)
     optimizer = build_optimizer(model, cfg.optim)
@@ -165,6 +168,8 @@ def fit(cfg: RunConfig) -> Path:
         while step < cfg.train.max_steps:
             # Each epoch reshuffles differently on every rank-consistent seed (DistributedSampler contract).
             loader.sampler.set_epoch(epoch)
+            if hasattr(loader.dataset, "set_epoch"):  # per-item augmentation seeds depend on (seed, epoch, index)
+                loader.dataset.set_epoch(epoch)
             step = train_one_epoch(
                 train_module, task, loader, optimizer, scheduler, scaler, amp_dtype, device, cfg, step, epoch, log,
                 skipped,

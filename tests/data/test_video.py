@@ -65,7 +65,9 @@ def test_backends_agree(tiny_video: tuple[Path, np.ndarray]) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("content", [None, b"", b"\x00garbage, not an mp4\xff" * 50], ids=["missing", "empty", "corrupt"])
+@pytest.mark.parametrize(
+    "content", [None, b"", b"\x00garbage, not an mp4\xff" * 50], ids=["missing", "empty", "corrupt"]
+)
 def test_bad_files_raise_media_error(tmp_path: Path, backend: str, content: bytes | None) -> None:
     path = tmp_path / "bad.mp4"
     if content is not None:

@@ -1,0 +1,53 @@
+import pytest
+import yaml
+
+from rice.config import RunConfig, build_config
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = build_config(overrides=["optim.lr=3e-5", "loss.losses=[icl,pmd]", "train.batch_size=7"])
+    path = tmp_path / "config.yaml"
+    cfg.save(path)
+    again = build_config(config_file=path)
+    assert again == cfg
+    assert again.optim.lr == 3e-5 and again.loss.losses == ["icl", "pmd"] and again.train.batch_size == 7
+
+
+def test_precedence_defaults_file_overrides_flags(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"train": {"max_steps": 10, "batch_size": 4}, "optim": {"lr": 1e-5}}))
+    cfg = build_config(path, ["train.max_steps=20"], train__batch_size=None, optim__lr=2e-5)
+    assert cfg.train.max_steps == 20  # --set beats the file
+    assert cfg.train.batch_size == 4  # an unset flag (None) leaves the file's value
+    assert cfg.optim.lr == 2e-5  # a set flag wins
+    assert cfg.train.seed == RunConfig().train.seed  # defaults fill the rest
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [("optim.lrr=1", "optim.lrr"), ("trian.max_steps=3", "trian"), ("train.batch_size=0", "train.batch_size")],
+)
+def test_unknown_or_invalid_keys_name_the_field(override, fragment):
+    with pytest.raises(ValueError, match=fragment.replace(".", r"\.")):
+        build_config(overrides=[override])
+
+
+def test_unknown_key_in_yaml_is_rejected(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  nmae: rice_tiny\n")
+    with pytest.raises(ValueError, match="model.nmae"):
+        build_config(path)
+
+
+@pytest.mark.parametrize("losses", [["pmd"], ["icl", "foo"], ["icl", "pfr"]])
+def test_loss_selection_is_checked(losses):
+    with pytest.raises(ValueError):
+        build_config(loss__losses=losses)
+
+
+def test_missing_root_says_how_to_fix(monkeypatch):
+    monkeypatch.delenv("RICE_DATA", raising=False)
+    with pytest.raises(ValueError, match="--root"):
+        RunConfig().data.resolved_root()
+    monkeypatch.setenv("RICE_DATA", "/data/mf")
+    assert str(RunConfig().data.resolved_root()) == "/data/mf"
