@@ -41,7 +41,7 @@ def main() -> None:
     root = args.root or Path(tempfile.mkdtemp(prefix="rice-bench-"))
     if not (root / "train.json").exists():
         t = time.perf_counter()
-        write_synthetic_dataset(root, num_products=args.products, videos_per_product=1, num_test_products=0,
+        write_synthetic_dataset(root, num_products=args.products, videos_per_product=1, num_test_products=2,
                                 frames=args.frames, size=args.size, fps=args.fps)
         print(f"generated {args.products} videos ({args.frames} frames, {args.size}px, {args.fps} fps) "
               f"in {time.perf_counter() - t:.1f}s under {root}")

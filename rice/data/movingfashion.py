@@ -192,13 +192,18 @@ class _MovingFashionBase(Dataset):
             files = list_frame_files(folder)
             if not files:
                 raise MediaError(f"{folder}: prepared frames folder has no images; delete it and rerun `rice prepare`")
-            frames: Sequence[Any] = load_frames([files[i] for i in sample(len(files))], self.transform.resize_size)
+            frames: Sequence[Any] = load_frames([files[i] for i in sample(len(files))], self._draft_size())
         else:
             frames = read_video_frames(self.root / video_path, sample, backend=self.video_backend)
         return pad_clip(self.clip_transform(frames, rng), self.num_frames)
 
+    def _draft_size(self) -> int | None:
+        # JPEG draft decoding is fast but not pixel-identical to a full decode: use it for training only, so
+        # evaluation reproduces the public code's preprocessing exactly.
+        return self.transform.resize_size if self.transform.train else None
+
     def _read_image(self, img_path: str, rng: random.Random | None) -> torch.Tensor:
-        return self.transform(load_image(self.root / img_path, self.transform.resize_size), rng)
+        return self.transform(load_image(self.root / img_path, self._draft_size()), rng)
 
     def _zero_frames(self) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.transform.image_size

@@ -137,6 +137,10 @@ def create_timm_vit(
 ) -> TimmViTEncoder:
     """Build a timm ViT encoder; weights from the hub only when asked, or from a local file."""
     if pretrained_file is not None:
+        if not Path(pretrained_file).is_file():
+            raise FileNotFoundError(
+                f"pretrained file {pretrained_file} not found; pass an existing file to --pretrained-file"
+            )
         backbone = timm.create_model(timm_name, pretrained=False, **timm_kwargs)
         load_pretrained_file(backbone, pretrained_file)
     elif pretrained:
