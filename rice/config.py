@@ -135,6 +135,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
 
 
+# Defaults that depend on the model. The paper's recipe (lr 1e-6, 500 warm-up steps) fine-tunes pretrained
+# CLIP; models trained from scratch need a far larger learning rate and a short warm-up (measured on the demo
+# data: rice_tiny reaches R@1 ~30% in 200 steps with these, and stays at chance with the paper's values).
+# They apply only to fields the user did not set (file, --set or flag).
+_FROM_SCRATCH = {"optim": {"lr": 1e-3, "head_lr": 1e-3, "warmup_steps": 20, "weight_decay": 0.05}}
+MODEL_RECIPES: dict[str, dict[str, Any]] = {
+    name: _FROM_SCRATCH for name in ("rice_tiny", "swin_b_tiny", "timesformer_tiny", "fashionnet_tiny")
+}
+
+
+def _apply_recipe(tree: dict[str, Any]) -> dict[str, Any]:
+    name = tree.get("model", {}).get("name", ModelConfig.model_fields["name"].default)
+    recipe = MODEL_RECIPES.get(name)
+    return _deep_merge(recipe, tree) if recipe else tree
+
+
 def build_config(
     config_file: str | Path | None = None,
     overrides: list[str] | None = None,
@@ -161,6 +177,7 @@ def build_config(
     for name, value in flags.items():
         if value is not None:
             _set_dotted(tree, name.replace("__", "."), value)
+    tree = _apply_recipe(tree)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:

@@ -27,7 +27,6 @@ DEMO_STEPS = 200
 DEMO_TRAIN = {
     "model": {"name": "rice_tiny", "pretrained": False},
     "data": {"dataset": "movingfashion", "workers": 2},
-    "optim": {"lr": 1e-3, "head_lr": 1e-3, "warmup_steps": 20, "weight_decay": 0.05},
     "train": {"batch_size": 16, "seed": 0, "save_every": 100000, "log_every": 10, "device": "cpu", "amp": "none"},
     "eval": {"batch_size": 32},
 }

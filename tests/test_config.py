@@ -51,3 +51,11 @@ def test_missing_root_says_how_to_fix(monkeypatch):
         RunConfig().data.resolved_root()
     monkeypatch.setenv("RICE_DATA", "/data/mf")
     assert str(RunConfig().data.resolved_root()) == "/data/mf"
+
+
+def test_from_scratch_models_get_their_recipe_unless_set():
+    tiny = build_config(model__name="rice_tiny")
+    assert tiny.optim.lr == 1e-3 and tiny.optim.warmup_steps == 20
+    assert build_config(model__name="rice_tiny", optim__lr=5e-4).optim.lr == 5e-4
+    assert build_config(overrides=["model.name=rice_tiny", "optim.warmup_steps=3"]).optim.warmup_steps == 3
+    assert build_config().optim.lr == 1e-6  # the paper's recipe for pretrained CLIP
