@@ -291,7 +291,8 @@ class LPRQueries(Dataset):
             if not paths:
                 raise MediaError(f"query {cid}: no frames listed in query_tenframes.json")
             picks = sample_frame_indices(len(paths), self.num_frames, train=False)
-            frames = load_frames([self.root / "query" / paths[i] for i in picks], self.transform.resize_size)
+            # Full decode at evaluation (no JPEG draft): pixel-identical to the public code's preprocessing.
+            frames = load_frames([self.root / "query" / paths[i] for i in picks])
             clip, mask = pad_clip(self.clip_transform(frames), self.num_frames)
             item.update(frames=clip, frame_mask=mask, ok=True, skipped=[])
         except MediaError as err:
@@ -329,7 +330,7 @@ class LPRGallery(Dataset):
         live_id, name = self.lines[idx].split("/")
         item: dict[str, Any] = {"image_id": gallery_image_id(name), "group": live_id}
         try:
-            image = self.transform(load_image(self.root / "gallery" / live_id / name, self.transform.resize_size))
+            image = self.transform(load_image(self.root / "gallery" / live_id / name))
             item.update(image=image, ok=True, skipped=[])
         except MediaError as err:
             size = self.transform.image_size

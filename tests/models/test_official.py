@@ -168,6 +168,15 @@ def test_official_file_loads_and_matches_clip_forward(full_state, tmp_path):
     for key, value in model.state_dict().items():
         assert torch.equal(native["model"][key], value), key
 
+    # rice.load takes both the public file and the converted native checkpoint, and they embed identically.
+    import rice
+
+    with torch.no_grad():
+        from_public = rice.load(path).encode_image(images)
+        from_native = rice.load(out).encode_image(images)
+    torch.testing.assert_close(from_public, ours)
+    torch.testing.assert_close(from_native, ours)
+
 
 def test_contrastive_variant_in_mmf_layout(full_state):
     model, info = load_official_state(_layout(_variant_state(full_state, "a"), "mmf+module"))
