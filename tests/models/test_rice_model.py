@@ -71,7 +71,8 @@ def test_save_load_gives_identical_embeddings(tmp_path):
 
 
 def test_optimizer_groups_follow_the_recipe():
-    cfg = build_config(model__name="rice_tiny", loss__losses=["icl", "pmd"])
+    cfg = build_config(model__name="rice_tiny", loss__losses=["icl", "pmd"],
+                       optim__lr=1e-6, optim__head_lr=1e-4, optim__weight_decay=0.2)  # the paper's values
     model = build_model(cfg.model, with_decoder=True)
     groups = {g["name"]: g for g in build_optimizer(model, cfg.optim).param_groups}
     assert groups["encoder"]["lr"] == 1e-6 and groups["head"]["lr"] == 1e-4
