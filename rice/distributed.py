@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 
 
 @dataclass(frozen=True)
@@ -65,16 +64,33 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` from every rank along dim 0, keeping the autograd graph.
+class _AllGatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums the incoming gradients over ranks and returns this rank's slice."""
 
-    The backward of ``torch.distributed.nn.all_gather`` sums the incoming gradients over ranks, so when every
-    rank computes the same global loss, each rank's features receive ``world_size`` times their true gradient;
-    DDP's gradient averaging divides it back. The 2-rank parity test covers this.
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.rank, ctx.rows = dist.get_rank(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # every rank's loss depends on every rank's rows
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (same shape on every rank) from every rank along dim 0, keeping the graph.
+
+    The backward sums the gradients over ranks, so when every rank computes the same global loss, each rank's
+    features receive ``world_size`` times their true gradient; DDP's gradient averaging divides it back. The
+    2-rank parity tests (ICL and PMD) cover this.
     """
     if not is_initialized() or dist.get_world_size() == 1:
         return tensor
-    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+    return _AllGatherWithGrad.apply(tensor)
 
 
 def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
