@@ -32,7 +32,8 @@ def _help(dotted: str) -> str:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    """One line on stderr (never wrapped), exit code 2."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
     raise typer.Exit(code=2)
 
 

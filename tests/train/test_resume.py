@@ -43,3 +43,13 @@ def test_resume_latest_without_checkpoint_starts_fresh(synthetic_root, tmp_path)
     assert read_checkpoint(again)["step"] == 2
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
+
+
+def test_grad_accumulation_and_autocast_run(synthetic_root, tmp_path):
+    for amp in ("bf16", "fp16"):
+        cfg = _cfg(synthetic_root, tmp_path / amp, max_steps=2, amp=amp, grad_accum=2, save_every=100)
+        state = read_checkpoint(fit(cfg))
+        assert state["step"] == 2
+        assert (state["scaler"] is not None) == (amp == "fp16")  # fp16 needs a GradScaler, bf16 does not
+        records = [json.loads(x) for x in (tmp_path / amp / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records] == [1, 2] and all(r["loss"] > 0 for r in records)
