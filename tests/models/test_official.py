@@ -182,3 +182,45 @@ def test_contrastive_variant_in_mmf_layout(full_state):
     model, info = load_official_state(_layout(_variant_state(full_state, "a"), "mmf+module"))
     assert (info.variant, info.layout, info.norm_s, model.decoder) == ("a", "mmf+module", 3.5, None)
     assert info.unused_keys == ["transformer.contrastive_norm.norm_s"]
+
+
+class _Holder(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _as_torchscript(state: dict) -> torch.jit.ScriptModule:
+    """A TorchScript archive whose state dict has the given keys, like OpenAI's ViT-B-32.pt."""
+    root = _Holder()
+    for key, value in state.items():
+        *path, leaf = key.split(".")
+        module = root
+        for name in path:
+            if not hasattr(module, name):
+                module.add_module(name, _Holder())
+            module = getattr(module, name)
+        module.register_parameter(leaf, torch.nn.Parameter(value.clone(), requires_grad=False))
+    return torch.jit.script(root)
+
+
+@pytest.mark.parametrize("fmt", ["state_dict", "torchscript"])
+def test_openai_clip_file_as_pretrained_file(full_state, tmp_path, fmt):
+    """`--pretrained-file ViT-B-32.pt`: the OpenAI CLIP file (JIT archive, fp16 weights) or a plain state dict."""
+    from rice.models import create_model
+
+    prefix = "image_encoder.model."
+    visual = {"visual." + k[len(prefix):]: v for k, v in full_state.items() if k.startswith(prefix)}
+    visual["logit_scale"] = torch.tensor(4.6)  # the text tower's keys sit beside visual.* and are ignored
+    path = tmp_path / "ViT-B-32.pt"
+    if fmt == "torchscript":
+        visual = {k: v.half() for k, v in visual.items()}
+        _as_torchscript(visual).save(str(path))
+    else:
+        torch.save(visual, path)
+    model = create_model("rice_vit_b32", pretrained_file=str(path)).eval()
+    reference_state = {prefix + k[len("visual."):]: v.float() for k, v in visual.items() if k.startswith("visual.")}
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = model.encode_image(images)
+        reference = F.normalize(_clip_visual_reference(reference_state, images), dim=-1)
+    assert F.cosine_similarity(ours, reference).min() > 0.9999
