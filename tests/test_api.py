@@ -32,6 +32,7 @@ def test_embed_files_match_the_evaluation_datasets(tmp_path, synthetic_root):
     clip = rice.embed_video(model, video)
     shop = rice.embed_image(model, synthetic_root / record["img_path"])
     assert clip.shape == (model.embed_dim,) and abs(float(clip.norm()) - 1) < 1e-5
+    assert torch.equal(model.embed_video(str(video)), clip)  # the method form of the design card
 
     queries = MovingFashionQueries(synthetic_root, num_frames=cfg.data.num_frames,
                                    transform=build_data_transform(cfg.data, model.preprocess, train=False))

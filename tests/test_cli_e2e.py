@@ -57,3 +57,25 @@ def test_bad_root_is_one_line_error(tmp_path):
     )  # fmt: skip
     assert proc.returncode != 0
     assert "nope" in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_multi_node_flags_two_nodes_on_loopback(tmp_path, synthetic_root):
+    """Two `rice train --nnodes 2 --node-rank r` launches (one process each) meet at --master-addr/--master-port."""
+    from tests.distributed_utils import free_port
+
+    port = str(free_port())
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = [
+        sys.executable, "-m", "rice", "train", "--root", str(synthetic_root), "--model", "rice_tiny",
+        "--max-steps", "2", "--batch-size", "4", "--out", str(tmp_path / "run"), "--workers", "0",
+        "--nnodes", "2", "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", port,
+    ]  # fmt: skip
+    nodes = [
+        subprocess.Popen([*common, "--node-rank", str(rank)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for rank in range(2)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), outputs
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["step"] == 2

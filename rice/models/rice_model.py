@@ -98,6 +98,18 @@ class RiceModel(nn.Module):
             out.update(image_tokens=image_tokens, video_tokens=frame_tokens, frame_mask=frame_mask)
         return out
 
+    def embed_video(self, path: str, num_frames: int | None = None) -> torch.Tensor:
+        """Embedding (D,) of a video file with the eval preprocessing; see `rice.embed_video`."""
+        from rice.api import embed_video  # file reading lives with the data code, not in the model
+
+        return embed_video(self, path, num_frames)
+
+    def embed_image(self, path: str) -> torch.Tensor:
+        """Embedding (D,) of an image file with the eval preprocessing; see `rice.embed_image`."""
+        from rice.api import embed_image
+
+        return embed_image(self, path)
+
     def no_weight_decay_names(self) -> set[str]:
         return {"logit_scale"} | {f"encoder.{n}" for n in self.encoder.no_weight_decay_names()}
 

@@ -59,4 +59,4 @@ class RunLogger:
 
     def print(self, message: str) -> None:
         if self.enabled:
-            self._progress.console.print(message)
+            self._progress.console.print(message, soft_wrap=True)  # one line per message, never wrapped
