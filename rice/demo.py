@@ -93,7 +93,7 @@ def run_demo(out: Path, steps: int | None = None, console: Console | None = None
     results = {"trained": trained, "untrained": untrained, "chance": chance_recall(emb, cfg.eval.ks)}
     (out / "results.json").write_text(json.dumps(results, indent=2))
 
-    table = Table(title=f"rice demo: {trained['num_queries']} query clips, {trained['gallery_size']} shop images")
+    table = Table(title=f"rice demo ({trained['num_queries']} clips, {trained['gallery_size']} shop images)")
     table.add_column("model")
     for k in ("R@1", "R@5", "R@10"):
         table.add_column(k, justify="right")

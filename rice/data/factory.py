@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from torch.utils.data import Dataset
 
 from ..config import DataConfig
+from . import lpr as _lpr
 from .movingfashion import MovingFashionGallery, MovingFashionPairs, MovingFashionQueries
 from .transforms import ImageTransform, build_transform
 
@@ -66,8 +67,6 @@ def _mf_queries(cfg: DataConfig, transform: ImageTransform, split: str) -> Datas
 def _mf_gallery(cfg: DataConfig, transform: ImageTransform, split: str) -> Dataset:
     return MovingFashionGallery(cfg.resolved_root(), split, transform=transform)
 
-
-from . import lpr as _lpr  # noqa: E402 - LPR750K/LPR4M constructors (rice/data/lpr.py), kept beside their entry
 
 DATASETS: dict[str, DatasetSpec] = {
     "movingfashion": DatasetSpec(train=_mf_train, queries=_mf_queries, gallery=_mf_gallery),
