@@ -301,7 +301,7 @@ def download(
 def prepare(
     dataset: Annotated[str, typer.Argument(help="movingfashion or lpr750k")],
     root: Annotated[Optional[Path], typer.Option(help="dataset root (default: $RICE_DATA)")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="movingfashion: decoding processes (default: all CPUs)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="movingfashion: decoding processes (default: CPUs)")] = None,
     fps: Annotated[float, typer.Option(help="movingfashion: frames kept per second of video")] = 1.0,
     short_side: Annotated[int, typer.Option(help="movingfashion: frames shrunk to this shorter side")] = 256,
     quality: Annotated[int, typer.Option(help="movingfashion: JPEG quality")] = 90,

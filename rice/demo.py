@@ -118,7 +118,7 @@ def run_ablation(out: Path, steps: int | None = None, console: Console | None = 
         cfg = demo_config(out, data_root, steps or DEMO_STEPS, losses=losses, run=f"ablation-{'-'.join(losses)}")
         rows[name] = _train_and_eval(cfg, console)
     (out / "ablation.json").write_text(json.dumps(rows, indent=2))
-    table = Table(title="ablation on the demo data (same seed and budget)")
+    table = Table(title="ablation (demo data, one seed and budget)")
     for column in ("ICL", "PMD", "PFR", "R@1", "R@5", "R@10"):
         table.add_column(column, justify="right")
     for name, losses in ABLATION_ROWS.items():

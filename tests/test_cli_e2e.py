@@ -20,7 +20,8 @@ def test_synth_train_ddp_eval_json(tmp_path):
     assert (tmp_path / "data" / "train.json").is_file()
     rice(
         "train", "--root", "data", "--model", "rice_tiny", "--max-steps", "2", "--batch-size", "4",
-        "--out", "run", "--nproc-per-node", "2", "--workers", "0", "--set", "optim.warmup_steps=1", "--set", "train.log_every=1",
+        "--out", "run", "--nproc-per-node", "2", "--workers", "0",
+        "--set", "optim.warmup_steps=1", "--set", "train.log_every=1",
         cwd=tmp_path,
     )  # fmt: skip
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)

@@ -1,7 +1,7 @@
 """Models: the registry, encoders, RiceModel and its variants."""
 
-from rice.models import rice_model as _rice_model  # noqa: F401  (registers rice_vit_b32, rice_tiny)
 from rice.models import baselines as _baselines  # noqa: F401  (registers swin_b, timesformer, fashionnet + tiny)
+from rice.models import rice_model as _rice_model  # noqa: F401  (registers rice_vit_b32, rice_tiny)
 from rice.models.encoders import EncoderOutput, ImageEncoder, Preprocess
 from rice.models.registry import create_model, list_models, register_model
 from rice.models.rice_model import RiceModel

@@ -14,7 +14,7 @@ from rich.console import Console
 from rice.data.lpr import load_videoinfo_index, parse_videoinfo_line
 from rice.data.movingfashion import MovingFashionPairs
 from rice.data.prepare import extract_frames, prepare_lpr750k, prepare_movingfashion
-from rice.data.synthetic import write_synthetic_dataset, write_mp4
+from rice.data.synthetic import write_mp4, write_synthetic_dataset
 
 
 def quiet() -> Console:

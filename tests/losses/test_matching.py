@@ -7,7 +7,7 @@ from rice.losses.matching import PairwiseMatchingLoss, mine_hard_negatives
 from rice.models.decoder import PairwiseMatchingDecoder
 
 
-def _batch(b=6, t=3, l=4, w=16, d=8, seed=0):
+def _batch(b=6, t=3, l=4, w=16, d=8, seed=0):  # noqa: E741 (l = tokens per image, as in the paper)
     g = torch.Generator().manual_seed(seed)
     return dict(
         image_features=F.normalize(torch.randn(b, d, generator=g), dim=-1),

@@ -9,7 +9,7 @@ from rice.losses.reconstruction import PatchFeatureReconstructionLoss
 from rice.models.decoder import PairwiseMatchingDecoder
 
 
-def _batch(b=3, t=4, l=5, w=16, seed=0):
+def _batch(b=3, t=4, l=5, w=16, seed=0):  # noqa: E741 (l = tokens per image, as in the paper)
     g = torch.Generator().manual_seed(seed)
     mask = torch.ones(b, t, dtype=torch.bool)
     mask[0, 2:] = False

@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from rice.config import LossConfig
+from rice.config import LossConfig, ModelConfig
 from rice.models import build_model, create_model, list_models
 from rice.models.baselines import TimeSformerModel
-from rice.config import ModelConfig
 from rice.task import RiceTask
 
 TINY = [name for name in list_models() if name.endswith("_tiny")]

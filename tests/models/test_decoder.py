@@ -6,7 +6,7 @@ from rice.models import create_model
 from rice.models.decoder import PairwiseMatchingDecoder, build_decoder, score_pairs
 
 
-def _inputs(b=3, t=4, l=5, w=16, seed=0):
+def _inputs(b=3, t=4, l=5, w=16, seed=0):  # noqa: E741 (l = tokens per image, as in the paper)
     g = torch.Generator().manual_seed(seed)
     image_tokens = torch.randn(b, l, w, generator=g)
     video_tokens = torch.randn(b, t, l, w, generator=g)

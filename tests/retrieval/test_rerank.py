@@ -2,8 +2,8 @@
 
 import torch
 
-from rice.models import build_model
 from rice.config import ModelConfig
+from rice.models import build_model
 from rice.retrieval.rerank import gallery_tokens, rerank, rerank_topk
 
 

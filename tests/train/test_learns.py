@@ -3,9 +3,10 @@ dataset that rice did not generate must beat chance several times over."""
 
 import json
 
+from typer.testing import CliRunner
+
 from rice.cli import app
 from tests.foreign_dataset import write_foreign_dataset
-from typer.testing import CliRunner
 
 
 def test_rice_tiny_learns_in_60_steps_on_foreign_data(tmp_path):

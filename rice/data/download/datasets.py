@@ -208,7 +208,8 @@ def sync_files(
         archive = root / f.name
         done = rec.get("extracted") if f.extract else rec.get("sha256")
         if done and (not archive.exists() or (manifest.unchanged(f.name, archive) and not verify)):
-            report.results.append(FileResult(f.name, "skipped", "already fetched and verified", rec.get("size"), f.part))
+            result = FileResult(f.name, "skipped", "already fetched and verified", rec.get("size"), f.part)
+            report.results.append(result)
         else:
             todo.append(f)
 

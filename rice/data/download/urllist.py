@@ -13,7 +13,7 @@ Layout (relative to ``root``), chosen from the list's file name:
 | ``training_frame_url_*`` | ``training_video/<clip_id>/`` | ``<clip_id>-NNNN.jpg`` |
 | ``test_frame_url_*`` | ``query/<clip_id>/`` | ``<clip_id>-NNNN.jpg`` |
 | ``training_image_url_*`` | ``training_image/`` | ``<image_id>.jpg`` |
-| ``test_image_url_*`` | ``gallery/<live_id>/`` when the URL's parent folder is a live id, else ``gallery/`` | name as in the URL |
+| ``test_image_url_*`` | ``gallery/<live_id>/`` (URL's parent folder is a live id), else ``gallery/`` | URL name |
 
 ``clip_id`` = the first seven ``-`` fields of a frame name (``<live_id UUID>-<start_ms>-<end_ms>``). A line may
 also be ``URL<TAB>relative/path.jpg`` to set the destination explicitly.
