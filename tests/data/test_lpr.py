@@ -147,3 +147,32 @@ def test_missing_files_say_how_to_get_them(tmp_path: Path) -> None:
         LPRTrainPairs(tmp_path)
     with pytest.raises(FileNotFoundError, match="rice download lpr750k"):
         LPRQueries(tmp_path)
+
+
+def test_lpr_through_the_cli_with_saved_embeddings(lpr_root: Path, tmp_path: Path) -> None:
+    """`rice train --dataset lpr` then `rice eval --save-embeddings`: the table recomputes from the saved file."""
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from rice.cli import app
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--dataset", "lpr", "--root", str(lpr_root), "--model", "rice_tiny",
+                                 "--max-steps", "2", "--batch-size", "2", "--out", str(run), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["eval", str(run / "last.pt"), "--json", str(tmp_path / "r.json"),
+                                 "--save-embeddings", str(tmp_path / "emb.npz")])
+    assert result.exit_code == 0, result.output
+    table = json.loads((tmp_path / "r.json").read_text())
+    saved = np.load(tmp_path / "emb.npz")
+    gt = json.loads(str(saved["query_gt_json"]))
+    hits1 = 0
+    for q, emb in enumerate(saved["query_embeddings"]):
+        same_group = np.flatnonzero(saved["gallery_groups"] == saved["query_groups"][q])
+        if len(same_group) and np.linalg.norm(emb) > 0:
+            best = same_group[np.argmax(saved["gallery_embeddings"][same_group] @ emb)]
+            hits1 += saved["gallery_ids"][best] in gt[q]
+    assert table["R@1"] == 100.0 * hits1 / len(gt)

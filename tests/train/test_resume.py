@@ -53,3 +53,11 @@ def test_grad_accumulation_and_autocast_run(synthetic_root, tmp_path):
         assert (state["scaler"] is not None) == (amp == "fp16")  # fp16 needs a GradScaler, bf16 does not
         records = [json.loads(x) for x in (tmp_path / amp / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in records] == [1, 2] and all(r["loss"] > 0 for r in records)
+
+
+def test_tensorboard_logs_when_installed_and_asked(synthetic_root, tmp_path):
+    import pytest
+
+    pytest.importorskip("tensorboard", reason="the optional extra rice[tensorboard] is not installed")
+    fit(_cfg(synthetic_root, tmp_path / "tb", max_steps=1, tensorboard=True))
+    assert any((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
