@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import time
@@ -179,8 +180,20 @@ def fit(cfg: RunConfig) -> Path:
                 epoch += 1
         if world.is_main:
             _save(out_dir / "last.pt", model, optimizer, scheduler, scaler, step, epoch, cfg)
+            if cfg.train.eval_at_end:
+                _evaluate_at_end(model, cfg, device, out_dir, log)
     distributed.barrier()
     return out_dir / "last.pt"
+
+
+def _evaluate_at_end(model: RiceModel, cfg: RunConfig, device: torch.device, out_dir: Path, log: RunLogger) -> None:
+    """Rank 0 scores the test split with the final weights and writes ``eval.json`` (the others wait)."""
+    from rice.evaluation import evaluate_model  # evaluation builds eval datasets; only needed here
+
+    results, _ = evaluate_model(model, cfg.data, cfg.eval, device=device)
+    (out_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    log.print("eval: " + "  ".join(f"{k} {v:.2f}" for k, v in results.items() if k.startswith("R@")))
+    model.train()
 
 
 def train_one_epoch(

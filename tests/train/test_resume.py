@@ -61,3 +61,8 @@ def test_tensorboard_logs_when_installed_and_asked(synthetic_root, tmp_path):
     pytest.importorskip("tensorboard", reason="the optional extra rice[tensorboard] is not installed")
     fit(_cfg(synthetic_root, tmp_path / "tb", max_steps=1, tensorboard=True))
     assert any((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_eval_at_end_writes_the_table(synthetic_root, tmp_path):
+    fit(_cfg(synthetic_root, tmp_path / "run", max_steps=1, eval_at_end=True))
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["num_queries"] == 12
