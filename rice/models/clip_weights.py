@@ -7,6 +7,8 @@ also the names inside the public RICE checkpoints (under ``image_encoder.model.`
 from __future__ import annotations
 
 import re
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -60,16 +62,25 @@ def openai_visual_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
+def _is_torchscript(file: Path) -> bool:
+    if not zipfile.is_zipfile(file):
+        return False
+    with zipfile.ZipFile(file) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
 def read_pretrained_state_dict(file: Path, backbone: nn.Module) -> dict[str, torch.Tensor]:
     """Read a local weight file for a timm ViT: an OpenAI CLIP file (JIT or state dict) or a timm checkpoint."""
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception:
-        # OpenAI's ViT-B-32.pt is a TorchScript archive; torch.jit.load reads it without running pickled code.
-        try:
-            state = torch.jit.load(str(file), map_location="cpu").state_dict()
-        except Exception as err:
-            raise ValueError(f"{file}: not a readable checkpoint ({err}); pass a timm or OpenAI CLIP weight file")
+        if _is_torchscript(file):
+            # OpenAI's ViT-B-32.pt is a TorchScript archive; torch.jit.load reads it without running pickled code.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # jit.load is deprecated, but it is the file's format
+                state = torch.jit.load(str(file), map_location="cpu").state_dict()
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{file}: not a readable checkpoint ({err}); pass a timm or OpenAI CLIP weight file") from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -233,13 +233,17 @@ def train_one_epoch(
             scaler.unscale_(optimizer)
         if cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(task.parameters(), cfg.optim.grad_clip)
+        stepped = True
         if scaler:
+            scale = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
+            stepped = scaler.get_scale() >= scale  # fp16 overflow: the scaler skipped this update
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+        if stepped:
+            scheduler.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.sqrt(100.0))  # cap logits at 100*cos, as CLIP does
         step += 1

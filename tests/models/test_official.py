@@ -203,6 +203,7 @@ def _as_torchscript(state: dict) -> torch.jit.ScriptModule:
     return torch.jit.script(root)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 @pytest.mark.parametrize("fmt", ["state_dict", "torchscript"])
 def test_openai_clip_file_as_pretrained_file(full_state, tmp_path, fmt):
     """`--pretrained-file ViT-B-32.pt`: the OpenAI CLIP file (JIT archive, fp16 weights) or a plain state dict."""
