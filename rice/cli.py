@@ -65,7 +65,9 @@ def print_results(results: dict, title: str) -> None:
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file with config sections")] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", "-c", help="YAML file, or a bundled recipe such as movingfashion_rice")
+    ] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value (repeatable)")] = None,
     dataset: Annotated[Optional[str], typer.Option(help=_help("data.dataset"))] = None,
     root: Annotated[Optional[str], typer.Option(help=_help("data.root"))] = None,

@@ -164,9 +164,7 @@ def build_config(
     """
     tree: dict[str, Any] = dict(base or {})
     if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} not found; pass an existing YAML file to --config")
+        path = resolve_config_file(config_file)
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of sections (model, data, ...), got {type(loaded).__name__}")
@@ -195,6 +193,27 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+BUNDLED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def bundled_configs() -> list[str]:
+    """Names of the recipes shipped with rice (``rice/configs/*.yaml``), usable as ``--config NAME``."""
+    return sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_file(name: str | Path) -> Path:
+    """A YAML path, or the name of a bundled recipe (``movingfashion_rice``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = BUNDLED_CONFIGS / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and bundled.is_file():
+        return bundled
+    raise FileNotFoundError(
+        f"config file {path} not found; pass a YAML file or one of the bundled recipes {bundled_configs()}"
+    )
 
 
 def load_config(path: str | Path) -> RunConfig:

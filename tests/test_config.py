@@ -59,3 +59,16 @@ def test_from_scratch_models_get_their_recipe_unless_set():
     assert build_config(model__name="rice_tiny", optim__lr=5e-4).optim.lr == 5e-4
     assert build_config(overrides=["model.name=rice_tiny", "optim.warmup_steps=3"]).optim.warmup_steps == 3
     assert build_config().optim.lr == 1e-6  # the paper's recipe for pretrained CLIP
+
+
+def test_bundled_recipes_validate_and_resolve_by_name():
+    from rice.config import bundled_configs
+
+    names = bundled_configs()
+    assert {"movingfashion_icl", "movingfashion_icl_pmd", "movingfashion_rice", "lpr750k_rice"} <= set(names)
+    for name in names:
+        cfg = build_config(name)
+        assert cfg.model.name == "rice_vit_b32" and cfg.optim.lr == 1e-6 and cfg.train.max_steps == 5000
+    assert build_config("movingfashion_icl_pmd").loss.losses == ["icl", "pmd"]
+    with pytest.raises(FileNotFoundError, match="movingfashion_rice"):
+        build_config("no_such_recipe")
