@@ -35,7 +35,15 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
     else:
         from rice.models.official import load_official  # the public code's MMF checkpoints
 
-        model = load_official(path)
+        try:
+            model = load_official(path)
+        except (ValueError, KeyError) as err:
+            message = str(err).strip("'\"").rstrip(".")
+            if str(path) not in message:
+                message = f"{path}: {message}"
+            raise ValueError(
+                f"{message}; pass a checkpoint written by `rice train` / `rice convert`, or a public rice_final.pth"
+            ) from None
         if not hasattr(model, "config"):
             model.config = RunConfig()
     return model.to(device).eval()

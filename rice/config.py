@@ -165,7 +165,12 @@ def build_config(
     tree: dict[str, Any] = dict(base or {})
     if config_file is not None:
         path = resolve_config_file(config_file)
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where is not None else ""
+            raise ValueError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', err)}; fix the file") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of sections (model, data, ...), got {type(loaded).__name__}")
         tree = _deep_merge(tree, loaded)

@@ -43,3 +43,27 @@ def test_losses_without_icl_is_a_clear_error(synthetic_root, tmp_path):
     result = CliRunner().invoke(app, ["train", "--root", str(synthetic_root), "--model", "rice_tiny",
                                       "--losses", "pmd", "--out", str(tmp_path / "r")])  # fmt: skip
     assert result.exit_code == 2 and "must include 'icl'" in result.output
+
+
+def test_bad_inputs_give_one_line_errors_naming_the_file(tmp_path):
+    import torch
+
+    runner = CliRunner()
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"foo.weight": torch.zeros(2)}, foreign)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model:\n  name: [unclosed\n")
+    cases = [
+        (["eval", str(garbage)], str(garbage)),
+        (["eval", str(foreign)], str(foreign)),
+        (["eval", str(tmp_path / "missing.pt")], "missing.pt"),
+        (["train", "--config", str(bad_yaml)], str(bad_yaml)),
+        (["train", "--set", "optim.lrr=1"], "optim.lrr"),
+    ]
+    for args, fragment in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], (args, result.output)

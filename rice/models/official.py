@@ -175,7 +175,8 @@ def read_official(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(
-            f"{path}: cannot read it as a weights-only checkpoint ({type(err).__name__}: {err}). Official RICE "
+            f"{path}: cannot read it as a weights-only checkpoint ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0][:100] if str(err).strip() else ''}). Official RICE "
             "files are plain state dicts; a file that needs arbitrary pickled objects is refused on purpose."
         ) from err
 
