@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 class QuickGELU(nn.Module):
@@ -275,6 +276,18 @@ def build_decoder(
     return decoder
 
 
+def _chunk_scores(
+    decoder: PairwiseMatchingDecoder,
+    image_tokens: torch.Tensor,
+    video_tokens: torch.Tensor,
+    frame_mask: torch.Tensor,
+    ii: torch.Tensor,
+    jj: torch.Tensor,
+) -> torch.Tensor:
+    # Indexing inside the recomputed function: only the shared token tensors and the indices are kept.
+    return decoder(image_tokens[ii], video_tokens[jj], frame_mask[jj]).scores
+
+
 def score_pairs(
     decoder: PairwiseMatchingDecoder,
     image_tokens: torch.Tensor,
@@ -297,8 +310,16 @@ def score_pairs(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     scores, attentions = [], []
+    # When training without the attention maps (the PMD negatives), each chunk is recomputed in the backward pass
+    # instead of keeping its activations: memory then grows with the chunk size, not with the number of pairs.
+    recompute = torch.is_grad_enabled() and not return_attention
     for start in range(0, image_index.numel(), chunk_size):
         ii, jj = image_index[start : start + chunk_size], clip_index[start : start + chunk_size]
+        if recompute:
+            scores.append(
+                checkpoint(_chunk_scores, decoder, image_tokens, video_tokens, frame_mask, ii, jj, use_reentrant=False)
+            )
+            continue
         out = decoder(image_tokens[ii], video_tokens[jj], frame_mask[jj], return_attention=return_attention)
         scores.append(out.scores)
         if return_attention:

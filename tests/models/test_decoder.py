@@ -73,3 +73,29 @@ def test_init_from_encoder_blocks_and_random_for_tiny():
     tiny = create_model("rice_tiny")
     dec_tiny = build_decoder(tiny.encoder)
     assert dec_tiny.width == tiny.encoder.width and tiny.encoder.width % dec_tiny.heads == 0
+
+
+def _saved_bytes(num_pairs: int, chunk_size: int) -> int:
+    """Bytes of distinct storages autograd keeps for backward while scoring ``num_pairs`` pairs."""
+    torch.manual_seed(0)
+    dec = PairwiseMatchingDecoder(16, heads=4)
+    img, vid, mask = _inputs(b=8, t=4, l=5, w=16)
+    img.requires_grad_(True)
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    index = torch.arange(num_pairs) % 8
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        scores = score_pairs(dec, img, vid, mask, index, index.flip(0), chunk_size).scores
+    scores.sum().backward()  # the recomputation still gives gradients
+    assert img.grad is not None and img.grad.abs().sum() > 0
+    return sum(storages.values())
+
+
+def test_training_memory_does_not_grow_with_the_number_of_pairs():
+    # Chunks are recomputed in backward, so 8x more pairs keep about the same activations alive.
+    few, many = _saved_bytes(8, 4), _saved_bytes(64, 4)
+    assert many < 1.5 * few, (few, many)
