@@ -167,7 +167,7 @@ def fit(cfg: RunConfig) -> Path:
             log.print(f"resumed from {resume_path} at step {step}")
         skipped = SkipReport()
         while step < cfg.train.max_steps:
-            # Each epoch reshuffles differently on every rank-consistent seed (DistributedSampler contract).
+            # A new shuffle each epoch, identical on every rank so their shards stay disjoint (DistributedSampler).
             loader.sampler.set_epoch(epoch)
             if hasattr(loader.dataset, "set_epoch"):  # per-item augmentation seeds depend on (seed, epoch, index)
                 loader.dataset.set_epoch(epoch)
@@ -206,6 +206,8 @@ def train_one_epoch(
     model = task.model
     micro, tic, clips = 0, time.perf_counter(), 0
     running: dict[str, float] = {}
+    # Micro-batches left over at the end of the last epoch (len(loader) % grad_accum) must not leak into this one.
+    optimizer.zero_grad(set_to_none=True)
     for batch in loader:
         skipped.add(batch["skipped"])
         images = batch["image"].to(device, non_blocking=True)
