@@ -18,13 +18,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
     files (all their layouts), which are detected from their keys.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    try:
-        state = read_checkpoint(path)
-    except ValueError:
-        state = None
-    if state is not None and is_native_checkpoint(state):
+    state = read_checkpoint(path)  # read once: native and public files alike are weights-only loads
+    if is_native_checkpoint(state):
         cfg = RunConfig.model_validate(state["config"])
         model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_file": None})
         has_decoder = any(key.startswith("decoder.") for key in state["model"])
@@ -33,19 +28,16 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
         model.load_state_dict(state["model"], strict=True)
         model.config = cfg
     else:
-        from rice.models.official import load_official  # the public code's MMF checkpoints
+        from rice.models.official import official_model  # the public code's MMF checkpoints
 
         try:
-            model = load_official(path)
+            model = official_model(state)
         except (ValueError, KeyError) as err:
             message = str(err).strip("'\"").rstrip(".")
-            if str(path) not in message:
-                message = f"{path}: {message}"
             raise ValueError(
-                f"{message}; pass a checkpoint written by `rice train` / `rice convert`, or a public rice_final.pth"
+                f"{path}: {message}; pass a checkpoint written by `rice train` / `rice convert`, or a public "
+                "rice_final.pth"
             ) from None
-        if not hasattr(model, "config"):
-            model.config = RunConfig()
     return model.to(device).eval()
 
 

@@ -199,7 +199,12 @@ def load_official_state(obj: Any) -> tuple[RiceModel, OfficialCheckpointInfo]:
 
 def load_official(path: str | Path) -> RiceModel:
     """Load a public RICE checkpoint as an eval-mode ``RiceModel`` (``model.official_info`` tells what it was)."""
-    model, info = load_official_state(read_official(path))
+    return official_model(read_official(path))
+
+
+def official_model(obj: Any) -> RiceModel:
+    """`load_official` on an already-read checkpoint object, with ``official_info`` and ``config`` set."""
+    model, info = load_official_state(obj)
     model.official_info = info
     model.config = official_run_config(info.variant)
     return model

@@ -76,7 +76,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from err
+        detail = str(err).strip().splitlines()[0][:100] if str(err).strip() else ""
+        raise ValueError(
+            f"{path}: cannot read it as a weights-only checkpoint ({type(err).__name__}: {detail}); pass a "
+            "checkpoint written by `rice train` / `rice convert`, or a public rice_final.pth (a plain state dict)"
+        ) from err
 
 
 def _numpy_globals() -> list[Any]:
