@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -29,20 +31,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
+def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    _atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> None:
+    def copy(handle: BinaryIO) -> None:
+        with open(src, "rb") as source:
+            shutil.copyfileobj(source, handle, length=16 * 2**20)
+
+    _atomic_write(dst, copy)
 
 
 def save_checkpoint(path: str | Path, *, model, optimizer, scheduler, scaler, step: int, epoch: int, config) -> None:

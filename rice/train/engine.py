@@ -20,7 +20,7 @@ from rice.config import RunConfig, TrainConfig
 from rice.data import build_train_dataset, collate_batch
 from rice.models import RiceModel, build_model
 from rice.task import RiceTask
-from rice.train.checkpoint import read_checkpoint, resolve_resume, save_checkpoint, set_rng_state
+from rice.train.checkpoint import atomic_copy, read_checkpoint, resolve_resume, save_checkpoint, set_rng_state
 from rice.train.logging import RunLogger
 from rice.train.optim import build_optimizer, build_scheduler
 
@@ -278,7 +278,4 @@ def _save(path: Path, model, optimizer, scheduler, scaler, step: int, epoch: int
         path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, step=step, epoch=epoch, config=cfg
     )
     if path.name != "last.pt":
-        save_checkpoint(
-            path.parent / "last.pt", model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-            step=step, epoch=epoch, config=cfg,
-        )  # fmt: skip
+        atomic_copy(path, path.parent / "last.pt")  # same bytes: copy the file instead of serialising again
