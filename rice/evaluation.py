@@ -25,11 +25,13 @@ def evaluate_model(
 ) -> tuple[dict[str, Any], EmbeddingSet]:
     """Embed the split's queries and gallery with ``model`` and score them; deterministic for a given model."""
     queries, gallery = build_eval_datasets(data_cfg, model.preprocess, split=split)
-    emb = extract_embeddings(model, queries, gallery, eval_cfg.batch_size, data_cfg.workers, device)
+    emb = extract_embeddings(
+        model, queries, gallery, eval_cfg.batch_size, data_cfg.workers, device, keep_gallery_tokens=eval_cfg.rerank > 0
+    )
     results = evaluate_embeddings(emb, eval_cfg.ks)
     if eval_cfg.rerank > 0:
         top = rank_gallery(emb, max(eval_cfg.rerank, max(eval_cfg.ks)))
-        reranked = rerank_rankings(model, queries, gallery, emb, top, eval_cfg, data_cfg.workers, device)
+        reranked = rerank_rankings(model, queries, emb, top, eval_cfg, data_cfg.workers)
         results["reranked"] = score_rankings(emb, reranked, eval_cfg.ks)
     return results, emb
 
@@ -56,12 +58,10 @@ def evaluate_checkpoint(
 def rerank_rankings(
     model: RiceModel,
     queries,
-    gallery,
     emb: EmbeddingSet,
     top: np.ndarray,
     eval_cfg: EvalConfig,
     workers: int = 0,
-    device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """Re-order each query's dual-encoder top-K by the PMD match score; ranks beyond K keep their order.
 
@@ -69,7 +69,7 @@ def rerank_rankings(
     scoring and de-duplicated afterwards, so padding never enters the ranking.
     """
     from rice.data import collate_batch
-    from rice.retrieval.rerank import gallery_tokens, rerank
+    from rice.retrieval.rerank import rerank
 
     k = eval_cfg.rerank
     head = top[:, :k]
@@ -77,15 +77,14 @@ def rerank_rankings(
     safe = np.where(valid, head, np.maximum(head[:, :1], 0))
     cos = np.einsum("qd,qkd->qk", emb.query_embeddings, emb.gallery_embeddings[safe])
 
-    def loader(dataset):
-        return DataLoader(dataset, eval_cfg.batch_size, shuffle=False, num_workers=workers, collate_fn=collate_batch)
-
-    ok_images = (batch["image"][torch.as_tensor(batch["ok"], dtype=torch.bool)] for batch in loader(gallery))
-    cache = gallery_tokens(model, ok_images)
-    query_batches = ((batch["frames"], batch["frame_mask"]) for batch in loader(queries))
+    if emb.gallery_tokens is None:
+        raise ValueError("re-ranking needs the gallery tokens: extract_embeddings(..., keep_gallery_tokens=True)")
+    loader = DataLoader(queries, eval_cfg.batch_size, shuffle=False, num_workers=workers, collate_fn=collate_batch)
+    query_batches = ((batch["frames"], batch["frame_mask"]) for batch in loader)
     order, _ = rerank(
-        model, query_batches, cache, torch.from_numpy(safe), torch.from_numpy(cos), fusion=eval_cfg.rerank_fusion
-    )
+        model, query_batches, emb.gallery_tokens, torch.from_numpy(safe), torch.from_numpy(cos),
+        fusion=eval_cfg.rerank_fusion,
+    )  # fmt: skip
     out = top.copy()
     for row, candidates in enumerate(order.numpy()):
         unique = list(dict.fromkeys(int(c) for c in candidates)) if valid[row].any() else []

@@ -31,6 +31,7 @@ class EmbeddingSet:
     gallery_embeddings: np.ndarray  # (G, D)
     gallery_groups: list[str]
     skipped: list[str] = field(default_factory=list)
+    gallery_tokens: torch.Tensor | None = None  # (G, L, W) encoder tokens, kept for PMD re-ranking
 
     def save_npz(self, path: str | Path) -> None:
         """Write ids and embeddings so the table can be recomputed (or indexed) elsewhere, no pickles needed."""
@@ -61,19 +62,28 @@ def extract_embeddings(
     batch_size: int = 32,
     workers: int = 0,
     device: torch.device | str = "cpu",
+    keep_gallery_tokens: bool = False,
 ) -> EmbeddingSet:
-    """Embed every gallery image and query clip in batches, without gradients, in fp32 and eval mode."""
+    """Embed every gallery image and query clip in batches, without gradients, in fp32 and eval mode.
+
+    ``keep_gallery_tokens`` also keeps the gallery's encoder tokens (same forward pass) for re-ranking.
+    """
     model.eval()
     skipped: list[str] = []
-    g_ids, g_emb, g_groups = [], [], []
+    g_ids, g_emb, g_groups, g_tokens = [], [], [], []
     for batch in _loader(gallery, batch_size, workers):
         skipped += batch["skipped"]
         ok = torch.as_tensor(batch["ok"], dtype=torch.bool)
         if not ok.any():
             continue
-        emb = model.encode_image(batch["image"][ok].to(device)).float().cpu().numpy()
+        images = batch["image"][ok].to(device)
+        if keep_gallery_tokens:
+            emb, tokens = model.encode_image_tokens(images)
+            g_tokens.append(tokens)
+        else:
+            emb = model.encode_image(images)
         keep = ok.nonzero().squeeze(1).tolist()
-        g_emb.append(emb)
+        g_emb.append(emb.float().cpu().numpy())
         g_ids += [batch["image_id"][i] for i in keep]
         g_groups += [batch["group"][i] for i in keep]
     q_ids, q_emb, q_gt, q_groups, q_src, q_ok = [], [], [], [], [], []
@@ -98,6 +108,7 @@ def extract_embeddings(
         gallery_embeddings=np.concatenate(g_emb) if g_emb else np.zeros((0, dim), np.float32),
         gallery_groups=g_groups,
         skipped=skipped,
+        gallery_tokens=torch.cat(g_tokens) if g_tokens else None,
     )
 
 
