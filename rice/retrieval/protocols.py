@@ -16,8 +16,9 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-import faiss
 import numpy as np
+
+from rice.retrieval.index import build_index, search
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,8 @@ def global_topk(query_emb: np.ndarray, gallery_emb: np.ndarray, k: int) -> np.nd
     out = np.full((len(query_emb), k), -1, dtype=np.int64)
     if len(gallery_emb) == 0 or len(query_emb) == 0:
         return out
-    index = faiss.IndexFlatIP(gallery_emb.shape[1])
-    index.add(gallery_emb)
-    kk = min(k, len(gallery_emb))
-    _, ids = index.search(query_emb, kk)
-    out[:, :kk] = ids
+    _, ids = search(build_index(gallery_emb), query_emb, k)
+    out[:, : ids.shape[1]] = ids
     return out
 
 
@@ -103,11 +101,8 @@ def grouped_topk(
     for code in np.unique(q_codes[q_codes >= 0]):
         members = order[bounds[code]:bounds[code + 1]]  # gallery indices of this group, in gallery order
         queries = np.flatnonzero(q_codes == code)
-        index = faiss.IndexFlatIP(gallery_emb.shape[1])
-        index.add(gallery_emb[members])
-        kk = min(k, len(members))
-        _, local = index.search(query_emb[queries], kk)
-        out[queries[:, None], np.arange(kk)[None, :]] = members[local]
+        _, local = search(build_index(gallery_emb[members]), query_emb[queries], k)
+        out[queries[:, None], np.arange(local.shape[1])[None, :]] = members[local]
     return out
 
 
