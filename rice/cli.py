@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rice.config import RunConfig, build_config
+from rice.config import DataConfig, RunConfig, build_config
 
 app = typer.Typer(
     add_completion=False,
@@ -242,9 +242,10 @@ _DATASET_CHOICES = ("movingfashion", "lpr750k", "lpr4m")
 
 
 def _dataset_root(root: Optional[Path]) -> Path:
-    if root is None and not os.environ.get("RICE_DATA"):
-        _fail("no dataset root: pass --root DIR or set the RICE_DATA environment variable")
-    return (root or Path(os.environ["RICE_DATA"])).expanduser()
+    try:
+        return DataConfig(root=str(root) if root else None).resolved_root()  # --root, else $RICE_DATA
+    except ValueError as err:
+        _fail(str(err))
 
 
 @app.command()
