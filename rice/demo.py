@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -48,7 +49,7 @@ def prepare_demo_data(root: Path, console: Console) -> Path:
 
 
 def demo_config(out: Path, data_root: Path, steps: int, losses: list[str] | None = None, run: str = "run") -> RunConfig:
-    base = json.loads(json.dumps(DEMO_TRAIN))
+    base = copy.deepcopy(DEMO_TRAIN)
     base["data"]["root"] = str(data_root)
     base["train"]["out"] = str(out / run)
     base["train"]["max_steps"] = steps
