@@ -47,8 +47,9 @@ class RiceModel(nn.Module):
         if frames is not None:
             emb = out.embedding.new_zeros(b * t, out.embedding.shape[-1])
             tok = out.tokens.new_zeros(b * t, *out.tokens.shape[1:])
-            emb = emb.index_put((valid.nonzero().squeeze(1),), out.embedding[n_img:])
-            tok = tok.index_put((valid.nonzero().squeeze(1),), out.tokens[n_img:])
+            rows = (valid.nonzero().squeeze(1),)
+            emb = emb.index_put(rows, out.embedding[n_img:])
+            tok = tok.index_put(rows, out.tokens[n_img:])
             video_out = (emb.reshape(b, t, -1), tok.reshape(b, t, *tok.shape[1:]))
         return image_out, video_out
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ class RunLogger:
             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, disable=not enabled,
         )  # fmt: skip
         self._task = self._progress.add_task("train", total=total_steps, completed=start_step, info="")
-        self._last_time = time.perf_counter()
 
     def __enter__(self) -> RunLogger:
         self._progress.start()
