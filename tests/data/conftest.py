@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rice.data.synthetic import write_mp4, write_synthetic_dataset
+from tests.data.http_server import Server
 
 NUM_VIDEO_FRAMES = 12
 
@@ -51,3 +52,11 @@ def tiny_dataset_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_dataset(tiny_dataset_master: Path, tmp_path: Path) -> Path:
     """A private copy of a 6-product synthetic MovingFashion root that a test may damage."""
     return Path(shutil.copytree(tiny_dataset_master, tmp_path / "root"))
+
+
+@pytest.fixture()
+def server():
+    """A local HTTP server on 127.0.0.1 (see http_server.Server), shut down after the test."""
+    srv = Server()
+    yield srv
+    srv.close()

@@ -6,10 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-import threading
-import time
-from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,7 +16,6 @@ from rice.data.download import (
     MANIFEST_NAME,
     DownloadError,
     Manifest,
-    RetryPolicy,
     UnsafeArchiveError,
     download_lpr750k,
     download_movingfashion,
@@ -29,129 +24,7 @@ from rice.data.download import (
     find_confirmation_url,
     safe_extract,
 )
-
-FAST = RetryPolicy(attempts=3, backoff=0.01, max_delay=0.05, timeout=0.5)
-
-
-def make_tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-class Server:
-    """Serves ``routes[path] = bytes``; behaviours per path: cut (send half, then drop the connection, N times),
-    corrupt (flip bytes N times), no_range, slow (never answer in time), confirm (HTML warning page first)."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, bytes] = {}
-        self.cut: Counter[str] = Counter()
-        self.corrupt: Counter[str] = Counter()
-        self.no_range: set[str] = set()
-        self.slow: set[str] = set()
-        self.confirm: set[str] = set()
-        self.hits: Counter[str] = Counter()
-        self.ranges: list[tuple[str, str | None]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_HEAD(self) -> None:
-                self._serve(head=True)
-
-            def do_GET(self) -> None:
-                self._serve(head=False)
-
-            def _serve(self, head: bool) -> None:
-                path, _, query = self.path.partition("?")
-                if path.startswith("/redirect/"):
-                    self.send_response(302)
-                    self.send_header("Location", path[len("/redirect"):] + ("?" + query if query else ""))
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if path not in server.routes:
-                    self.send_error(404)
-                    return
-                if not head:
-                    server.hits[path] += 1
-                    server.ranges.append((path, self.headers.get("Range")))
-                if path in server.slow:
-                    time.sleep(2.0)
-                    self.close_connection = True
-                    return
-                if path in server.confirm and "confirm=" not in query and not head:
-                    page = (b"<html><head><title>Google Drive - Virus scan warning</title></head><body>"
-                            b"<form id='download-form' action='" + path.encode() + b"' method='get'>"
-                            b"<input type='hidden' name='id' value='abc'><input type='hidden' name='confirm' "
-                            b"value='t'><input type='hidden' name='uuid' value='u-1'></form></body></html>")
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/html; charset=utf-8")
-                    self.send_header("Content-Length", str(len(page)))
-                    self.end_headers()
-                    self.wfile.write(page)
-                    return
-                data = server.routes[path]
-                start = 0
-                rng = self.headers.get("Range")
-                if rng and path not in server.no_range:
-                    start = int(rng.split("=")[1].split("-")[0])
-                    if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                body = data[start:]
-                self.send_header("Content-Type", "application/x-tar")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Accept-Ranges", "bytes")
-                self.end_headers()
-                if head:
-                    return
-                if server.corrupt[path] > 0:
-                    server.corrupt[path] -= 1
-                    body = bytes(b ^ 0xFF for b in body[:16]) + body[16:]
-                if server.cut[path] > 0:
-                    server.cut[path] -= 1
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture()
-def server():
-    srv = Server()
-    yield srv
-    srv.close()
-
-
-def quiet() -> Console:
-    return Console(file=io.StringIO(), width=200)
+from tests.data.http_server import FAST, Server, make_tar, quiet
 
 
 def test_cut_transfer_resumes_with_range_and_is_byte_identical(server: Server, tmp_path: Path) -> None:

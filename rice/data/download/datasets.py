@@ -6,7 +6,8 @@ Each remote file goes through the same steps (:func:`sync_files`):
    manifest recorded at the first complete download), rename, record;
 3. extract it safely into the root and record that, then delete the archive unless ``keep_archives``.
 A failure in one file is recorded and the next file proceeds; the report names the failures and the
-command that retries exactly them.
+command that retries exactly them. An archive that does not extract (truncated, corrupt, unsafe) is deleted with
+its manifest record, so the next run fetches it again; one that fails for a full disk is kept for the rerun.
 """
 
 from __future__ import annotations
@@ -148,12 +149,21 @@ class _Bars:
         return advance, restart
 
 
+def _trusted_sha256(f: RemoteFile, rec: dict | None) -> str | None:
+    """The digest a download must match: the one recorded at the first download once that file was extracted
+    (a truncated archive would otherwise become the reference and fail every rerun), else the published one."""
+    rec = rec or {}
+    if rec.get("sha256") and (rec.get("extracted") or not f.extract):
+        return rec["sha256"]
+    return f.sha256
+
+
 def _verify_existing(f: RemoteFile, path: Path, manifest: Manifest, verify: bool) -> str | None:
     """None when the complete file at ``path`` is good; otherwise why it must be fetched again."""
     rec = manifest.get(f.name)
     if rec and rec.get("sha256") and manifest.unchanged(f.name, path) and not verify:
-        return None
-    reference = (rec or {}).get("sha256") or f.sha256
+        return None  # our own complete download, untouched since (it may still await extraction)
+    reference = _trusted_sha256(f, rec)
     if reference is None:
         return None
     actual = sha256_file(path)
@@ -262,6 +272,17 @@ def _check_free_space(root: Path, todo: list[RemoteFile], sizes: dict[str, int |
         )
 
 
+def _extract_or_forget(f: RemoteFile, archive: Path, root: Path, manifest: Manifest) -> int:
+    """Extract ``archive``; when it is not a sound archive, delete it and its record so the next run fetches it
+    again. A full disk keeps both: the archive is fine and the rerun extracts it without a new download."""
+    try:
+        return safe_extract(archive, root)
+    except ValueError:  # truncated, corrupt or unsafe (UnsafeArchiveError is a ValueError)
+        archive.unlink(missing_ok=True)
+        manifest.forget(f.name)
+        raise
+
+
 def _sync_one(f: RemoteFile, root: Path, manifest: Manifest, opener, policy: RetryPolicy, bars: _Bars,
               size: int | None, keep: bool, verify: bool, console: Console,
               after_extract: Callable[[Path], None] | None) -> FileResult:
@@ -279,14 +300,14 @@ def _sync_one(f: RemoteFile, root: Path, manifest: Manifest, opener, policy: Ret
                 archive.unlink()
             advance, restart = bars.file(f.name, size)
             # The manifest's sha256 (first complete download) wins over the published one once recorded.
-            result = fetch_file(f.url, archive, sha256=rec.get("sha256") or f.sha256, expected_size=None,
+            result = fetch_file(f.url, archive, sha256=_trusted_sha256(f, rec), expected_size=None,
                                 policy=policy, opener=opener, on_progress=advance, on_restart=restart)
             st = archive.stat()
             manifest.update(f.name, url=f.url, size=result.size, sha256=result.sha256, mtime_ns=st.st_mtime_ns,
                             extracted=False, fetched_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
             fetched = True
         if f.extract:
-            members = safe_extract(archive, root)
+            members = _extract_or_forget(f, archive, root, manifest)
             if after_extract is not None:
                 after_extract(root)
             manifest.update(f.name, extracted=True, members=members)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import re
 import socket
@@ -63,9 +64,13 @@ class FetchResult:
 
 
 class _KeepMethodRedirect(urllib.request.HTTPRedirectHandler):
-    """urllib turns a redirected HEAD into a GET (which would start sending the whole file): keep HEAD."""
+    """urllib turns a redirected HEAD into a GET (which would start sending the whole file): keep HEAD.
+    Redirects to anything but http/https are refused."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
+        # Only HTTP(S) is followed: a redirect to file:// or ftp:// would read from elsewhere than the host asked.
+        if urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise urllib.error.HTTPError(newurl, code, f"redirect to a non-HTTP URL {newurl!r} refused", headers, fp)
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and req.get_method() == "HEAD":
             new.method = "HEAD"
@@ -94,11 +99,51 @@ def checksum_matches(actual: str, expected: str) -> bool:
     return actual == expected
 
 
-def _request(url: str, start: int = 0, method: str = "GET") -> urllib.request.Request:
+def _request(url: str, start: int = 0, method: str = "GET", if_range: str | None = None) -> urllib.request.Request:
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if start:
         headers["Range"] = f"bytes={start}-"
+        if if_range:
+            headers["If-Range"] = if_range
     return urllib.request.Request(url, headers=headers, method=method)
+
+
+# ----------------------------------------------------------------------------------------------- resume validators
+# A ``.part`` must only be continued with bytes of the same version of the file: the ETag or Last-Modified of the
+# response that started it is kept next to it, sent back as ``If-Range``, and a server whose file changed answers
+# with the whole new file (200) instead of the rest of the old one (206).
+def _validator_path(part: Path) -> Path:
+    return part.with_name(part.name + ".validator")
+
+
+def _validators_of(resp) -> dict[str, str | None]:  # noqa: ANN001
+    return {"etag": resp.headers.get("ETag"), "last_modified": resp.headers.get("Last-Modified")}
+
+
+def _save_validators(part: Path, validators: dict[str, str | None], total: int | None) -> None:
+    _validator_path(part).write_text(json.dumps({**validators, "total": total}))
+
+
+def _load_validators(part: Path) -> dict[str, str | int | None]:
+    try:
+        loaded = json.loads(_validator_path(part).read_text())
+        return loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _if_range(validators: dict[str, str | int | None]) -> str | None:
+    """The strong ETag if there is one (a weak one is not allowed in If-Range), else the Last-Modified date."""
+    etag = validators.get("etag")
+    if isinstance(etag, str) and etag and not etag.startswith("W/"):
+        return etag
+    modified = validators.get("last_modified")
+    return modified if isinstance(modified, str) and modified else None
+
+
+def _drop_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _validator_path(part).unlink(missing_ok=True)
 
 
 def _is_transient_http(code: int) -> bool:
@@ -167,10 +212,10 @@ def find_confirmation_url(html: str, base_url: str) -> str | None:
     return None
 
 
-def _open(opener: urllib.request.OpenerDirector, url: str, start: int, timeout: float):
+def _open(opener: urllib.request.OpenerDirector, url: str, start: int, timeout: float, if_range: str | None = None):
     """Open ``url`` (from byte ``start``), stepping through up to three confirmation pages."""
     for _ in range(_MAX_CONFIRM_HOPS + 1):
-        resp = opener.open(_request(url, start), timeout=timeout)
+        resp = opener.open(_request(url, start, if_range=if_range), timeout=timeout)
         ctype = resp.headers.get("Content-Type", "")
         if not ctype.lower().startswith("text/html"):
             return resp
@@ -195,8 +240,9 @@ def _transfer(
     """One attempt: resume ``part`` from its size. Returns (resumed_from, running sha256, expected total)."""
     have = part.stat().st_size if part.exists() else 0
     digest = hashlib.sha256()
+    known = _load_validators(part) if have else {}
     try:
-        resp = _open(opener, url, have, timeout)
+        resp = _open(opener, url, have, timeout, _if_range(known))
     except urllib.error.HTTPError as err:
         if err.code == 416 and have:
             # Range not satisfiable: either the .part is already complete or it is longer than the file.
@@ -206,7 +252,7 @@ def _transfer(
                     while block := fh.read(CHUNK):
                         digest.update(block)
                 return have, digest, have
-            part.unlink()
+            _drop_part(part)
             raise _Transient(f"range {have}- not satisfiable; restarting from 0") from None
         raise
     with resp:
@@ -214,9 +260,17 @@ def _transfer(
         if have and resp.status == 206:
             rng = parse_content_range(resp.headers.get("Content-Range"))
             if rng is None or rng[0] != have:
-                part.unlink()
+                _drop_part(part)
                 raise _Transient(f"server answered range {rng} to a request from byte {have}; restarting")
             total = rng[2]
+            # A server that ignores If-Range still gives itself away by a new ETag or a new length.
+            now = _validators_of(resp)
+            changed = [k for k in ("etag", "last_modified") if known.get(k) and now[k] and known[k] != now[k]]
+            if changed or (known.get("total") is not None and total is not None and known["total"] != total):
+                _drop_part(part)
+                what = ", ".join(changed) or "length"
+                raise _Transient(f"the file changed on the server since the partial download began (new {what}); "
+                                 "restarting from 0")
             with open(part, "rb") as fh:  # the checksum covers the bytes already on disk too
                 while block := fh.read(CHUNK):
                     digest.update(block)
@@ -227,6 +281,7 @@ def _transfer(
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             mode = "wb"
+            _save_validators(part, _validators_of(resp), total)
         if on_progress is not None and have:
             on_progress(have)
         with open(part, mode) as out:
@@ -273,13 +328,14 @@ def fetch_file(
             for want, what in ((total, "server length"), (expected_size, "expected size")):
                 if want is not None and size != want:
                     if size > want:
-                        part.unlink()
+                        _drop_part(part)
                     raise _Transient(f"got {size} bytes, {what} is {want}")
             actual = digest.hexdigest()
             if sha256 and not checksum_matches(actual, sha256):
-                part.unlink()
+                _drop_part(part)
                 raise _Transient(f"sha256 {actual} does not match the expected {sha256}")
             os.replace(part, dest)
+            _validator_path(part).unlink(missing_ok=True)
             return FetchResult(dest, size, actual, resumed, attempt)
         except urllib.error.HTTPError as err:
             last = f"HTTP {err.code} {err.reason}"

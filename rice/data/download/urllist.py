@@ -17,6 +17,11 @@ Layout (relative to ``root``), chosen from the list's file name:
 
 ``clip_id`` = the first seven ``-`` fields of a frame name (``<live_id UUID>-<start_ms>-<end_ms>``). A line may
 also be ``URL<TAB>relative/path.jpg`` to set the destination explicitly.
+
+A list is input from elsewhere, so each line is checked before anything is fetched: only ``http``/``https`` URLs
+(a ``file://`` URL would copy local files into the dataset), and a destination that stays under the root (no
+absolute path, drive or ``..``; checked again after resolving links already in the root). A line that fails is
+reported with its line number and skipped; the others proceed.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import urllib.error
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import unquote, urlsplit
 
 from PIL import Image, UnidentifiedImageError
@@ -53,9 +58,13 @@ class UrlListReport:
     failed: int = 0
     failures_file: Path | None = None
     reasons: dict[str, int] = field(default_factory=dict)
+    rejected: list[str] = field(default_factory=list)  # "list.txt line N: why" for lines never fetched
 
     def summary(self) -> str:
         text = f"LPR4M: {self.fetched} fetched, {self.skipped} already on disk, {self.failed} failed of {self.total}"
+        if self.rejected:
+            text += (f"; {len(self.rejected)} line(s) rejected and skipped (first: {self.rejected[0]}): fix or "
+                     "remove them in the list")
         if self.failed:
             top = ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items(), key=lambda kv: -kv[1]))
             text += f" ({top}); failures listed in {self.failures_file} (run the command again to retry them)"
@@ -86,14 +95,39 @@ def destination(url: str, list_name: str) -> str:
     return f"{folder}/{stem}.jpg"
 
 
-def _read_list(path: Path) -> Iterator[tuple[str, str]]:
+def line_problem(url: str, rel: str, root: Path) -> str | None:
+    """Why the line ``url<TAB>rel`` must not be fetched into ``root`` (None when it is fine)."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        return f"URL scheme {scheme or 'missing'!r} is not http or https"
+    norm = rel.replace("\\", "/")
+    if norm.startswith("/") or PureWindowsPath(rel).drive or PureWindowsPath(rel).root:
+        return f"destination {rel!r} is an absolute path; give a path relative to the root"
+    parts = [p for p in norm.split("/") if p not in ("", ".")]
+    if ".." in parts or not parts or "\x00" in norm:
+        return f"destination {rel!r} leaves the root; give a path inside it without '..'"
+    real_root = os.path.realpath(root)
+    resolved = os.path.realpath(os.path.join(real_root, *parts))
+    if not resolved.startswith(real_root.rstrip(os.sep) + os.sep):
+        return f"destination {rel!r} resolves to {resolved}, outside the root"
+    return None
+
+
+def _read_list(path: Path, root: Path, rejected: list[str] | None = None) -> Iterator[tuple[str, str]]:
+    """``(url, destination)`` of every good line; a bad line is appended to ``rejected`` with its number."""
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
+        for number, line in enumerate(fh, start=1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             url, _, rel = line.partition("\t")
-            yield url.strip(), (rel.strip() or destination(url.strip(), path.name))
+            url, rel = url.strip(), rel.strip() or destination(url.strip(), path.name)
+            problem = line_problem(url, rel, root)
+            if problem is not None:
+                if rejected is not None:
+                    rejected.append(f"{path.name} line {number}: {problem}")
+                continue
+            yield url, "/".join(p for p in rel.replace("\\", "/").split("/") if p not in ("", "."))
 
 
 def resize_short_side(image: Image.Image, short_side: int) -> Image.Image:
@@ -159,7 +193,11 @@ def download_url_lists(
         if not path.is_file():
             raise FileNotFoundError(f"URL list {path} not found; the LPR4M lists come with the signed agreement")
     report = UrlListReport(failures_file=root / FAILURES_NAME)
-    report.total = sum(1 for p in lists for _ in _read_list(p))
+    report.total = sum(1 for p in lists for _ in _read_list(p, root, report.rejected))
+    for message in report.rejected[:20]:
+        console.print(f"[yellow]{message}; skipped[/yellow]")
+    if len(report.rejected) > 20:
+        console.print(f"[yellow]... and {len(report.rejected) - 20} more rejected line(s)[/yellow]")
     opener = make_opener()
     lock = threading.Lock()
     failures = open(root / (FAILURES_NAME + ".tmp"), "w", encoding="utf-8")
@@ -183,7 +221,7 @@ def download_url_lists(
     with bar, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: set[Future[None]] = set()
         for path in lists:
-            for url, rel in _read_list(path):
+            for url, rel in _read_list(path, root):
                 if (root / rel).exists():
                     report.skipped += 1
                     bar.advance(task)
