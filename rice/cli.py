@@ -86,6 +86,9 @@ def train(
         Optional[bool], typer.Option("--pretrained/--no-pretrained", help=_help("model.pretrained"))
     ] = None,
     pretrained_file: Annotated[Optional[str], typer.Option(help=_help("model.pretrained_file"))] = None,
+    trust_torchscript: Annotated[
+        Optional[bool], typer.Option("--trust-torchscript", help=_help("model.trust_torchscript"))
+    ] = None,
     nproc_per_node: Annotated[int, typer.Option(help="processes on this machine (re-launches via torchrun)")] = 1,
     nnodes: Annotated[int, typer.Option(help="machines taking part")] = 1,
     node_rank: Annotated[int, typer.Option(help="this machine's rank among --nnodes")] = 0,
@@ -101,6 +104,7 @@ def train(
             loss__losses=losses.split(",") if losses else None, train__out=out, train__max_steps=max_steps,
             train__batch_size=batch_size, optim__lr=lr, train__seed=seed, train__device=device,
             train__resume=resume, model__pretrained=pretrained, model__pretrained_file=pretrained_file,
+            model__trust_torchscript=trust_torchscript,
         )  # fmt: skip
         if weights:
             cfg.loss.weights = {**cfg.loss.weights, **weights}

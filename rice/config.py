@@ -23,6 +23,9 @@ class ModelConfig(_Section):
     name: str = Field("rice_vit_b32", description="registered model name (see `rice models`)")
     pretrained: bool = Field(True, description="start the encoder from the variant's pretrained weights (model hub)")
     pretrained_file: str | None = Field(None, description="local timm checkpoint or OpenAI CLIP ViT-B-32.pt file")
+    trust_torchscript: bool = Field(
+        False, description="read a TorchScript --pretrained-file other than OpenAI's ViT-B-32.pt (it runs its code)"
+    )
     logit_scale_init: float = Field(4.0, description="learnable scale s; logits are s^2 * cos (method.md)")
     decoder_heads: int | None = Field(None, description="PMD decoder heads; None = the variant's default (8 for ViT-B)")
     decoder_attn_drop: float = Field(0.1, description="attention dropout inside the PMD decoder")

@@ -1,5 +1,7 @@
 """Models: the registry, encoders, RiceModel and its variants."""
 
+import tempfile
+
 from rice.models import baselines as _baselines  # noqa: F401  (registers swin_b, timesformer, fashionnet + tiny)
 from rice.models import rice_model as _rice_model  # noqa: F401  (registers rice_vit_b32, rice_tiny)
 from rice.models.encoders import EncoderOutput, ImageEncoder, Preprocess
@@ -21,12 +23,19 @@ __all__ = [
 def build_model(cfg, with_decoder: bool = False, with_reconstruction: bool = False) -> RiceModel:
     """Build the model a ModelConfig describes; ``with_decoder`` adds the PMD decoder (PMD/PFR runs) and
     ``with_reconstruction`` its PFR head-merging convs (PFR runs only, so every parameter gets a gradient)."""
-    model = create_model(
-        cfg.name,
-        pretrained=cfg.pretrained,
-        pretrained_file=cfg.pretrained_file,
-        logit_scale_init=cfg.logit_scale_init,
-    )
+    with tempfile.TemporaryDirectory(prefix="rice-weights-") as tmp:
+        pretrained_file = cfg.pretrained_file
+        if pretrained_file is not None and getattr(cfg, "trust_torchscript", False):
+            # The user vouched for this TorchScript file: read it once here, so the loaders stay code-free.
+            from rice.models.clip_weights import trusted_torchscript_as_state_dict
+
+            pretrained_file = str(trusted_torchscript_as_state_dict(pretrained_file, tmp))
+        model = create_model(
+            cfg.name,
+            pretrained=cfg.pretrained,
+            pretrained_file=pretrained_file,
+            logit_scale_init=cfg.logit_scale_init,
+        )
     if with_decoder:
         # The PMD decoder is built by rice.models.decoder (issue 3); it is attached to model.decoder.
         from rice.models.decoder import build_decoder
