@@ -1,4 +1,4 @@
-"""The notebook-facing API: load a checkpoint (ours or the public code's) and embed media files."""
+"""The notebook-facing API: load a checkpoint (ours or the public code's); embedding files is `rice.embedding`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from pathlib import Path
 
 import torch
 
+from rice.checkpoint import is_native_checkpoint, read_checkpoint
 from rice.config import RunConfig
+from rice.embedding import embed_image as embed_image  # re-exported: rice.embed_image
+from rice.embedding import embed_video as embed_video
 from rice.models import RiceModel, build_model
-from rice.train.checkpoint import is_native_checkpoint, read_checkpoint
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
@@ -39,30 +41,3 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
                 "rice_final.pth"
             ) from None
     return model.to(device).eval()
-
-
-@torch.no_grad()
-def embed_image(model: RiceModel, path: str | Path) -> torch.Tensor:
-    """L2-normalised embedding (D,) of one shop image file, with the model's eval preprocessing."""
-    from rice.data import build_transform, load_image
-
-    pre = model.preprocess
-    transform = build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size)
-    image = transform(load_image(path)).unsqueeze(0)
-    device = next(model.parameters()).device
-    return model.encode_image(image.to(device))[0].cpu()
-
-
-@torch.no_grad()
-def embed_video(model: RiceModel, path: str | Path, num_frames: int | None = None) -> torch.Tensor:
-    """L2-normalised embedding (D,) of one video file (T frames sampled uniformly, as at evaluation)."""
-    from rice.data import ClipTransform, build_transform, read_video_frames, sample_frame_indices, video_num_frames
-
-    pre = model.preprocess
-    num_frames = num_frames or getattr(getattr(model, "config", None), "data", RunConfig().data).num_frames
-    indices = sample_frame_indices(video_num_frames(path), num_frames, train=False)
-    frames = read_video_frames(path, indices)
-    clip = ClipTransform(build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size))(frames)
-    mask = torch.ones(1, clip.shape[0], dtype=torch.bool)
-    device = next(model.parameters()).device
-    return model.encode_video(clip.unsqueeze(0).to(device), mask.to(device))[0].cpu()

@@ -37,17 +37,34 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _parse_weights(text: str | None) -> dict[str, float] | None:
+def _weight_overrides(text: str | None) -> list[str]:
+    """``--loss-weights icl=1,pmd=0.5`` -> ``loss.weights.icl=1`` ... overrides (names are checked by the config)."""
     if text is None:
-        return None
-    weights = {}
+        return []
+    overrides = []
     for part in text.split(","):
         name, _, value = part.partition("=")
         try:
-            weights[name.strip()] = float(value)
+            float(value)
         except ValueError:
             _fail(f"--loss-weights {text!r}: expected name=number pairs, e.g. icl=1,pmd=1,pfr=0.05")
-    return weights
+        if not name.strip() or "." in name:
+            _fail(f"--loss-weights {text!r}: expected name=number pairs, e.g. icl=1,pmd=1,pfr=0.05")
+        overrides.append(f"loss.weights.{name.strip()}={value}")
+    return overrides
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """Fail now, not after a long evaluation, when ``path`` cannot be written."""
+    parent = path.parent
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder")
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        _fail(f"{flag} {path}: cannot write there ({err.strerror or err}); pass a file path in a writable folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        _fail(f"{flag} {path}: permission denied; pass a file path in a writable folder")
 
 
 def print_results(results: dict, title: str) -> None:
@@ -82,6 +99,7 @@ def train(
     workers: Annotated[Optional[int], typer.Option(help=_help("data.workers"))] = None,
     device: Annotated[Optional[str], typer.Option(help=_help("train.device"))] = None,
     resume: Annotated[Optional[str], typer.Option(help=_help("train.resume"))] = None,
+    overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help=_help("train.overwrite"))] = None,
     pretrained: Annotated[
         Optional[bool], typer.Option("--pretrained/--no-pretrained", help=_help("model.pretrained"))
     ] = None,
@@ -94,29 +112,38 @@ def train(
     node_rank: Annotated[int, typer.Option(help="this machine's rank among --nnodes")] = 0,
     master_addr: Annotated[str, typer.Option(help="address of node 0 (multi-node)")] = "127.0.0.1",
     master_port: Annotated[int, typer.Option(help="port on node 0 (multi-node)")] = 29500,
+    max_restarts: Annotated[
+        int, typer.Option(help="torchrun restarts after a worker fails; restarted workers resume from last.pt")
+    ] = 0,
 ) -> None:
     """Train a model (one process, or DDP with --nproc-per-node / torchrun)."""
-    weights = _parse_weights(loss_weights)
+    overrides = [*(set_ or []), *_weight_overrides(loss_weights)]
     try:
         cfg = build_config(
-            config, set_,
+            config, overrides,
             data__dataset=dataset, data__root=root, data__workers=workers, model__name=model,
             loss__losses=losses.split(",") if losses else None, train__out=out, train__max_steps=max_steps,
             train__batch_size=batch_size, optim__lr=lr, train__seed=seed, train__device=device,
-            train__resume=resume, model__pretrained=pretrained, model__pretrained_file=pretrained_file,
-            model__trust_torchscript=trust_torchscript,
+            train__resume=resume, train__overwrite=overwrite, model__pretrained=pretrained,
+            model__pretrained_file=pretrained_file, model__trust_torchscript=trust_torchscript,
         )  # fmt: skip
-        if weights:
-            cfg.loss.weights = {**cfg.loss.weights, **weights}
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    if nproc_per_node > 1 or nnodes > 1:
-        raise typer.Exit(_launch_torchrun(cfg, nproc_per_node, nnodes, node_rank, master_addr, master_port))
+    if nproc_per_node > 1 or nnodes > 1 or max_restarts > 0:
+        from rice.train.checkpoint import check_run_dir  # refuse here, before torchrun starts the workers
+
+        try:
+            check_run_dir(cfg.train.out, cfg.train.resume, cfg.train.overwrite)
+        except ValueError as err:
+            _fail(str(err))
+        raise typer.Exit(
+            _launch_torchrun(cfg, nproc_per_node, nnodes, node_rank, master_addr, master_port, max_restarts)
+        )
     from rice.train.engine import fit
 
     try:
         last = fit(cfg)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as err:
         _fail(str(err))
     from rice import distributed
 
@@ -125,13 +152,16 @@ def train(
     distributed.destroy()
 
 
-def _launch_torchrun(cfg: RunConfig, nproc: int, nnodes: int, node_rank: int, addr: str, port: int) -> int:
+def _launch_torchrun(
+    cfg: RunConfig, nproc: int, nnodes: int, node_rank: int, addr: str, port: int, max_restarts: int = 0
+) -> int:
     """Re-run `rice train` under torch.distributed.run with the resolved config, so every rank sees the same."""
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
     launch_cfg = out / f"launch_config.node{node_rank}.yaml"
     cfg.save(launch_cfg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}",
+           f"--max-restarts={max_restarts}"]  # fmt: skip
     if nnodes == 1:
         cmd.append("--standalone")  # picks a free port on this machine
     else:
@@ -156,6 +186,9 @@ def eval_(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
 ) -> None:
     """Evaluate a checkpoint: R@1/3/5/10 over the test split (FAISS exact search)."""
+    for path, flag in ((json_out, "--json"), (save_embeddings, "--save-embeddings")):
+        if path is not None:
+            _check_writable(path, flag)
     from rice.evaluation import evaluate_checkpoint
 
     try:
@@ -176,7 +209,6 @@ def eval_(
         for message in emb.skipped[:20]:
             console.print(f"  {message}")
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(results, indent=2))
     if save_embeddings:
         emb.save_npz(save_embeddings)

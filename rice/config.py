@@ -49,24 +49,37 @@ class DataConfig(_Section):
         return Path(root).expanduser()
 
 
+KNOWN_LOSSES = ("icl", "pmd", "pfr")
+
+
 class LossConfig(_Section):
     losses: list[str] = Field(default_factory=lambda: ["icl"], description="any of icl, pmd, pfr; must include icl")
-    weights: dict[str, float] = Field(default_factory=lambda: {"icl": 1.0, "pmd": 1.0, "pfr": 1.0})
+    weights: dict[str, float] = Field(
+        default_factory=lambda: dict.fromkeys(KNOWN_LOSSES, 1.0), description="weight of each loss in the total"
+    )
     pmd_negatives: int = Field(3, ge=1, description="hard negative clips mined per image for PMD")
     pmd_chunk_size: int = Field(32, ge=1, description="image-clip pairs per decoder call (bounds memory)")
 
     @field_validator("losses")
     @classmethod
     def _check_losses(cls, value: list[str]) -> list[str]:
-        known = ("icl", "pmd", "pfr")
-        unknown = [name for name in value if name not in known]
+        unknown = [name for name in value if name not in KNOWN_LOSSES]
         if unknown:
-            raise ValueError(f"unknown loss {unknown}; choose from {list(known)}")
+            raise ValueError(f"unknown loss {unknown}; choose from {list(KNOWN_LOSSES)}")
         if "icl" not in value:
             raise ValueError(f"losses {value} must include 'icl' (PMD mines its negatives from the ICL embeddings)")
         if "pfr" in value and "pmd" not in value:
             raise ValueError("'pfr' needs 'pmd': it reads the PMD decoder's cross-attention")
         return list(dict.fromkeys(value))
+
+    @field_validator("weights")
+    @classmethod
+    def _check_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        # A misspelt name (pmdd) would otherwise be saved and silently leave the real loss at weight 1.
+        unknown = sorted(name for name in value if name not in KNOWN_LOSSES)
+        if unknown:
+            raise ValueError(f"unknown loss name(s) {unknown} in the weights; name any of {list(KNOWN_LOSSES)}")
+        return {**dict.fromkeys(KNOWN_LOSSES, 1.0), **value}
 
 
 class OptimConfig(_Section):
@@ -92,6 +105,10 @@ class TrainConfig(_Section):
     eval_at_end: bool = Field(False, description="run eval on the test split after training")
     tensorboard: bool = False
     resume: str | None = Field(None, description="`latest` (<out>/last.pt if present) or a checkpoint path")
+    overwrite: bool = Field(False, description="start afresh in an --out that holds a run, deleting its files")
+    dist_timeout_minutes: float = Field(
+        30.0, gt=0, description="how long a rank waits for the others in a collective before the run fails"
+    )
 
 
 class EvalConfig(_Section):
@@ -135,7 +152,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like section.key=value, e.g. optim.lr=1e-4")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    if not key.strip():
+        raise ValueError(f"override {text!r} has no key; write section.key=value, e.g. optim.lr=1e-4")
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:  # includes tags such as !!python/name, which safe_load refuses
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ValueError(f"--set {text!r}: the value is not plain YAML ({problem}); quote it as a string") from None
 
 
 # Defaults that depend on the model. The paper's recipe (lr 1e-6, 500 warm-up steps) fine-tunes pretrained
@@ -149,8 +172,9 @@ MODEL_RECIPES: dict[str, dict[str, Any]] = {
 
 
 def _apply_recipe(tree: dict[str, Any]) -> dict[str, Any]:
-    name = tree.get("model", {}).get("name", ModelConfig.model_fields["name"].default)
-    recipe = MODEL_RECIPES.get(name)
+    model = tree.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    recipe = MODEL_RECIPES.get(name) if isinstance(name, str) else None
     return _deep_merge(recipe, tree) if recipe else tree
 
 
@@ -173,9 +197,13 @@ def build_config(
         except yaml.YAMLError as err:
             where = getattr(err, "problem_mark", None)
             line = f" (line {where.line + 1})" if where is not None else ""
-            raise ValueError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', err)}; fix the file") from None
+            problem = " ".join(str(getattr(err, "problem", None) or err).split())
+            raise ValueError(f"{path}: not valid YAML{line}: {problem}; fix the file") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text file; pass a YAML config") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of sections (model, data, ...), got {type(loaded).__name__}")
+        _check_sections(loaded, path)
         tree = _deep_merge(tree, loaded)
     for text in overrides or []:
         key, value = parse_override(text)
@@ -191,6 +219,19 @@ def build_config(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors(include_url=False)
         )
         raise ValueError(f"invalid config: {problems}") from None
+
+
+def _check_sections(tree: dict[Any, Any], where: Path) -> None:
+    """Each top-level entry of a config file is a section mapping (``model: 3`` is a mistake, not a model)."""
+    sections = list(RunConfig.model_fields)
+    for key, value in tree.items():
+        if key not in sections:
+            raise ValueError(f"{where}: unknown section {key!r}; the sections are {sections}")
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"{where}: section {key!r} must be a mapping of settings (e.g. {key}:\n  key: value), "
+                f"got {type(value).__name__} {value!r:.40}"
+            )
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

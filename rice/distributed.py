@@ -43,14 +43,22 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
-def init_from_env(device_type: str) -> WorldInfo:
-    """Join the process group torchrun describes in the environment (NCCL on GPU, gloo on CPU)."""
+def restart_count() -> int:
+    """How many times torchrun (``--max-restarts``) has restarted this worker group; 0 on the first start."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0) or 0)
+
+
+def init_from_env(device_type: str, timeout_minutes: float = 30.0) -> WorldInfo:
+    """Join the process group torchrun describes in the environment (NCCL on GPU, gloo on CPU).
+
+    ``timeout_minutes`` bounds every collective: a rank that waits longer for the others fails the run.
+    """
     if not launched_by_torchrun() or is_initialized():
         return world_info()
     backend = "nccl" if device_type == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return world_info()
 
 
@@ -107,6 +115,16 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     tensor = tensor.detach().clone()
     dist.all_reduce(tensor)
     return tensor / dist.get_world_size()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on at least one (a host read; call it rarely)."""
+    if not is_initialized():
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def all_gather_object(obj: object) -> list[object]:

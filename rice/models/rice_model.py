@@ -101,13 +101,13 @@ class RiceModel(nn.Module):
 
     def embed_video(self, path: str, num_frames: int | None = None) -> torch.Tensor:
         """Embedding (D,) of a video file with the eval preprocessing; see `rice.embed_video`."""
-        from rice.api import embed_video  # file reading lives with the data code, not in the model
+        from rice.embedding import embed_video  # file reading lives above the model, in one place
 
         return embed_video(self, path, num_frames)
 
     def embed_image(self, path: str) -> torch.Tensor:
         """Embedding (D,) of an image file with the eval preprocessing; see `rice.embed_image`."""
-        from rice.api import embed_image
+        from rice.embedding import embed_image
 
         return embed_image(self, path)
 

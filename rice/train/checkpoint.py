@@ -1,22 +1,32 @@
-"""Checkpoints: atomic writes, full training state, the resolved config inside."""
+"""Training state around the checkpoint files: RNG streams, which checkpoint to resume, the run directory.
+
+File I/O itself lives in `rice.checkpoint` (shared with `rice.load` and evaluation); its names are re-exported
+here for existing imports.
+"""
 
 from __future__ import annotations
 
-import os
+import json
 import random
+import re
 import shutil
-import tempfile
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 
-import rice
+from rice.checkpoint import atomic_copy as atomic_copy
+from rice.checkpoint import atomic_save as atomic_save
+from rice.checkpoint import atomic_write_text
+from rice.checkpoint import is_native_checkpoint as is_native_checkpoint
+from rice.checkpoint import read_checkpoint as read_checkpoint
+from rice.checkpoint import save_checkpoint as save_checkpoint
 
 
 def rng_state() -> dict[str, Any]:
+    """This process's python, numpy, torch (and CUDA) generator states."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -31,91 +41,98 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+@dataclass
+class ResumePoint:
+    """A checkpoint chosen for resuming, already read; ``note`` says why it is not the one asked for."""
+
+    path: Path
+    state: dict[str, Any]
+    note: str | None = None
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    _atomic_write(path, lambda handle: torch.save(obj, handle))
+def _step_files(out_dir: Path) -> list[Path]:
+    """``step_N.pt`` files, newest step first."""
+    matches = ((re.fullmatch(r"step_(\d+)\.pt", p.name), p) for p in out_dir.glob("step_*.pt"))
+    numbered = [(int(m.group(1)), p) for m, p in matches if m]
+    return [p for _, p in sorted(numbered, reverse=True)]
 
 
-def atomic_copy(src: str | Path, dst: str | Path) -> None:
-    def copy(handle: BinaryIO) -> None:
-        with open(src, "rb") as source:
-            shutil.copyfileobj(source, handle, length=16 * 2**20)
+def find_resume(resume: str | None, out_dir: str | Path) -> ResumePoint | None:
+    """Which checkpoint ``--resume`` means, read and checked.
 
-    _atomic_write(dst, copy)
-
-
-def save_checkpoint(path: str | Path, *, model, optimizer, scheduler, scaler, step: int, epoch: int, config) -> None:
-    atomic_save(
-        {
-            "format": "rice-checkpoint",
-            "rice_version": rice.__version__,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "step": step,
-            "epoch": epoch,
-            "rng": rng_state(),
-            "config": config.to_dict(),
-        },
-        path,
-    )
-
-
-def is_native_checkpoint(obj: Any) -> bool:
-    return isinstance(obj, dict) and obj.get("format") == "rice-checkpoint"
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a native checkpoint. RNG states hold numpy arrays, so this trusted-format path allows them."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found; pass a .pt file written by `rice train`")
-    try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        detail = str(err).strip().splitlines()[0][:100] if str(err).strip() else ""
-        raise ValueError(
-            f"{path}: cannot read it as a weights-only checkpoint ({type(err).__name__}: {detail}); pass a "
-            "checkpoint written by `rice train` / `rice convert`, or a public rice_final.pth (a plain state dict)"
-        ) from err
-
-
-def _numpy_globals() -> list[Any]:
-    names = [np.ndarray, np.dtype]
-    core = getattr(np, "_core", None) or np.core
-    names.append(core.multiarray._reconstruct)
-    names += [type(np.dtype(t)) for t in ("uint32", "float64", "int64")]
-    return names
-
-
-_SAFE_GLOBALS = _numpy_globals()
-
-
-def resolve_resume(resume: str | None, out_dir: str | Path) -> Path | None:
-    """``latest`` -> ``<out>/last.pt`` when it exists (else start fresh); a path must exist."""
+    ``latest``: ``<out>/last.pt``, or when that is unreadable (a crash while copying it, a truncated file) the
+    newest intact ``step_N.pt``; None when the folder holds no checkpoint (start fresh). A path must be readable.
+    """
     if resume is None:
         return None
-    if resume == "latest":
-        candidate = Path(out_dir) / "last.pt"
-        return candidate if candidate.is_file() else None
-    path = Path(resume)
+    if resume != "latest":
+        path = Path(resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume {path}: no such checkpoint; pass a .pt file or `latest`")
+        return ResumePoint(path, _read_training_state(path))
+    out_dir = Path(out_dir)
+    candidates = [p for p in [out_dir / "last.pt", *_step_files(out_dir)] if p.is_file()]
+    broken: list[str] = []
+    for path in candidates:
+        try:
+            state = _read_training_state(path)
+        except ValueError as err:
+            broken.append(f"{path.name} ({str(err).split('(', 1)[-1].split(')')[0]})")
+            continue
+        note = f"{', '.join(broken)} unreadable; resuming from {path.name} instead" if broken else None
+        return ResumePoint(path, state, note)
+    if broken:
+        raise ValueError(f"{out_dir}: no intact checkpoint to resume ({'; '.join(broken)}); pass --overwrite to "
+                         "start again")  # fmt: skip
+    return None
+
+
+def _read_training_state(path: Path) -> dict[str, Any]:
+    state = read_checkpoint(path)
+    if not is_native_checkpoint(state) or "optimizer" not in state:
+        raise ValueError(f"{path}: not a training checkpoint (no optimizer state); resume from a file written by "
+                         "`rice train`, or start a new run from it with --pretrained-file")  # fmt: skip
+    return state
+
+
+# Files a run writes into its folder; any of them means the folder already holds a run.
+_RUN_FILES = ("last.pt", "metrics.jsonl", "config.yaml", "eval.json")
+
+
+def existing_run_files(out_dir: str | Path) -> list[str]:
+    out_dir = Path(out_dir)
+    names = [name for name in _RUN_FILES if (out_dir / name).exists()]
+    return names + [p.name for p in reversed(_step_files(out_dir))] if out_dir.is_dir() else []
+
+
+def check_run_dir(out_dir: str | Path, resume: str | None, overwrite: bool) -> None:
+    """Refuse to start a new run in a folder that holds one: it would replace its checkpoints and mix the logs."""
+    found = existing_run_files(out_dir)
+    if found and resume is None and not overwrite:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise ValueError(
+            f"{out_dir} already holds a run ({shown}); pass --resume latest to continue it, --overwrite to replace "
+            "it, or another --out"
+        )
+
+
+def clear_run_dir(out_dir: str | Path) -> None:
+    """Delete what an earlier run wrote (``--overwrite``); other files in the folder are left alone."""
+    out_dir = Path(out_dir)
+    for name in existing_run_files(out_dir):
+        (out_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records after ``step`` from ``metrics.jsonl`` so a resumed run does not log some steps twice."""
     if not path.is_file():
-        raise FileNotFoundError(f"--resume {path}: no such checkpoint; pass a .pt file or `latest`")
-    return path
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except ValueError:
+            continue  # a line cut short by the crash
+    atomic_write_text(path, "".join(line + "\n" for line in kept))

@@ -1,12 +1,19 @@
-"""The training loop: ``fit(cfg)`` builds everything, resumes, trains, checkpoints. Reads top to bottom."""
+"""The training loop: ``fit(cfg)`` builds everything, resumes, trains, checkpoints. Reads top to bottom.
+
+Exact resume: a checkpoint holds, besides weights and optimiser, every rank's RNG streams and how many batches
+of the current epoch were consumed. The data order is a function of (seed, epoch) (DistributedSampler), each
+item's augmentation a function of (seed, epoch, index) (the datasets), and the DataLoader's worker seeds come
+from its own generator re-seeded from (seed, rank, epoch) at the start of each epoch, so creating an iterator
+never draws from the global RNG that dropout uses. A run resumed from step N therefore repeats the
+uninterrupted run bit for bit on CPU (tests/train/test_exact_resume.py).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
-import time
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +27,18 @@ from rice.config import RunConfig, TrainConfig
 from rice.data import build_train_dataset, collate_batch
 from rice.models import RiceModel, build_model
 from rice.task import RiceTask
-from rice.train.checkpoint import atomic_copy, read_checkpoint, resolve_resume, save_checkpoint, set_rng_state
+from rice.train.checkpoint import (
+    atomic_copy,
+    check_run_dir,
+    clear_run_dir,
+    find_resume,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    truncate_metrics,
+)
 from rice.train.logging import RunLogger
+from rice.train.metrics import MetricWindow
 from rice.train.optim import build_optimizer, build_scheduler
 
 
@@ -82,6 +99,36 @@ class SkipReport:
         self.messages = []
 
 
+@dataclass
+class Progress:
+    """Where the run is: optimizer steps done, the epoch, and the batches of that epoch already consumed."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0
+    stopped: bool = False  # True when a SIGTERM ended the run early (a checkpoint was saved)
+
+
+class StopRequest:
+    """SIGTERM (preemption) asks the loop to save a checkpoint and leave at the next safe point."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopRequest:
+        with contextlib.suppress(ValueError):  # not the main thread (a notebook worker): no handler, no early stop
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
 def build_train_loader(cfg: RunConfig, model: RiceModel, world: distributed.WorldInfo) -> DataLoader:
     dataset = build_train_dataset(cfg.data, model.preprocess, seed=cfg.train.seed)
     per_rank = cfg.train.batch_size
@@ -105,6 +152,9 @@ def build_train_loader(cfg: RunConfig, model: RiceModel, world: distributed.Worl
         # Not persistent: workers are re-forked each epoch so they see the dataset's new epoch (set_epoch).
         persistent_workers=False,
         worker_init_fn=_seed_worker,
+        # Its own generator (re-seeded every epoch in `start_epoch`): without one, each new iterator draws its
+        # base seed from the global RNG, and a resumed run's dropout masks would differ from the original's.
+        generator=torch.Generator(),
     )
 
 
@@ -116,16 +166,33 @@ def _seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+def start_epoch(loader: DataLoader, epoch: int, seed: int, rank: int) -> None:
+    """Everything an epoch's data depends on, set from (seed, epoch, rank) only."""
+    # A new shuffle each epoch, identical on every rank so their shards stay disjoint (DistributedSampler).
+    loader.sampler.set_epoch(epoch)
+    if hasattr(loader.dataset, "set_epoch"):  # per-item augmentation seeds depend on (seed, epoch, index)
+        loader.dataset.set_epoch(epoch)
+    # Worker seeds: a function of (seed, rank, epoch), the same whether this epoch is run or resumed.
+    loader.generator.manual_seed(int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0]))
+
+
 def fit(cfg: RunConfig) -> Path:
     """Train as ``cfg`` says; returns the path of the final checkpoint (``<out>/last.pt``)."""
     # --- setup: device, process group, seeds, run dir -------------------------------------------------------
     device = resolve_device(cfg.train.device)
-    world = distributed.init_from_env(device.type)
+    world = distributed.init_from_env(device.type, timeout_minutes=cfg.train.dist_timeout_minutes)
     if device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     seed_everything(cfg.train.seed + world.rank)
     out_dir = Path(cfg.train.out)
+    resume = cfg.train.resume
+    if distributed.restart_count() > 0:
+        resume = "latest"  # torchrun restarted the workers (--max-restarts): continue from the newest checkpoint
+    check_run_dir(out_dir, resume, cfg.train.overwrite)  # on every rank, before any rank writes
+    distributed.barrier()
     if world.is_main:
+        if cfg.train.overwrite and resume is None:
+            clear_run_dir(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "config.yaml")
     distributed.barrier()
@@ -142,52 +209,99 @@ def fit(cfg: RunConfig) -> Path:
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     # --- resume ----------------------------------------------------------------------------------------------
-    step, epoch = 0, 0
-    resume_path = resolve_resume(cfg.train.resume, out_dir)
-    if resume_path is not None:
-        state = read_checkpoint(resume_path)
+    progress = Progress()
+    point = find_resume(resume, out_dir)
+    notes: list[str] = []
+    if point is not None:
+        state = point.state
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        step, epoch = state["step"], state["epoch"]
-        if world.world_size == 1:
-            set_rng_state(state["rng"])  # per-rank RNG streams are not saved; ranks > 0 keep their fresh seeds
-        steps_per_epoch = len(loader) // cfg.train.grad_accum
-        done_in_epoch = step - epoch * steps_per_epoch if steps_per_epoch else 0
-        loader.sampler.skip = max(0, done_in_epoch) * cfg.train.grad_accum * cfg.train.batch_size
+        progress.step, progress.epoch = state["step"], state["epoch"]
+        progress.batches_done = state.get("batches_done", _batches_done_of_old_checkpoint(state, cfg, len(loader)))
+        loader.sampler.skip = progress.batches_done * cfg.train.batch_size
+        notes += [point.note] if point.note else []
+        notes += [_restore_rng(state.get("rng"), world)]
+        if world.is_main:
+            truncate_metrics(out_dir / "metrics.jsonl", progress.step)
 
     # DDP wraps the task so the losses' gathered features and the parameters' all-reduce line up.
     train_module = DistributedDataParallel(task) if world.world_size > 1 else task
+    saver = Saver(out_dir, model, optimizer, scheduler, scaler, cfg, world)
 
     # --- train -----------------------------------------------------------------------------------------------
-    with RunLogger(out_dir, world.is_main, cfg.train.max_steps, step, cfg.train.tensorboard) as log:
-        if resume_path is not None:
-            log.print(f"resumed from {resume_path} at step {step}")
-        skipped = SkipReport()
-        while step < cfg.train.max_steps:
-            # A new shuffle each epoch, identical on every rank so their shards stay disjoint (DistributedSampler).
-            loader.sampler.set_epoch(epoch)
-            if hasattr(loader.dataset, "set_epoch"):  # per-item augmentation seeds depend on (seed, epoch, index)
-                loader.dataset.set_epoch(epoch)
-            step = train_one_epoch(
-                train_module, task, loader, optimizer, scheduler, scaler, amp_dtype, device, cfg, step, epoch, log,
-                skipped,
-            )
-            skipped.flush(epoch, log)
-            if step < cfg.train.max_steps:
-                epoch += 1
-        if world.is_main:
-            _save(out_dir / "last.pt", model, optimizer, scheduler, scaler, step, epoch, cfg)
-            if cfg.train.eval_at_end:
-                _evaluate_at_end(model, cfg, device, out_dir, log)
-    distributed.barrier()
+    with RunLogger(out_dir, world.is_main, cfg.train.max_steps, progress.step, cfg.train.tensorboard) as log, \
+            StopRequest() as stop:  # fmt: skip
+        if point is not None:
+            log.print(f"resumed from {point.path} at step {progress.step}")
+        for note in filter(None, notes):
+            log.print(f"[yellow]{note}")
+        skipped, window = SkipReport(), MetricWindow(progress.step)
+        while progress.step < cfg.train.max_steps and not progress.stopped:
+            start_epoch(loader, progress.epoch, cfg.train.seed, world.rank)
+            train_one_epoch(train_module, task, loader, optimizer, scheduler, scaler, amp_dtype, device, cfg,
+                            progress, log, skipped, window, saver, stop)  # fmt: skip
+            skipped.flush(progress.epoch, log)
+            if progress.step < cfg.train.max_steps and not progress.stopped:
+                progress.epoch, progress.batches_done = progress.epoch + 1, 0
+        if progress.stopped:
+            log.print(f"stopped by SIGTERM at step {progress.step}; last.pt saved, continue with --resume latest")
+        elif saver.saved_step != progress.step:
+            saver.save(out_dir / "last.pt", progress)
+        # Only rank 0 evaluates; the other ranks leave now instead of waiting at a barrier (a long evaluation
+        # would otherwise run into the process group's timeout, train.dist_timeout_minutes).
+        if world.is_main and cfg.train.eval_at_end and not progress.stopped:
+            _evaluate_at_end(model, cfg, device, out_dir, log)
     return out_dir / "last.pt"
 
 
+def _batches_done_of_old_checkpoint(state: dict, cfg: RunConfig, batches_per_epoch: int) -> int:
+    """Checkpoints from before ``batches_done`` was saved: every epoch has the same number of steps."""
+    steps_per_epoch = batches_per_epoch // cfg.train.grad_accum
+    done = state["step"] - state["epoch"] * steps_per_epoch if steps_per_epoch else 0
+    return max(0, done) * cfg.train.grad_accum
+
+
+def _restore_rng(saved: object, world: distributed.WorldInfo) -> str | None:
+    """Put back this rank's RNG streams; returns a warning when they cannot be (the run is then not exact)."""
+    if isinstance(saved, dict) and world.world_size == 1:  # checkpoints that saved rank 0's streams only
+        saved = [saved]
+    if isinstance(saved, list) and len(saved) == world.world_size:
+        set_rng_state(saved[world.rank])
+        return None
+    count = len(saved) if isinstance(saved, list) else "no"
+    return (f"RNG streams saved for {count} rank(s), running with {world.world_size}: the run continues with "
+            "fresh streams, so it will not repeat the original bit for bit")  # fmt: skip
+
+
+class Saver:
+    """Writes checkpoints: every rank hands in its RNG streams (a collective), rank 0 writes the file."""
+
+    def __init__(self, out_dir: Path, model, optimizer, scheduler, scaler, cfg: RunConfig,
+                 world: distributed.WorldInfo) -> None:  # fmt: skip
+        self.out_dir, self.model, self.cfg, self.world = out_dir, model, cfg, world
+        self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
+        self.saved_step = -1
+
+    def save(self, path: Path, progress: Progress) -> None:
+        rngs = distributed.all_gather_object(rng_state())  # every rank, so a resumed rank r gets its own streams
+        if self.world.is_main:
+            save_checkpoint(
+                path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
+                step=progress.step, epoch=progress.epoch, config=self.cfg,
+                extra={"rng": rngs, "batches_done": progress.batches_done, "world_size": self.world.world_size},
+            )  # fmt: skip
+            if path.name != "last.pt":
+                atomic_copy(path, path.parent / "last.pt")  # same bytes: copy the file instead of serialising again
+        self.saved_step = progress.step
+
+
 def _evaluate_at_end(model: RiceModel, cfg: RunConfig, device: torch.device, out_dir: Path, log: RunLogger) -> None:
-    """Rank 0 scores the test split with the final weights and writes ``eval.json`` (the others wait)."""
+    """Rank 0 scores the test split with the final weights and writes ``eval.json``."""
+    import json
+
     from rice.evaluation import evaluate_model  # evaluation builds eval datasets; only needed here
 
     results, _ = evaluate_model(model, cfg.data, cfg.eval, device=device)
@@ -198,14 +312,19 @@ def _evaluate_at_end(model: RiceModel, cfg: RunConfig, device: torch.device, out
 
 def train_one_epoch(
     train_module, task: RiceTask, loader: DataLoader, optimizer, scheduler, scaler, amp_dtype, device, cfg: RunConfig,
-    step: int, epoch: int, log: RunLogger, skipped: SkipReport,
-) -> int:  # fmt: skip
-    """Run optimizer steps over one pass of ``loader`` (or until ``max_steps``); returns the new step."""
+    progress: Progress, log: RunLogger, skipped: SkipReport, window: MetricWindow, saver: Saver, stop: StopRequest,
+) -> None:  # fmt: skip
+    """Run optimizer steps over the rest of ``loader``'s epoch (or until ``max_steps``), updating ``progress``.
+
+    No host sync per micro-step: the logged values are summed on the device and read every ``log_every`` steps,
+    before each checkpoint and at the end (`MetricWindow`); a non-finite loss is caught at that read and stops
+    the run before a checkpoint could store non-finite weights.
+    """
     tcfg = cfg.train
     world = distributed.world_info()
     model = task.model
-    micro, tic, clips = 0, time.perf_counter(), 0
-    running: dict[str, float] = {}
+    window.discard_micro_steps()  # micro-batches left over at the end of the last epoch never made a step
+    micro = 0
     # Micro-batches left over at the end of the last epoch (len(loader) % grad_accum) must not leak into this one.
     optimizer.zero_grad(set_to_none=True)
     for batch in loader:
@@ -214,19 +333,16 @@ def train_one_epoch(
         frames = batch["frames"].to(device, non_blocking=True)
         frame_mask = batch["frame_mask"].to(device, non_blocking=True)
         micro += 1
+        progress.batches_done += 1
         last_micro = micro % tcfg.grad_accum == 0
         # Skip the gradient all-reduce on accumulation micro-steps; it runs once, on the last one.
         sync = contextlib.nullcontext() if last_micro or world.world_size == 1 else train_module.no_sync()
         with sync, torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             losses = train_module(images, frames, frame_mask)
             loss = losses["loss"] / tcfg.grad_accum
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the learning rate or use amp=none")
         with sync:
             (scaler.scale(loss) if scaler else loss).backward()
-        for key, value in losses.items():
-            running[key] = running.get(key, 0.0) + value.detach().float().item() / tcfg.grad_accum
-        clips += images.shape[0] * world.world_size
+        window.add_micro_step(losses, tcfg.grad_accum, images.shape[0] * world.world_size)
         if not last_micro:
             continue
 
@@ -237,7 +353,7 @@ def train_one_epoch(
             torch.nn.utils.clip_grad_norm_(task.parameters(), cfg.optim.grad_clip)
         stepped = True
         if scaler:
-            scale = scaler.get_scale()
+            scale = scaler.get_scale()  # fp16 only: one read per optimizer step (bf16, the GPU default, has none)
             scaler.step(optimizer)
             scaler.update()
             stepped = scaler.get_scale() >= scale  # fp16 overflow: the scaler skipped this update
@@ -248,22 +364,31 @@ def train_one_epoch(
             scheduler.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.sqrt(100.0))  # cap logits at 100*cos, as CLIP does
-        step += 1
+        progress.step += 1
+        step = progress.step
+        window.end_step()
 
-        elapsed = time.perf_counter() - tic
-        record = {"step": step, "lr": scheduler.get_last_lr()[0], "head_lr": _head_lr(optimizer)}
-        record.update({k: round(v, 6) for k, v in running.items()})
-        record["logit_scale"] = round(model.logit_scale.item(), 4)
-        record["clips_per_s"] = round(clips / max(elapsed, 1e-9), 2)
-        log.advance(step, f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['clips_per_s']:.1f} clips/s")
-        if step % tcfg.log_every == 0 or step == tcfg.max_steps:
+        # --- read the logged values, save, stop -------------------------------------------------------------
+        save_now = step % tcfg.save_every == 0  # every rank takes part in a save (its RNG streams)
+        read_now = step % tcfg.log_every == 0 or step >= tcfg.max_steps or save_now
+        # Preemption: one process stops at once; ranks agree at a read so that they all stop at the same step.
+        stop_now = stop.requested if world.world_size == 1 else (read_now and distributed.any_rank(stop.requested))
+        if read_now or stop_now:
+            record = window.read(step, model.logit_scale)  # the one host sync of the window; raises if not finite
+            record.update(lr=scheduler.get_last_lr()[0], head_lr=_head_lr(optimizer))
             log.log(record)
-        if world.is_main and step % tcfg.save_every == 0:
-            _save(Path(tcfg.out) / f"step_{step}.pt", model, optimizer, scheduler, scaler, step, epoch, cfg)
-        running, clips, tic = {}, 0, time.perf_counter()
+            log.advance(step, f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['clips_per_s']:.1f} clips/s")
+        else:
+            log.advance(step)
+        if save_now:
+            saver.save(Path(tcfg.out) / f"step_{step}.pt", progress)
+        if stop_now:
+            if saver.saved_step != step:
+                saver.save(Path(tcfg.out) / "last.pt", progress)
+            progress.stopped = True
+            return
         if step >= tcfg.max_steps:
-            break
-    return step
+            return
 
 
 def _head_lr(optimizer) -> float:
@@ -271,11 +396,3 @@ def _head_lr(optimizer) -> float:
         if group["name"].startswith("head"):
             return group["lr"]
     return 0.0
-
-
-def _save(path: Path, model, optimizer, scheduler, scaler, step: int, epoch: int, cfg: RunConfig) -> None:
-    save_checkpoint(
-        path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, step=step, epoch=epoch, config=cfg
-    )
-    if path.name != "last.pt":
-        atomic_copy(path, path.parent / "last.pt")  # same bytes: copy the file instead of serialising again

@@ -42,8 +42,12 @@ class RunLogger:
         if self._tb:
             self._tb.close()
 
-    def advance(self, step: int, info: str) -> None:
-        self._progress.update(self._task, completed=step, info=info)
+    def advance(self, step: int, info: str | None = None) -> None:
+        """Move the bar; ``info`` (the latest logged values) changes only when values were read."""
+        if info is None:
+            self._progress.update(self._task, completed=step)
+        else:
+            self._progress.update(self._task, completed=step, info=info)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
