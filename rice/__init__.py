@@ -1,15 +1,27 @@
-"""rice: video-to-shop product retrieval (RICE, ICCV 2023) and its baselines."""
+"""rice: video-to-shop product retrieval (RICE, ICCV 2023) and its baselines.
+
+The public names below are loaded on first use (PEP 562 module ``__getattr__``): ``import rice.cli`` must not pay
+for torch, timm and torchvision, which take seconds to import, when it only prints help or lists models.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from rice.api import embed_image as embed_image
-from rice.api import embed_video as embed_video
-from rice.api import load as load
-from rice.config import RunConfig as RunConfig
-from rice.config import build_config as build_config
-from rice.models import RiceModel as RiceModel
-from rice.models import create_model as create_model
-from rice.models import list_models as list_models
+# public name -> the module that defines it
+_LAZY = {
+    "embed_image": "rice.api",
+    "embed_video": "rice.api",
+    "load": "rice.api",
+    "RunConfig": "rice.config",
+    "build_config": "rice.config",
+    "RiceModel": "rice.models",
+    "create_model": "rice.models",
+    "list_models": "rice.models",
+}
 
 __all__ = [
     "RiceModel",
@@ -22,3 +34,20 @@ __all__ = [
     "list_models",
     "load",
 ]
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real objects
+    from rice.api import embed_image, embed_video, load
+    from rice.config import RunConfig, build_config
+    from rice.models import RiceModel, create_model, list_models
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'rice' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

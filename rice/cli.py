@@ -245,16 +245,15 @@ def demo(
 
 @app.command()
 def models() -> None:
-    """List the registered models with their parameter count and input size."""
-    from rice.models import create_model, list_models
+    """List the registered models with their parameter count and input size (read from the registry, no build)."""
+    from rice.models.registry import list_models, model_info
 
     table = Table(title="registered models")
     for column in ("name", "params (M)", "input", "embed dim"):
         table.add_column(column)
     for name in list_models():
-        model = create_model(name, pretrained=False)
-        params = sum(p.numel() for p in model.parameters()) / 1e6
-        table.add_row(name, f"{params:.2f}", str(model.preprocess.input_size), str(model.embed_dim))
+        info = model_info(name)
+        table.add_row(name, f"{info.params / 1e6:.2f}", str(info.input_size), str(info.embed_dim))
     console.print(table)
 
 

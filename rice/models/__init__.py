@@ -1,23 +1,48 @@
-"""Models: the registry, encoders, RiceModel and its variants."""
+"""Models: the registry, encoders, RiceModel and its variants.
 
+The registry is imported eagerly (it is plain Python); encoders and models load on first use, so that listing
+models or printing CLI help never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 import tempfile
+from typing import TYPE_CHECKING, Any
 
-from rice.models import baselines as _baselines  # noqa: F401  (registers swin_b, timesformer, fashionnet + tiny)
-from rice.models import rice_model as _rice_model  # noqa: F401  (registers rice_vit_b32, rice_tiny)
-from rice.models.encoders import EncoderOutput, ImageEncoder, Preprocess
-from rice.models.registry import create_model, list_models, register_model
-from rice.models.rice_model import RiceModel
+from rice.models.registry import ModelInfo, create_model, list_models, model_info, register_model
+
+if TYPE_CHECKING:
+    from rice.models.encoders import EncoderOutput, ImageEncoder, Preprocess
+    from rice.models.rice_model import RiceModel
 
 __all__ = [
     "EncoderOutput",
     "ImageEncoder",
+    "ModelInfo",
     "Preprocess",
     "RiceModel",
     "build_model",
     "create_model",
     "list_models",
+    "model_info",
     "register_model",
 ]
+
+_LAZY = {
+    "EncoderOutput": "rice.models.encoders",
+    "ImageEncoder": "rice.models.encoders",
+    "Preprocess": "rice.models.encoders",
+    "RiceModel": "rice.models.rice_model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'rice.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
 
 
 def build_model(cfg, with_decoder: bool = False, with_reconstruction: bool = False) -> RiceModel:
