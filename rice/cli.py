@@ -343,6 +343,7 @@ def prepare(
     fps: Annotated[float, typer.Option(help="movingfashion: frames kept per second of video")] = 1.0,
     short_side: Annotated[int, typer.Option(help="movingfashion: frames shrunk to this shorter side")] = 256,
     quality: Annotated[int, typer.Option(help="movingfashion: JPEG quality")] = 90,
+    lossless: Annotated[bool, typer.Option(help="movingfashion: full-size PNG frames, as the public code")] = False,
 ) -> None:
     """Prepare a downloaded dataset: MovingFashion frames + annotation files, or the LPR750K check + index."""
     from rice.data.prepare import prepare_lpr750k, prepare_movingfashion
@@ -351,7 +352,7 @@ def prepare(
     try:
         if dataset == "movingfashion":
             prepare_movingfashion(root_dir, workers=workers, fps=fps, short_side=short_side, quality=quality,
-                                  console=console)
+                                  console=console, lossless=lossless)
         elif dataset == "lpr750k":
             report = prepare_lpr750k(root_dir, console=console)
             if report.missing:

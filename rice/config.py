@@ -28,7 +28,10 @@ class ModelConfig(_Section):
     )
     logit_scale_init: float = Field(4.0, description="learnable scale s; logits are s^2 * cos (method.md)")
     decoder_heads: int | None = Field(None, description="PMD decoder heads; None = the variant's default (8 for ViT-B)")
-    decoder_attn_drop: float = Field(0.1, description="attention dropout inside the PMD decoder")
+    decoder_attn_drop: float = Field(0.1, description="attention dropout of the PMD decoder's cross-attention block")
+    decoder_self_attn_drop: float = Field(0.0, description="attention dropout of the decoder's self-attention block")
+    decoder_norm_kv: bool = Field(False, description="also layer-norm the clip tokens (keys/values) in the PMD cross "
+                                  "block; the public code normalises the queries only (false)")
 
 
 class DataConfig(_Section):
@@ -38,6 +41,12 @@ class DataConfig(_Section):
     image_size: int | None = Field(None, description="crop size; None = the model's input size")
     resize_size: int | None = Field(None, description="resize before cropping; None = image_size * 256 / 224")
     tail_drop_prob: float = Field(0.5, ge=0.0, le=1.0, description="training only: chance to drop a clip's tail")
+    tail_drop: Literal["any", "full"] = Field(
+        "any", description="which clips a tail drop may cut: any, or only those with all T frames (full, public code)"
+    )
+    clip_crops: Literal["clip", "frame"] = Field(
+        "clip", description="training crop/flip: one per clip, or one per frame (frame, public code)"
+    )
     video_backend: Literal["auto", "decord", "pyav"] = Field("auto", description="mp4 decoder")
     use_prepared_frames: bool = Field(True, description="read frames/ from `rice prepare` when present")
     workers: int = Field(2, ge=0, description="DataLoader worker processes per rank")
@@ -90,6 +99,9 @@ class OptimConfig(_Section):
     eps: float = 1e-6
     warmup_steps: int = Field(500, ge=0, description="linear warm-up, then cosine to 0 at train.max_steps")
     grad_clip: float | None = Field(None, description="clip the global grad norm to this value")
+    logit_scale_group: Literal["encoder", "head"] = Field(
+        "encoder", description="train the logit scale with the encoder (lr, decay; public code) or the heads"
+    )
 
 
 class TrainConfig(_Section):
@@ -116,6 +128,9 @@ class EvalConfig(_Section):
     ks: list[int] = Field(default_factory=lambda: [1, 3, 5, 10])
     rerank: int = Field(0, ge=0, description="re-score the top-K with the PMD decoder (0 = off)")
     rerank_fusion: float = Field(0.0, ge=0.0, le=1.0, description="weight of the dual-encoder score in re-ranking")
+    frame_sampling: Literal["centre", "official"] = Field(
+        "centre", description="query frames: segment centres, or floor(i*n/T) as the public code (official)"
+    )
 
 
 class RunConfig(_Section):

@@ -24,7 +24,7 @@ def evaluate_model(
     device: str | torch.device = "cpu",
 ) -> tuple[dict[str, Any], EmbeddingSet]:
     """Embed the split's queries and gallery with ``model`` and score them; deterministic for a given model."""
-    queries, gallery = build_eval_datasets(data_cfg, model.preprocess, split=split)
+    queries, gallery = build_eval_datasets(data_cfg, model.preprocess, split, eval_cfg.frame_sampling)
     emb = extract_embeddings(
         model, queries, gallery, eval_cfg.batch_size, data_cfg.workers, device, keep_gallery_tokens=eval_cfg.rerank > 0
     )

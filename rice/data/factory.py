@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from ..config import DataConfig
 from . import lpr as _lpr
 from .movingfashion import MovingFashionGallery, MovingFashionPairs, MovingFashionQueries
+from .sampling import FramePolicy
 from .transforms import ImageTransform, build_transform
 
 
@@ -30,12 +31,12 @@ class Preprocess(Protocol):
 class DatasetSpec:
     """The constructors of one dataset format.
 
-    ``train(cfg, transform, seed)``, ``queries(cfg, transform, split)``, ``gallery(cfg, transform, split)``; the
-    transform is already built (train or eval) from the model's preprocess and the config overrides.
+    ``train(cfg, transform, seed)``, ``queries(cfg, transform, split, frame_policy)``, ``gallery(cfg, transform,
+    split)``; the transform is already built (train or eval) from the model's preprocess and the config overrides.
     """
 
     train: Callable[[DataConfig, ImageTransform, int | None], Dataset]
-    queries: Callable[[DataConfig, ImageTransform, str], Dataset]
+    queries: Callable[[DataConfig, ImageTransform, str, FramePolicy], Dataset]
     gallery: Callable[[DataConfig, ImageTransform, str], Dataset]
 
 
@@ -50,10 +51,11 @@ def _mf_train(cfg: DataConfig, transform: ImageTransform, seed: int | None) -> D
         video_backend=cfg.video_backend,
         use_prepared_frames=cfg.use_prepared_frames,
         seed=seed,
+        frame_policy=FramePolicy(tail_drop=cfg.tail_drop),
     )
 
 
-def _mf_queries(cfg: DataConfig, transform: ImageTransform, split: str) -> Dataset:
+def _mf_queries(cfg: DataConfig, transform: ImageTransform, split: str, policy: FramePolicy) -> Dataset:
     return MovingFashionQueries(
         cfg.resolved_root(),
         split,
@@ -61,6 +63,7 @@ def _mf_queries(cfg: DataConfig, transform: ImageTransform, split: str) -> Datas
         transform=transform,
         video_backend=cfg.video_backend,
         use_prepared_frames=cfg.use_prepared_frames,
+        frame_policy=policy,
     )
 
 
@@ -90,7 +93,10 @@ def build_data_transform(cfg: DataConfig, preprocess: Preprocess, train: bool) -
         resize_size = None  # a new crop size: the model's resize no longer fits, use the 256/224 rule
     else:
         resize_size = getattr(preprocess, "resize_size", None)
-    return build_transform(image_size, train, tuple(preprocess.mean), tuple(preprocess.std), resize_size)
+    return build_transform(
+        image_size, train, tuple(preprocess.mean), tuple(preprocess.std), resize_size,
+        per_frame_crops=train and cfg.clip_crops == "frame",
+    )  # fmt: skip
 
 
 def build_train_dataset(data_cfg: DataConfig, preprocess: Preprocess, seed: int | None = None) -> Dataset:
@@ -98,8 +104,12 @@ def build_train_dataset(data_cfg: DataConfig, preprocess: Preprocess, seed: int 
     return _spec(data_cfg).train(data_cfg, build_data_transform(data_cfg, preprocess, train=True), seed)
 
 
-def build_eval_datasets(data_cfg: DataConfig, preprocess: Preprocess, split: str = "test") -> tuple[Dataset, Dataset]:
-    """``(queries, gallery)`` of ``data_cfg.dataset`` for ``split``, with deterministic eval preprocessing."""
+def build_eval_datasets(
+    data_cfg: DataConfig, preprocess: Preprocess, split: str = "test", frame_sampling: str = "centre"
+) -> tuple[Dataset, Dataset]:
+    """``(queries, gallery)`` of ``data_cfg.dataset`` for ``split``, with deterministic eval preprocessing;
+    ``frame_sampling`` is ``eval.frame_sampling`` ("centre" or "official")."""
     spec = _spec(data_cfg)
     transform = build_data_transform(data_cfg, preprocess, train=False)
-    return spec.queries(data_cfg, transform, split), spec.gallery(data_cfg, transform, split)
+    policy = FramePolicy(eval_sampling=frame_sampling)  # type: ignore[arg-type]
+    return spec.queries(data_cfg, transform, split, policy), spec.gallery(data_cfg, transform, split)

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .frames import load_frames, load_image
-from .sampling import drop_tail, pad_clip, sample_frame_indices
+from .sampling import FramePolicy, pad_clip
 from .transforms import ClipTransform, ImageTransform, build_transform
 from .video import MediaError
 
@@ -183,8 +183,9 @@ class LPRTrainPairs(Dataset):
 
     def __init__(self, root: str | os.PathLike[str], split: str = "train", *, num_frames: int = 10,
                  transform: ImageTransform | None = None, train: bool = True, tail_drop_prob: float = 0.5,
-                 seed: int | None = None, max_tries: int = 32) -> None:
+                 seed: int | None = None, max_tries: int = 32, frame_policy: FramePolicy | None = None) -> None:
         self.root = Path(root).expanduser()
+        self.frame_policy = frame_policy or FramePolicy()
         if not self.root.is_dir():
             raise FileNotFoundError(f"LPR root {self.root} not found; {_hint(self.root)}")
         self.path = resolve_videoinfo(self.root, split)
@@ -231,8 +232,9 @@ class LPRTrainPairs(Dataset):
             rng = self._rng(current)
             try:
                 rec = self.record(current)
-                picks = sample_frame_indices(len(rec.frames), self.num_frames, self.train, rng)
-                picks = drop_tail(picks, self.tail_drop_prob, rng) if self.train else picks
+                picks = self.frame_policy.indices(
+                    len(rec.frames), self.num_frames, self.train, self.tail_drop_prob, rng
+                )
                 frames = load_frames([self.root / rec.frames[i] for i in picks], self.transform.resize_size)
                 clip, mask = pad_clip(self.clip_transform(frames, rng), self.num_frames)
                 image = self.transform(load_image(self.root / rec.image_path, self.transform.resize_size), rng)
@@ -260,8 +262,10 @@ class LPRQueries(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike[str], *, num_frames: int = 10,
-                 transform: ImageTransform | None = None, gt_file: str | os.PathLike[str] | None = None) -> None:
+                 transform: ImageTransform | None = None, gt_file: str | os.PathLike[str] | None = None,
+                 frame_policy: FramePolicy | None = None) -> None:
         self.root = Path(root).expanduser()
+        self.frame_policy = frame_policy or FramePolicy()
         query_file = self.root / "annotations" / "query_tenframes.json"
         if not query_file.is_file():
             raise FileNotFoundError(f"{query_file} not found; {_hint(self.root)}")
@@ -290,7 +294,7 @@ class LPRQueries(Dataset):
         try:
             if not paths:
                 raise MediaError(f"query {cid}: no frames listed in query_tenframes.json")
-            picks = sample_frame_indices(len(paths), self.num_frames, train=False)
+            picks = self.frame_policy.indices(len(paths), self.num_frames, False, 0.0, None)
             # Full decode at evaluation (no JPEG draft): pixel-identical to the public code's preprocessing.
             frames = load_frames([self.root / "query" / paths[i] for i in picks])
             clip, mask = pad_clip(self.clip_transform(frames), self.num_frames)
@@ -348,12 +352,14 @@ def _check_split(split: str) -> None:
 def train_from_config(cfg: Any, transform: ImageTransform, seed: int | None) -> Dataset:
     """`DatasetSpec.train` for ``--dataset lpr`` (cfg: `rice.config.DataConfig`)."""
     return LPRTrainPairs(cfg.resolved_root(), "train", num_frames=cfg.num_frames, transform=transform, train=True,
-                         tail_drop_prob=cfg.tail_drop_prob, seed=seed)
+                         tail_drop_prob=cfg.tail_drop_prob, seed=seed,
+                         frame_policy=FramePolicy(tail_drop=cfg.tail_drop))
 
 
-def queries_from_config(cfg: Any, transform: ImageTransform, split: str) -> Dataset:
+def queries_from_config(cfg: Any, transform: ImageTransform, split: str, frame_policy: FramePolicy | None = None,
+                        ) -> Dataset:
     _check_split(split)
-    return LPRQueries(cfg.resolved_root(), num_frames=cfg.num_frames, transform=transform)
+    return LPRQueries(cfg.resolved_root(), num_frames=cfg.num_frames, transform=transform, frame_policy=frame_policy)
 
 
 def gallery_from_config(cfg: Any, transform: ImageTransform, split: str) -> Dataset:

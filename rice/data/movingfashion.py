@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .frames import list_frame_files, load_frames, load_image
-from .sampling import drop_tail, pad_clip, sample_frame_indices
+from .sampling import FramePolicy, pad_clip
 from .transforms import ClipTransform, ImageTransform, build_transform
 from .video import MediaError, read_video_frames, resolve_backend
 
@@ -112,8 +112,10 @@ class _MovingFashionBase(Dataset):
         train: bool,
         video_backend: str,
         use_prepared_frames: bool,
+        frame_policy: FramePolicy | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
+        self.frame_policy = frame_policy or FramePolicy()
         self.split = split
         self.records = load_split(self.root, split)
         if num_frames < 1:
@@ -177,8 +179,7 @@ class _MovingFashionBase(Dataset):
     # ---------------------------------------------------------------------------------------------- reading media
     def _indices_sampler(self, rng: random.Random | None, tail_drop_prob: float):  # noqa: ANN202
         def sample(count: int) -> list[int]:
-            indices = sample_frame_indices(count, self.num_frames, self.train, rng)
-            return drop_tail(indices, tail_drop_prob, rng) if self.train else indices
+            return self.frame_policy.indices(count, self.num_frames, self.train, tail_drop_prob, rng)
 
         return sample
 
@@ -243,8 +244,9 @@ class MovingFashionPairs(_MovingFashionBase):
         use_prepared_frames: bool = True,
         seed: int | None = None,
         max_tries: int = 32,
+        frame_policy: FramePolicy | None = None,
     ) -> None:
-        super().__init__(root, split, num_frames, transform, train, video_backend, use_prepared_frames)
+        super().__init__(root, split, num_frames, transform, train, video_backend, use_prepared_frames, frame_policy)
         if not 0.0 <= tail_drop_prob <= 1.0:
             raise ValueError(f"tail_drop_prob={tail_drop_prob} must lie in [0, 1]")
         self.tail_drop_prob = tail_drop_prob if train else 0.0
@@ -309,8 +311,9 @@ class MovingFashionQueries(_MovingFashionBase):
         transform: ImageTransform | None = None,
         video_backend: str = "auto",
         use_prepared_frames: bool = True,
+        frame_policy: FramePolicy | None = None,
     ) -> None:
-        super().__init__(root, split, num_frames, transform, False, video_backend, use_prepared_frames)
+        super().__init__(root, split, num_frames, transform, False, video_backend, use_prepared_frames, frame_policy)
         by_video: dict[str, dict[str, Any]] = {}
         for record in self.records:
             for video_path in record.video_paths:

@@ -58,8 +58,12 @@ def _target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(2, round(width * scale)), max(2, round(height * scale))
 
 
-def extract_frames(video: Path, folder: Path, fps: float = 1.0, short_side: int = 256, quality: int = 90) -> int:
+def extract_frames(
+    video: Path, folder: Path, fps: float = 1.0, short_side: int = 256, quality: int = 90, lossless: bool = False
+) -> int:
     """Decode ``video`` once and write one JPEG per ``1/fps`` seconds into ``folder``; returns the count.
+
+    ``lossless=True`` writes full-size PNG frames instead (the public code's input), ignoring ``short_side``.
 
     A frame is kept when its timestamp reaches the next tick (0, 1/fps, 2/fps, ...), the first frame always,
     like ffmpeg's ``fps`` filter. Only kept frames are converted and scaled (by swscale, in C).
@@ -80,16 +84,19 @@ def extract_frames(video: Path, folder: Path, fps: float = 1.0, short_side: int 
                 continue
             while next_tick <= t + 1e-6:
                 next_tick += step
+            written += 1
+            if lossless:
+                frame.to_image().save(folder / f"{written:06d}.png", "PNG", compress_level=1)
+                continue
             width, height = _target_size(frame.width, frame.height, short_side)
             image = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_image()
-            written += 1
             image.save(folder / f"{written:06d}.jpg", "JPEG", quality=quality)
     return written
 
 
-def _prepare_one(args: tuple[str, str, float, int, int]) -> tuple[str, str, int, str]:
+def _prepare_one(args: tuple[str, str, float, int, int, bool]) -> tuple[str, str, int, str]:
     """Worker: (video path, status, frames, detail); status is done / skipped / missing / empty / undecodable."""
-    root_s, rel, fps, short_side, quality = args
+    root_s, rel, fps, short_side, quality, lossless = args
     root = Path(root_s)
     video = root / rel
     folder = root / "frames" / video_id_of(rel)
@@ -106,14 +113,15 @@ def _prepare_one(args: tuple[str, str, float, int, int]) -> tuple[str, str, int,
     if folder.exists():  # a partial folder from a killed run
         shutil.rmtree(folder)
     try:
-        count = extract_frames(video, folder, fps, short_side, quality)
+        count = extract_frames(video, folder, fps, short_side, quality, lossless)
         if count == 0:
             raise ValueError("no decodable frames")
     except Exception as err:  # noqa: BLE001 - any decoder failure marks the video, never the run
         shutil.rmtree(folder, ignore_errors=True)
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         return rel, "undecodable", 0, detail
-    marker = {"frames": count, "fps": fps, "short_side": short_side, "source_bytes": video.stat().st_size}
+    marker = {"frames": count, "fps": fps, "short_side": 0 if lossless else short_side,
+              "source_bytes": video.stat().st_size}
     tmp = folder / (DONE + ".tmp")
     tmp.write_text(json.dumps(marker))
     os.replace(tmp, done)  # written last: a folder without it is redone on the next run
@@ -132,7 +140,7 @@ def _frame_paths(root: Path, rel: str) -> list[str] | None:
     folder = root / "frames" / video_id_of(rel)
     if not (folder / DONE).is_file():
         return None
-    return [f"frames/{folder.name}/{p.name}" for p in sorted(folder.glob("*.jpg"))]
+    return [f"frames/{folder.name}/{p.name}" for p in sorted(folder.iterdir()) if p.suffix in (".jpg", ".png")]
 
 
 def write_annotations(root: str | Path, train: Sequence[ProductRecord], test: Sequence[ProductRecord]) -> list[Path]:
@@ -200,6 +208,7 @@ def prepare_movingfashion(
     quality: int = 90,
     progress: bool = True,
     console: Console | None = None,
+    lossless: bool = False,
 ) -> PrepareReport:
     """Extract JPEG frames of every MovingFashion video and write the annotation files.
 
@@ -213,6 +222,7 @@ def prepare_movingfashion(
         fps: frames kept per second of video.
         short_side: frames are shrunk (never enlarged) to this shorter side.
         quality: JPEG quality.
+        lossless: full-size PNG frames (the public code's input; many times the disk) instead of JPEGs.
     """
     root = Path(root).expanduser()
     if fps <= 0 or short_side < 16:
@@ -221,7 +231,7 @@ def prepare_movingfashion(
     train, test = load_split(root, "train"), load_split(root, "test")
     videos = list(dict.fromkeys(v for rec in (*train, *test) for v in rec.video_paths))
     report = PrepareReport(root, videos=len(videos), report_file=root / REPORT_NAME)
-    jobs = [(str(root), rel, float(fps), int(short_side), int(quality)) for rel in videos]
+    jobs = [(str(root), rel, float(fps), int(short_side), int(quality), bool(lossless)) for rel in videos]
     workers = os.cpu_count() or 1 if workers is None else workers
     bar = Progress(TextColumn("preparing frames"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), console=console, disable=not progress)

@@ -6,16 +6,19 @@ Pure functions of their arguments and a ``random.Random``, so they are seeded an
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 
 def sample_frame_indices(
-    num_available: int, num_frames: int, train: bool, rng: random.Random | None = None
+    num_available: int, num_frames: int, train: bool, rng: random.Random | None = None, eval_sampling: str = "centre"
 ) -> list[int]:
     """Pick up to ``num_frames`` sorted frame indices spread uniformly over ``num_available`` frames.
 
-    The clip is cut into ``num_frames`` equal segments. Eval takes each segment's centre (deterministic); train
+    The clip is cut into ``num_frames`` equal segments. Eval takes each segment's centre (``eval_sampling="centre"``)
+    or its first frame, floor(i * n / T), as the public code's ``prepare_movingfashion.py`` (``"official"``); train
     takes a uniformly random frame inside each segment. A clip shorter than ``num_frames`` gives all its frames;
     the caller pads the rest (`pad_clip`), so ``len(result)`` is the valid count.
 
@@ -35,20 +38,27 @@ def sample_frame_indices(
     # Integer segment bounds: disjoint, each holding >= 1 frame, so the indices are distinct and sorted.
     bounds = [i * num_available // num_frames for i in range(num_frames + 1)]
     if not train:
+        if eval_sampling == "official":
+            return bounds[:-1]
+        if eval_sampling != "centre":
+            raise ValueError(f"eval frame sampling {eval_sampling!r} is unknown; choose 'centre' or 'official'")
         return [(start + end) // 2 for start, end in zip(bounds[:-1], bounds[1:])]
     rng = rng or random.Random(int(torch.randint(0, 2**62, ()).item()))
     return [rng.randrange(start, end) for start, end in zip(bounds[:-1], bounds[1:])]
 
 
-def drop_tail(indices: list[int], prob: float, rng: random.Random | None = None) -> list[int]:
+def drop_tail(
+    indices: list[int], prob: float, rng: random.Random | None = None, full_length: int | None = None
+) -> list[int]:
     """Training augmentation: with probability ``prob`` keep only the head of the clip.
 
     With k = len(indices) and p uniform in {0, 0.1, ..., 0.9}, the first ``k - floor(k * p)`` indices are kept
-    (never fewer than 1).
+    (never fewer than 1). With ``full_length`` set, only clips of exactly that many frames are cut (the public
+    code cuts a clip only when it has the full T frames).
     """
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f"tail drop probability {prob} must lie in [0, 1]")
-    if not indices or prob == 0.0:
+    if not indices or prob == 0.0 or (full_length is not None and len(indices) != full_length):
         return list(indices)
     rng = rng or random.Random(int(torch.randint(0, 2**62, ()).item()))
     if rng.random() >= prob:
@@ -70,3 +80,25 @@ def pad_clip(frames: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch
     padded = frames.new_zeros((num_frames, *frames.shape[1:]))
     padded[:count] = frames
     return padded, mask
+
+
+@dataclass(frozen=True)
+class FramePolicy:
+    """Which frames a dataset reads (``data.tail_drop`` and ``eval.frame_sampling`` of the config).
+
+    Attributes:
+        eval_sampling: "centre" (segment centres) or "official" (floor(i * n / T), the public code).
+        tail_drop: "full" (cut only clips with all T frames, the public code) or "any" (any clip).
+    """
+
+    eval_sampling: Literal["centre", "official"] = "centre"
+    tail_drop: Literal["any", "full"] = "any"
+
+    def indices(
+        self, num_available: int, num_frames: int, train: bool, tail_drop_prob: float, rng: random.Random | None
+    ) -> list[int]:
+        """The sorted frame indices of one clip (at most ``num_frames``)."""
+        picks = sample_frame_indices(num_available, num_frames, train, rng, self.eval_sampling)
+        if not train:
+            return picks
+        return drop_tail(picks, tail_drop_prob, rng, num_frames if self.tail_drop == "full" else None)

@@ -1,8 +1,9 @@
 """Image and clip preprocessing (method.md): square resize, crop, flip, CLIP normalisation.
 
 Eval reproduces the official preprocessing: PIL ``resize((r, r), BILINEAR)`` (antialiased), centre crop,
-CLIP mean/std. Train takes a random crop and a horizontal flip instead. A clip gets ONE crop and flip shared by all
-its frames, so the augmentation never breaks temporal consistency.
+CLIP mean/std. Train takes a random crop and a horizontal flip instead. By default a clip gets ONE crop and flip
+shared by all its frames (temporal consistency); ``per_frame_crops=True`` draws one per frame, as the public code
+(each frame goes through the image transform on its own), which is also a stronger augmentation.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ImageTransform:
         train: random crop + horizontal flip (True) or centre crop (False).
         mean, std: per-channel normalisation (RGB, in [0, 1] units).
         resize_size: the square resize before cropping; ``None`` = round(S * 256 / 224).
+        per_frame_crops: `ClipTransform` draws a crop/flip per frame instead of one per clip (train only).
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class ImageTransform:
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
         resize_size: int | None = None,
+        per_frame_crops: bool = False,
     ) -> None:
         self.image_size = int(image_size)
+        self.per_frame_crops = bool(per_frame_crops) and train
         self.resize_size = int(resize_size) if resize_size is not None else default_resize_size(self.image_size)
         if self.resize_size < self.image_size:
             raise ValueError(f"resize_size {self.resize_size} must be >= image_size {self.image_size}")
@@ -71,7 +75,10 @@ class ImageTransform:
         self._inv_std = 1.0 / torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
 
     def __repr__(self) -> str:
-        return f"ImageTransform(image_size={self.image_size}, resize_size={self.resize_size}, train={self.train})"
+        return (
+            f"ImageTransform(image_size={self.image_size}, resize_size={self.resize_size}, train={self.train}"
+            + (", per_frame_crops=True)" if self.per_frame_crops else ")")
+        )
 
     def sample_params(self, rng: random.Random | None = None) -> CropParams:
         """Crop offsets and flip: random for train (from ``rng``, or torch's RNG when None), centred for eval."""
@@ -106,7 +113,8 @@ class ImageTransform:
 
 
 class ClipTransform:
-    """Frames of one clip -> float32 (k, 3, S, S), one crop/flip for all frames.
+    """Frames of one clip -> float32 (k, 3, S, S), one crop/flip for all frames (or one per frame when the image
+    transform has ``per_frame_crops``).
 
     Accepts a list of PIL images / uint8 (H, W, 3) arrays, or one uint8 (k, H, W, 3) array.
     """
@@ -121,8 +129,12 @@ class ClipTransform:
         size = self.image_transform.image_size
         if len(frames) == 0:
             return torch.zeros((0, 3, size, size), dtype=torch.float32)
-        params = self.image_transform.sample_params(rng)
-        arrays = np.stack([self.image_transform.to_array(frame, params) for frame in frames])
+        transform = self.image_transform
+        if transform.per_frame_crops:
+            arrays = np.stack([transform.to_array(frame, transform.sample_params(rng)) for frame in frames])
+        else:
+            params = transform.sample_params(rng)
+            arrays = np.stack([transform.to_array(frame, params) for frame in frames])
         return self.image_transform.normalize(arrays)
 
 
@@ -132,6 +144,7 @@ def build_transform(
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
     resize_size: int | None = None,
+    per_frame_crops: bool = False,
 ) -> ImageTransform:
     """The image transform; wrap it in `ClipTransform` for clips (datasets do this themselves)."""
-    return ImageTransform(image_size, train, mean, std, resize_size)
+    return ImageTransform(image_size, train, mean, std, resize_size, per_frame_crops)

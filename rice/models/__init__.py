@@ -66,6 +66,8 @@ def build_model(cfg, with_decoder: bool = False, with_reconstruction: bool = Fal
         from rice.models.decoder import build_decoder
 
         model.decoder = build_decoder(
-            model.encoder, heads=cfg.decoder_heads, attn_drop=cfg.decoder_attn_drop, reconstruction=with_reconstruction
-        )
+            model.encoder, heads=cfg.decoder_heads, attn_drop=cfg.decoder_attn_drop,
+            reconstruction=with_reconstruction, self_attn_drop=cfg.decoder_self_attn_drop,
+            norm_kv=cfg.decoder_norm_kv,
+        )  # fmt: skip
     return model

@@ -93,14 +93,18 @@ class DecoderMlp(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """A pre-norm block: x + attn(ln_1(x), ln_1(context)); x + mlp(ln_2(x)).
+    """A pre-norm block: x + attn(ln_1(x), context); x + mlp(ln_2(x)).
 
-    With ``context=None`` it is a self-attention block. In the cross block the clip tokens go through the same
-    ``ln_1`` as the queries: they are pre-final-norm encoder outputs, like the inputs the block was initialised for.
+    With ``context=None`` it is a self-attention block. In the cross block the public code normalises only the
+    queries: the clip tokens enter the attention as they leave the encoder (pre-final-norm). ``norm_context=True``
+    passes them through the same ``ln_1`` too (an option: they are then on the scale the block was initialised for).
     """
 
-    def __init__(self, width: int, heads: int, attn_drop: float = 0.0, eps: float = 1e-5):
+    def __init__(
+        self, width: int, heads: int, attn_drop: float = 0.0, eps: float = 1e-5, norm_context: bool = False
+    ):
         super().__init__()
+        self.norm_context = norm_context
         self.ln_1 = nn.LayerNorm(width, eps=eps)
         self.attn = DecoderAttention(width, heads, attn_drop)
         self.ln_2 = nn.LayerNorm(width, eps=eps)
@@ -114,7 +118,10 @@ class DecoderBlock(nn.Module):
         return_probs: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.ln_1(x)
-        c = h if context is None else self.ln_1(context)
+        if context is None:
+            c = h
+        else:
+            c = self.ln_1(context) if self.norm_context else context
         out, probs = self.attn(h, c, key_mask, return_probs)
         x = x + out
         return x + self.mlp(self.ln_2(x)), probs
@@ -180,7 +187,11 @@ class PairwiseMatchingDecoder(nn.Module):
     Args:
         width: token width W (the encoder's width).
         heads: attention heads (8 for ViT-B, as the public code).
-        attn_drop: attention dropout (0.1).
+        attn_drop: attention dropout of the cross-attention block (0.1, as the public code).
+        self_attn_drop: attention dropout of the self-attention block (0, as the public code's
+            ``nn.MultiheadAttention``).
+        norm_kv: also normalise the clip tokens (keys/values) with the cross block's ``ln_1``; the public code
+            normalises the queries only (False).
         reconstruction: also build PFR's head-merging convs (``head_merge``); only when PFR is trained, so that
             every parameter gets a gradient.
         score_scale: the fixed factor of the cosine match score (10).
@@ -193,12 +204,14 @@ class PairwiseMatchingDecoder(nn.Module):
         attn_drop: float = 0.1,
         reconstruction: bool = False,
         score_scale: float = 10.0,
+        self_attn_drop: float = 0.0,
+        norm_kv: bool = False,
     ):
         super().__init__()
         self.width, self.heads, self.score_scale = width, heads, score_scale
         # eps as the public code: its self-attention block uses a TF-style LayerNorm (1e-12), the cross block 1e-5
-        self.self_block = DecoderBlock(width, heads, attn_drop, eps=1e-12)
-        self.cross_block = DecoderBlock(width, heads, attn_drop, eps=1e-5)
+        self.self_block = DecoderBlock(width, heads, self_attn_drop, eps=1e-12)
+        self.cross_block = DecoderBlock(width, heads, attn_drop, eps=1e-5, norm_context=norm_kv)
         self.pooler = Pooler(width)
         self.match_head = nn.Linear(width, 1, bias=False)  # the learned vector w of 10 * cos(pooled, w)
         nn.init.normal_(self.match_head.weight, std=width**-0.5)
@@ -265,13 +278,16 @@ def build_decoder(
     heads: int | None = None,
     attn_drop: float = 0.1,
     reconstruction: bool = False,
+    self_attn_drop: float = 0.0,
+    norm_kv: bool = False,
 ) -> PairwiseMatchingDecoder:
     """The PMD decoder for ``encoder``: width = encoder.width, initialised from ``encoder.last_blocks(2)`` when the
     encoder has timm ViT blocks (random when it returns None, e.g. ``rice_tiny`` or Swin)."""
     width = int(encoder.width)
     decoder = PairwiseMatchingDecoder(
-        width, heads or default_decoder_heads(width), attn_drop=attn_drop, reconstruction=reconstruction
-    )
+        width, heads or default_decoder_heads(width), attn_drop=attn_drop, reconstruction=reconstruction,
+        self_attn_drop=self_attn_drop, norm_kv=norm_kv,
+    )  # fmt: skip
     decoder.init_from_blocks(encoder.last_blocks(2))
     return decoder
 

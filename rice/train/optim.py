@@ -15,16 +15,20 @@ def build_optimizer(model: RiceModel, cfg: OptimConfig) -> torch.optim.AdamW:
     """Encoder at ``cfg.lr``; decoder, heads and the logit scale at ``cfg.head_lr`` (100x in the paper).
 
     No weight decay on biases, norms, embeddings and scalars (anything with fewer than 2 dims, plus the
-    encoder's own no-decay list).
+    encoder's own no-decay list). ``cfg.logit_scale_group == "encoder"`` (the public code) trains the logit scale
+    with the encoder instead: encoder learning rate, with weight decay.
     """
     no_decay_names = model.no_weight_decay_names()
     head_names = model.head_parameter_names()
+    if cfg.logit_scale_group == "encoder":
+        head_names = head_names - {"logit_scale"}
+        no_decay_names = no_decay_names - {"logit_scale"}
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         is_head = name in head_names
-        decay = param.ndim >= 2 and name not in no_decay_names
+        decay = name not in no_decay_names and (param.ndim >= 2 or name == "logit_scale")
         groups.setdefault((is_head, decay), []).append(param)
     param_groups = [
         {

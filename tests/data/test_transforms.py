@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from rice.data import CLIP_MEAN, CLIP_STD, ClipTransform, build_transform, collate_batch
-from rice.data.sampling import drop_tail, pad_clip, sample_frame_indices
+from rice.data.sampling import FramePolicy, drop_tail, pad_clip, sample_frame_indices
 
 
 def _image(seed: int, height: int = 90, width: int = 130) -> np.ndarray:
@@ -74,6 +74,21 @@ def test_clip_transform_uses_one_crop_for_all_frames() -> None:
     assert clip([]).shape == (0, 3, 32, 32)
 
 
+def test_per_frame_crops_draw_one_crop_per_frame() -> None:
+    """The public code's augmentation: every frame through the image transform on its own (train only)."""
+    image_transform = build_transform(32, train=True, resize_size=48, per_frame_crops=True)
+    frames = [_image(i) for i in range(5)]
+    out = ClipTransform(image_transform)(frames, random.Random(4))
+    rng = random.Random(4)
+    for frame, result in zip(frames, out):
+        torch.testing.assert_close(result, image_transform.apply(frame, image_transform.sample_params(rng)))
+    same = ClipTransform(image_transform)(np.stack([frames[0]] * 6), random.Random(1))
+    assert not all(torch.equal(same[0], same[i]) for i in range(6))  # identical frames, different crops
+    eval_clip = ClipTransform(build_transform(32, train=False, resize_size=48, per_frame_crops=True))
+    centred = eval_clip(np.stack([frames[0]] * 3))
+    assert all(torch.equal(centred[0], centred[i]) for i in range(3))  # eval stays the centre crop
+
+
 def test_torch_rng_path_when_no_rng() -> None:
     transform = build_transform(32, train=True, resize_size=48)
     torch.manual_seed(0)
@@ -88,6 +103,21 @@ def test_eval_sampling_is_segment_centres() -> None:
     assert sample_frame_indices(20, 10, train=False) == [1, 3, 5, 7, 9, 11, 13, 15, 17, 19]
     assert sample_frame_indices(10, 10, train=False) == list(range(10))
     assert sample_frame_indices(4, 10, train=False) == [0, 1, 2, 3]  # short clip: all frames
+
+
+def test_official_eval_sampling_is_floor_i_n_over_t() -> None:
+    """prepare_movingfashion.py keeps frames floor(i * n / 10) (linspace(0, n, 10, endpoint=False))."""
+    for n in (10, 11, 14, 37, 100, 253):
+        expected = [int(x) for x in np.floor(np.arange(10) * n / 10)]
+        assert sample_frame_indices(n, 10, train=False, eval_sampling="official") == expected
+    assert sample_frame_indices(4, 10, train=False, eval_sampling="official") == [0, 1, 2, 3]
+    assert FramePolicy(eval_sampling="official").indices(14, 10, False, 0.5, None) == expected_14()
+    with pytest.raises(ValueError, match="official"):
+        sample_frame_indices(20, 10, train=False, eval_sampling="middle")
+
+
+def expected_14() -> list[int]:
+    return [0, 1, 2, 4, 5, 7, 8, 9, 11, 12]
 
 
 def test_train_sampling_stays_in_segments() -> None:
@@ -122,6 +152,19 @@ def test_tail_drop() -> None:
     assert drop_tail([7], 1.0, random.Random(0)) == [7]  # never fewer than one frame
     with pytest.raises(ValueError):
         drop_tail(indices, 1.5)
+
+
+def test_official_tail_drop_cuts_only_full_clips() -> None:
+    """The public code cuts a clip's tail only when it has exactly T frames; shorter clips are never cut."""
+    full, short = list(range(10)), list(range(7))
+    official = FramePolicy(tail_drop="full")
+    cut_full = [len(official.indices(50, 10, True, 1.0, random.Random(s))) for s in range(200)]
+    cut_short = [len(official.indices(7, 10, True, 1.0, random.Random(s))) for s in range(200)]
+    assert min(cut_full) < 10 and set(cut_short) == {7}
+    anywhere = [len(FramePolicy(tail_drop="any").indices(7, 10, True, 1.0, random.Random(s))) for s in range(200)]
+    assert min(anywhere) < 7
+    assert drop_tail(short, 1.0, random.Random(0), full_length=10) == short
+    assert len(drop_tail(full, 1.0, random.Random(1), full_length=10)) < 10
 
 
 def test_pad_clip() -> None:

@@ -78,9 +78,13 @@ def test_optimizer_groups_follow_the_recipe():
     assert groups["encoder"]["lr"] == 1e-6 and groups["head"]["lr"] == 1e-4
     assert groups["encoder_no_decay"]["weight_decay"] == 0.0 and groups["encoder"]["weight_decay"] == 0.2
     scale_group = next(g for g in groups.values() if any(p is model.logit_scale for p in g["params"]))
-    assert scale_group["name"] == "head_no_decay"
+    assert scale_group["name"] == "encoder"  # the public code: encoder lr, weight decay 0.2
     n_params = sum(len(g["params"]) for g in groups.values())
     assert n_params == len(list(model.parameters()))
+    head_cfg = cfg.optim.model_copy(update={"logit_scale_group": "head"})
+    groups = build_optimizer(model, head_cfg).param_groups
+    scale_group = next(g for g in groups if any(p is model.logit_scale for p in g["params"]))
+    assert scale_group["name"] == "head_no_decay" and scale_group["lr"] == 1e-4
 
 
 def test_warmup_then_cosine_schedule():
