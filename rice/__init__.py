@@ -21,16 +21,23 @@ _LAZY = {
     "RiceModel": "rice.models",
     "create_model": "rice.models",
     "list_models": "rice.models",
+    # the catalogue API loads FAISS: only on first use
+    "Index": "rice.retrieval.catalogue",
+    "embed_images": "rice.retrieval.embed",
+    "embed_videos": "rice.retrieval.embed",
 }
 
 __all__ = [
+    "Index",
     "RiceModel",
     "RunConfig",
     "__version__",
     "build_config",
     "create_model",
     "embed_image",
+    "embed_images",
     "embed_video",
+    "embed_videos",
     "list_models",
     "load",
 ]
@@ -39,6 +46,8 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real objects
     from rice.api import embed_image, embed_video, load
     from rice.config import RunConfig, build_config
     from rice.models import RiceModel, create_model, list_models
+    from rice.retrieval.catalogue import Index
+    from rice.retrieval.embed import embed_images, embed_videos
 
 
 def __getattr__(name: str) -> Any:
