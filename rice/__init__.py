@@ -12,13 +12,33 @@ from rice.models import create_model as create_model
 from rice.models import list_models as list_models
 
 __all__ = [
+    "Index",
     "RiceModel",
     "RunConfig",
     "__version__",
     "build_config",
     "create_model",
     "embed_image",
+    "embed_images",
     "embed_video",
+    "embed_videos",
     "list_models",
     "load",
 ]
+
+# The catalogue API (rice.Index, rice.embed_images, rice.embed_videos) loads FAISS: only on first use.
+_LAZY = {
+    "Index": "rice.retrieval.catalogue",
+    "embed_images": "rice.retrieval.embed",
+    "embed_videos": "rice.retrieval.embed",
+}
+
+
+def __getattr__(name: str):  # noqa: ANN202 - PEP 562
+    if name not in _LAZY:
+        raise AttributeError(f"module 'rice' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

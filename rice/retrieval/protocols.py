@@ -101,9 +101,37 @@ def grouped_topk(
     for code in np.unique(q_codes[q_codes >= 0]):
         members = order[bounds[code]:bounds[code + 1]]  # gallery indices of this group, in gallery order
         queries = np.flatnonzero(q_codes == code)
-        _, local = search(build_index(gallery_emb[members]), query_emb[queries], k)
-        out[queries[:, None], np.arange(local.shape[1])[None, :]] = members[local]
+        _, top = member_topk(gallery_emb, members, query_emb[queries], k)
+        out[queries] = top
     return out
+
+
+def member_topk(
+    gallery_emb: np.ndarray, members: np.ndarray, query_emb: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of the queries among the gallery rows ``members`` only: THE per-group search.
+
+    Used by the LPR4M protocol (`grouped_topk`) and by the catalogue index's ``search(..., group=G)``, so the
+    evaluation and the product answer per-shop queries with the same code. Only the members' rows are read
+    (``gallery_emb`` may be a memory map of a catalogue much larger than the group).
+
+    Args:
+        gallery_emb: (G, D); members: (M,) row indices into it; query_emb: (Q, D).
+
+    Returns:
+        (Q, k) float32 scores (-inf padding) and (Q, k) int64 gallery row indices (-1 padding), best first; ties
+        keep the members' order.
+    """
+    scores = np.full((len(query_emb), k), -np.inf, dtype=np.float32)
+    rows = np.full((len(query_emb), k), -1, dtype=np.int64)
+    members = np.asarray(members, dtype=np.int64)
+    if len(members) == 0 or len(query_emb) == 0:
+        return scores, rows
+    found, local = search(build_index(np.asarray(gallery_emb[members])), _as_f32(query_emb, "query_emb"), k)
+    valid = local >= 0
+    rows[:, : local.shape[1]] = np.where(valid, members[np.maximum(local, 0)], -1)
+    scores[:, : local.shape[1]] = np.where(valid, found, -np.inf)
+    return scores, rows
 
 
 def _masked_topk(query_emb: np.ndarray, q_codes: np.ndarray, gallery_emb: np.ndarray, g_codes: np.ndarray,

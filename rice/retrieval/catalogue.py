@@ -1,0 +1,433 @@
+"""A shop catalogue index: FAISS index + stored vectors + item table + the identity of the model that embedded it.
+
+The index folder is self-describing and can be copied to another machine::
+
+    index.json       format, index type and build settings, the model's identity (name, weights digest), counts,
+                     the quantiser training statistics (drift advice)
+    index.faiss      the FAISS index over int64 item keys
+    embeddings.npy   float32 (N, D) L2-normalised vectors, row i = line i of items.jsonl (memory-mapped on load)
+    items.jsonl      one item per line: key, id, path, group, metadata, and the file's size/mtime/sha256 (sync)
+
+A folder is written beside its final place and swapped in by renames (`save`), so a reader never sees half of one.
+Search within a group is exact for every index type: it ranks the group's own rows (`protocols.member_topk`, the
+same code the LPR4M per-livestream protocol runs), which is faster than a filtered FAISS search (docs/search.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from rice.retrieval import ann
+from rice.retrieval.protocols import member_topk
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ItemRecord:
+    """One catalogue item; ``size``/``mtime_ns``/``sha256`` describe the file when it was embedded (for sync)."""
+
+    key: int
+    id: str
+    path: str | None = None
+    group: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    size: int = -1
+    mtime_ns: int = -1
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    rank: int  # 1-based
+    id: str
+    path: str | None
+    score: float
+    group: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rank": self.rank, "id": self.id, "path": self.path, "score": round(self.score, 6)}
+        if self.group:
+            out["group"] = self.group
+        if self.metadata:
+            out["metadata"] = self.metadata
+        return out
+
+
+def hits_to_json(query: str | os.PathLike[str], hits: Sequence[SearchHit]) -> dict[str, Any]:
+    """One entry of the ``{"queries": [...]}`` file of `rice search --json`."""
+    return {"query": str(query), "results": [hit.to_dict() for hit in hits]}
+
+
+def file_signature(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Size, mtime and content digest of a file: what sync compares to decide whether to re-embed it."""
+    stat = os.stat(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
+def model_digest(model: Any) -> str:
+    """sha256 over the weights (names, shapes, dtypes, bytes) and what shapes the embeddings (preprocessing, T)."""
+    import torch
+
+    from rice.retrieval.embed import default_num_frames
+
+    digest = hashlib.sha256()
+    pre = model.preprocess
+    config = {"class": type(model).__name__, "input_size": pre.input_size, "mean": list(pre.mean),
+              "std": list(pre.std), "resize_size": pre.resize_size, "num_frames": default_num_frames(model)}
+    digest.update(json.dumps(config, sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def model_identity(model: Any, checkpoint: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    name = config.model.name if config is not None else type(model).__name__
+    return {"name": name, "digest": model_digest(model), "embed_dim": int(model.embed_dim),
+            "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None}
+
+
+class Index:
+    """A searchable catalogue; build it with `Index.build` / `Index.from_embeddings`, reopen it with `Index.load`."""
+
+    def __init__(self, faiss_index: faiss.Index, settings: ann.AnnSettings, embeddings: np.ndarray,
+                 items: list[ItemRecord], model_info: dict[str, Any], stats: dict[str, Any]) -> None:
+        assert len(items) == len(embeddings) == faiss_index.ntotal, "items, vectors and FAISS index disagree"
+        self.faiss_index, self.settings, self.embeddings = faiss_index, settings, embeddings
+        self.items, self.model_info, self.stats = items, model_info, stats
+        self.model: Any = None  # attached by load(model=...) / use_model(); needed to search by file path
+        self.skipped: list[str] = []  # files that could not be embedded at build/add time
+        self._reindex()
+
+    # ------------------------------------------------------------------------------------------------- building
+    @classmethod
+    def build(cls, model: Any, images: Sequence[str | os.PathLike[str]], ids: Sequence[str] | None = None,
+              groups: Sequence[str] | None = None, metadata: Sequence[dict[str, Any]] | None = None,
+              index_type: str = "auto", batch_size: int = 64, workers: int = 0, device: Any = None,
+              checkpoint: str | os.PathLike[str] | None = None, progress: bool = False, **settings: Any) -> Index:
+        """Embed shop image files with ``model`` and index them (unreadable files land in ``index.skipped``)."""
+        from rice.retrieval.embed import embed_images
+
+        ids = list(ids) if ids is not None else [Path(p).stem for p in images]
+        batch = embed_images(model, list(images), batch_size, workers, device, ids=ids, progress=progress)
+        pick = batch.positions.tolist()
+        index = cls.from_embeddings(
+            batch.embeddings, batch.ids, paths=batch.paths, groups=_pick(groups, pick), metadata=_pick(metadata, pick),
+            index_type=index_type, model_info=model_identity(model, checkpoint), **settings,
+        )  # fmt: skip
+        index.skipped = batch.skipped
+        index.model = model
+        return index
+
+    @classmethod
+    def from_embeddings(cls, embeddings: np.ndarray, ids: Sequence[str], paths: Sequence[str | None] | None = None,
+                        groups: Sequence[str] | None = None, metadata: Sequence[dict[str, Any]] | None = None,
+                        index_type: str = "auto", model_info: dict[str, Any] | None = None,
+                        signatures: Sequence[dict[str, Any] | None] | None = None, **settings: Any) -> Index:
+        """Index precomputed L2-normalised embeddings (N, D); ``paths`` that exist get a file signature for sync."""
+        vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) == 0:
+            raise ValueError(f"embeddings must be a non-empty (N, D) array, got shape {vectors.shape}")
+        resolved = ann.resolve_settings(ann.AnnSettings(index_type=index_type, **settings), len(vectors),
+                                        vectors.shape[1])
+        faiss_index = ann.create_index(resolved, vectors.shape[1])
+        train_stats = ann.train_index(faiss_index, ann.training_sample(vectors, resolved), resolved)
+        items = _records(0, ids, paths, groups, metadata, signatures)
+        _check_unique([item.id for item in items])
+        faiss_index.add_with_ids(vectors, np.arange(len(items), dtype=np.int64))
+        stats = {"items_at_training": len(items), "added_since_training": 0, "removed_since_training": 0,
+                 "next_key": len(items), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **train_stats}
+        info = model_info or {"name": None, "digest": None, "embed_dim": int(vectors.shape[1]), "checkpoint": None}
+        return cls(faiss_index, resolved, vectors, items, info, stats)
+
+    # ------------------------------------------------------------------------------------------------- storage
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the folder beside ``directory`` and swap it in, so a crash never leaves half an index there."""
+        final = Path(directory)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = final.parent / f".{final.name}.new-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        faiss.write_index(self.faiss_index, str(staging / "index.faiss"))
+        np.save(staging / "embeddings.npy", np.ascontiguousarray(self.embeddings, dtype=np.float32))
+        with open(staging / "items.jsonl", "w") as handle:
+            for item in self.items:
+                handle.write(json.dumps(asdict(item), sort_keys=True) + "\n")
+        meta = {"format": FORMAT_VERSION, "count": len(self), "dim": self.dim, "settings": self.settings.to_dict(),
+                "model": self.model_info, "stats": self.stats, "groups": len(self.groups)}
+        (staging / "index.json").write_text(json.dumps(meta, indent=1) + "\n")  # written last: the folder is whole
+        _swap_in(staging, final)
+        return final
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], model: Any = None, mmap: bool = True) -> Index:
+        """Open an index folder; with ``model`` the model is checked against the index and attached for search."""
+        folder = Path(directory)
+        _recover_interrupted_swap(folder)
+        meta_file = folder / "index.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{folder}: not an index folder (no index.json); build one with `rice index build`")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{folder}: index format {meta.get('format')} is not {FORMAT_VERSION}; rebuild the index")
+        with open(folder / "items.jsonl") as handle:
+            items = [ItemRecord(**json.loads(line)) for line in handle if line.strip()]
+        embeddings = np.load(folder / "embeddings.npy", mmap_mode="r" if mmap else None)
+        index = cls(faiss.read_index(str(folder / "index.faiss")), ann.AnnSettings.from_dict(meta["settings"]),
+                    embeddings, items, meta["model"], meta["stats"])
+        if model is not None:
+            index.use_model(model)
+        return index
+
+    # ------------------------------------------------------------------------------------------------- changing
+    def add(self, images: Sequence[str | os.PathLike[str]], ids: Sequence[str] | None = None,
+            groups: Sequence[str] | None = None, metadata: Sequence[dict[str, Any]] | None = None,
+            model: Any = None, batch_size: int = 64, workers: int = 0, progress: bool = False) -> list[str]:
+        """Embed and append shop image files; returns the files that could not be read (also in ``skipped``)."""
+        from rice.retrieval.embed import embed_images
+
+        model = self._model_for_files(model)
+        ids = list(ids) if ids is not None else [Path(p).stem for p in images]
+        batch = embed_images(model, list(images), batch_size, workers, ids=ids, progress=progress)
+        pick = batch.positions.tolist()
+        self.add_embeddings(batch.embeddings, batch.ids, batch.paths, _pick(groups, pick), _pick(metadata, pick))
+        self.skipped += batch.skipped
+        return batch.skipped
+
+    def add_embeddings(self, embeddings: np.ndarray, ids: Sequence[str], paths: Sequence[str | None] | None = None,
+                       groups: Sequence[str] | None = None, metadata: Sequence[dict[str, Any]] | None = None,
+                       signatures: Sequence[dict[str, Any] | None] | None = None) -> None:
+        """Append items; the trained quantisers stay as they are (see `info()` for drift advice)."""
+        vectors = np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
+        start = int(self.stats["next_key"])
+        new = _records(start, ids, paths, groups, metadata, signatures)
+        _check_unique([item.id for item in self.items] + [item.id for item in new])
+        self.faiss_index.add_with_ids(vectors, np.arange(start, start + len(new), dtype=np.int64))
+        self.embeddings = np.concatenate([np.asarray(self.embeddings), vectors]) if len(self) else vectors
+        self.items += new
+        self.stats.update(next_key=start + len(new), added_since_training=self.stats["added_since_training"] + len(new))
+        self._reindex()
+
+    def remove(self, ids: Sequence[str]) -> int:
+        """Remove items by id; unknown ids raise. Returns how many were removed."""
+        rows = np.array(sorted(self._row_of_id(i) for i in set(ids)), dtype=np.int64)
+        if len(rows) == 0:
+            return 0
+        keys = self._keys[rows]
+        if not ann.remove_keys(self.faiss_index, keys):
+            self._rebuild_graph(rows)
+        keep = np.ones(len(self), dtype=bool)
+        keep[rows] = False
+        self.embeddings = np.asarray(self.embeddings)[keep]
+        self.items = [item for item, kept in zip(self.items, keep) if kept]
+        self.stats["removed_since_training"] = self.stats["removed_since_training"] + len(rows)
+        self._reindex()
+        return len(rows)
+
+    def _rebuild_graph(self, removed_rows: np.ndarray) -> None:
+        """HNSW cannot delete: rebuild the graph from the kept vectors (no training involved)."""
+        keep = np.ones(len(self), dtype=bool)
+        keep[removed_rows] = False
+        graph = ann.create_index(self.settings, self.dim)
+        graph.add_with_ids(np.ascontiguousarray(np.asarray(self.embeddings)[keep]), self._keys[keep])
+        self.faiss_index = graph
+
+    # ------------------------------------------------------------------------------------------------- searching
+    def search(self, queries: np.ndarray | Sequence[str | os.PathLike[str]], k: int = 10, group: str | None = None,
+               nprobe: int | None = None, ef_search: int | None = None) -> list[list[SearchHit]]:
+        """Top-k hits per query, best first.
+
+        Args:
+            queries: (Q, D) embeddings, or query files (video, folder of frames, image) embedded with the model.
+            group: rank only this group's items, exactly (unknown group: ValueError).
+            nprobe / ef_search: IVF lists probed / HNSW candidate list size, overriding the stored defaults.
+        """
+        vectors = self._query_vectors(queries)
+        if group is not None:
+            scores, rows = member_topk(self.embeddings, self._group_rows(group), vectors, k)
+        else:
+            scores, rows = self._ann_topk(vectors, k, nprobe, ef_search)
+        return [[self._hit(rank + 1, int(r), float(s)) for rank, (r, s) in enumerate(zip(rr, ss)) if r >= 0]
+                for rr, ss in zip(rows, scores)]
+
+    def _ann_topk(self, vectors: np.ndarray, k: int, nprobe: int | None, ef_search: int | None):
+        refine = self.settings.refine if self.settings.index_type == "ivfpq" else 1
+        fetch = min(max(1, k * refine), max(1, len(self)))
+        scores, keys = ann.search(self.faiss_index, self.settings, vectors, fetch, nprobe, ef_search)
+        rows = np.where(keys >= 0, np.searchsorted(self._keys, np.maximum(keys, 0)), -1)
+        if refine > 1:  # PQ scores are approximate: re-score the candidates exactly from the stored vectors
+            exact = np.einsum("qd,qkd->qk", vectors, np.asarray(self.embeddings)[np.maximum(rows, 0)])
+            scores = np.where(rows >= 0, exact, -np.inf).astype(np.float32)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+        return scores[:, :k], rows[:, :k]
+
+    def _query_vectors(self, queries: np.ndarray | Sequence[str | os.PathLike[str]]) -> np.ndarray:
+        if isinstance(queries, np.ndarray):
+            vectors = np.ascontiguousarray(queries, dtype=np.float32)
+            vectors = vectors[None] if vectors.ndim == 1 else vectors
+            if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+                raise ValueError(f"query embeddings of shape {queries.shape}; this index holds {self.dim}-d vectors")
+            return vectors
+        from rice.retrieval.embed import embed_query
+
+        model = self._model_for_files(None)
+        return np.stack([embed_query(model, q) for q in queries]) if len(queries) else np.zeros((0, self.dim))
+
+    def _hit(self, rank: int, row: int, score: float) -> SearchHit:
+        item = self.items[row]
+        return SearchHit(rank, item.id, item.path, score, item.group, item.metadata)
+
+    # ------------------------------------------------------------------------------------------------- the model
+    def use_model(self, model: Any) -> None:
+        """Check ``model`` against the index (see `check_model`) and keep it for searching by file."""
+        self.check_model(model)
+        self.model = model
+
+    def check_model(self, model: Any) -> None:
+        """Raise ValueError (one line) when ``model`` is not the model that embedded this catalogue."""
+        expected = self.model_info.get("digest")
+        if expected is None:
+            return  # built from bare embeddings: nothing to check against
+        actual = model_digest(model)
+        if actual != expected:
+            raise ValueError(
+                f"model digest {actual[:12]} differs from the index's {expected[:12]} ({self.model_info.get('name')}"
+                f", {self.model_info.get('checkpoint') or 'unknown checkpoint'}): search with the checkpoint the "
+                "index was built with, or rebuild the index with this one (`rice index build`)"
+            )
+
+    def _model_for_files(self, model: Any) -> Any:
+        if model is not None:
+            self.check_model(model)
+            return model
+        if self.model is None:
+            raise ValueError("embedding files needs the model: Index.load(dir, model=rice.load(ckpt)) or "
+                             "index.use_model(model)")
+        return self.model
+
+    # ------------------------------------------------------------------------------------------------- lookups
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @property
+    def ids(self) -> list[str]:
+        return [item.id for item in self.items]
+
+    @property
+    def groups(self) -> list[str]:
+        """The sorted non-empty groups of the items."""
+        return sorted(g for g in self._rows_by_group if g)
+
+    def item(self, item_id: str) -> ItemRecord:
+        return self.items[self._row_of_id(item_id)]
+
+    def image_path(self, item_id: str) -> Path:
+        path = self.item(item_id).path
+        if path is None:
+            raise KeyError(f"item {item_id!r} has no image file (it was indexed from an embedding)")
+        return Path(path)
+
+    def info(self) -> dict[str, Any]:
+        """Size, type, settings, model, memory and drift advice, as `rice index info` prints them."""
+        from rice.retrieval.drift import drift_report
+
+        return {
+            "items": len(self), "dim": self.dim, "index_type": self.settings.index_type,
+            "settings": self.settings.to_dict(), "groups": len(self.groups), "model": self.model_info,
+            "memory_bytes": {"faiss_index": ann.index_memory(self.faiss_index),
+                             "vectors": int(len(self) * self.dim * 4)},
+            "drift": drift_report(self),
+        }  # fmt: skip
+
+    def _reindex(self) -> None:
+        self._keys = np.array([item.key for item in self.items], dtype=np.int64)
+        assert np.all(np.diff(self._keys) > 0), "item keys must increase with the row"
+        self._row_by_id = {item.id: row for row, item in enumerate(self.items)}
+        by_group: dict[str, list[int]] = {}
+        for row, item in enumerate(self.items):
+            by_group.setdefault(item.group, []).append(row)
+        self._rows_by_group = {g: np.array(rows, dtype=np.int64) for g, rows in by_group.items()}
+
+    def _row_of_id(self, item_id: str) -> int:
+        try:
+            return self._row_by_id[item_id]
+        except KeyError:
+            raise KeyError(f"no item with id {item_id!r} in this index ({len(self)} items)") from None
+
+    def _group_rows(self, group: str) -> np.ndarray:
+        if not group or group not in self._rows_by_group:
+            shown = ", ".join(self.groups[:10]) + (" ..." if len(self.groups) > 10 else "")
+            raise ValueError(f"unknown group {group!r}; this index has {len(self.groups)} groups: {shown or 'none'}")
+        return self._rows_by_group[group]
+
+
+def _pick(values: Sequence[Any] | None, positions: list[int]) -> list[Any] | None:
+    return None if values is None else [values[p] for p in positions]
+
+
+def _records(start: int, ids: Sequence[str], paths: Sequence[str | None] | None, groups: Sequence[str] | None,
+             metadata: Sequence[dict[str, Any]] | None, signatures: Sequence[dict[str, Any] | None] | None,
+             ) -> list[ItemRecord]:
+    n = len(ids)
+    for name, values in (("paths", paths), ("groups", groups), ("metadata", metadata), ("signatures", signatures)):
+        if values is not None and len(values) != n:
+            raise ValueError(f"{len(values)} {name} for {n} ids: give one per item")
+    records = []
+    for i, item_id in enumerate(ids):
+        path = None if paths is None or paths[i] is None else str(Path(paths[i]).resolve())
+        signature = signatures[i] if signatures is not None else None
+        if signature is None and path is not None and os.path.isfile(path):
+            signature = file_signature(path)
+        records.append(ItemRecord(key=start + i, id=str(item_id), path=path,
+                                  group="" if groups is None else str(groups[i] or ""),
+                                  metadata=dict(metadata[i]) if metadata is not None else {}, **(signature or {})))
+    return records
+
+
+def _check_unique(ids: list[str]) -> None:
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        duplicate = next(i for i in ids if i in seen or seen.add(i))
+        raise ValueError(f"item id {duplicate!r} appears twice; ids must be unique (give ids in a manifest, or "
+                         "use --group-by-folder when the same file name occurs in several folders)")
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Replace ``final`` by ``staging``: two renames; `_recover_interrupted_swap` finishes a crash between them."""
+    retired = final.parent / f".{final.name}.old"
+    shutil.rmtree(retired, ignore_errors=True)
+    if final.exists():
+        os.replace(final, retired)
+    os.replace(staging, final)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _recover_interrupted_swap(final: Path) -> None:
+    retired = final.parent / f".{final.name}.old"
+    if not final.exists() and (retired / "index.json").is_file():
+        os.replace(retired, final)  # killed between the two renames: the old index is still whole
+

@@ -1,0 +1,109 @@
+"""The catalogue index against brute-force numpy search: round trip, add, remove, groups, model identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rice.retrieval.catalogue import Index, hits_to_json, model_digest
+
+
+def clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 0, spread: float = 0.35) -> np.ndarray:
+    """L2-normalised vectors around random centres, like real embeddings (not uniform noise)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute_force(gallery: np.ndarray, queries: np.ndarray, k: int, rows: np.ndarray | None = None):
+    rows = np.arange(len(gallery)) if rows is None else rows
+    scores = queries @ gallery[rows].T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return rows[order], np.take_along_axis(scores, order, 1)
+
+
+def ids_of(hits) -> list[list[str]]:
+    return [[h.id for h in row] for row in hits]
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    vectors = clustered(300)
+    ids = [f"item{i:04d}" for i in range(len(vectors))]
+    groups = [f"shop{i % 7}" for i in range(len(vectors))]
+    return vectors, ids, groups
+
+
+def test_flat_round_trip_equals_numpy(catalogue, tmp_path):
+    vectors, ids, groups = catalogue
+    queries = clustered(25, seed=1)
+    index = Index.from_embeddings(vectors, ids, groups=groups, metadata=[{"n": i} for i in range(len(ids))])
+    index.save(tmp_path / "idx")
+    loaded = Index.load(tmp_path / "idx")
+    assert len(loaded) == 300 and loaded.settings.index_type == "flat" and loaded.groups == sorted(set(groups))
+    rows, scores = brute_force(vectors, queries, 10)
+    for index_ in (index, loaded):
+        hits = index_.search(queries, k=10)
+        assert ids_of(hits) == [[ids[r] for r in row] for row in rows]
+        np.testing.assert_allclose([[h.score for h in row] for row in hits], scores, rtol=1e-5, atol=1e-6)
+    hit = loaded.search(queries[:1], k=1)[0][0]
+    assert hit.rank == 1 and hit.metadata == {"n": int(rows[0, 0])} and hit.group == groups[rows[0, 0]]
+    record = hits_to_json("q.mp4", [hit])
+    assert record == {"query": "q.mp4", "results": [hit.to_dict()]} and set(hit.to_dict()) >= {"rank", "id", "score"}
+
+
+def test_group_search_equals_an_index_of_that_group_alone(catalogue):
+    vectors, ids, groups = catalogue
+    queries = clustered(10, seed=2)
+    index = Index.from_embeddings(vectors, ids, groups=groups)
+    for group in ("shop0", "shop3"):
+        members = np.array([i for i, g in enumerate(groups) if g == group])
+        alone = Index.from_embeddings(vectors[members], [ids[i] for i in members], index_type="flat")
+        assert ids_of(index.search(queries, k=5, group=group)) == ids_of(alone.search(queries, k=5))
+        rows, _ = brute_force(vectors, queries, 5, members)
+        assert ids_of(index.search(queries, k=5, group=group)) == [[ids[r] for r in row] for row in rows]
+    with pytest.raises(ValueError, match="unknown group 'nope'"):
+        index.search(queries, group="nope")
+
+
+def test_add_equals_a_build_of_the_union(catalogue, tmp_path):
+    vectors, ids, groups = catalogue
+    queries = clustered(10, seed=3)
+    first = Index.from_embeddings(vectors[:200], ids[:200], groups=groups[:200])
+    first.save(tmp_path / "idx")
+    grown = Index.load(tmp_path / "idx")
+    grown.add_embeddings(vectors[200:], ids[200:], groups=groups[200:])
+    union = Index.from_embeddings(vectors, ids, groups=groups)
+    assert ids_of(grown.search(queries, k=10)) == ids_of(union.search(queries, k=10))
+    assert ids_of(grown.search(queries, k=10, group="shop2")) == ids_of(union.search(queries, k=10, group="shop2"))
+    with pytest.raises(ValueError, match="appears twice"):
+        grown.add_embeddings(vectors[:1], ids[:1])
+
+
+def test_remove_equals_a_build_without_the_items(catalogue):
+    vectors, ids, groups = catalogue
+    queries = clustered(10, seed=4)
+    index = Index.from_embeddings(vectors, ids, groups=groups)
+    gone = set(ids[::3])
+    assert index.remove(sorted(gone)) == len(gone)
+    keep = [i for i, item in enumerate(ids) if item not in gone]
+    fresh = Index.from_embeddings(vectors[keep], [ids[i] for i in keep], groups=[groups[i] for i in keep])
+    assert ids_of(index.search(queries, k=10)) == ids_of(fresh.search(queries, k=10))
+    assert ids_of(index.search(queries, k=10, group="shop1")) == ids_of(fresh.search(queries, k=10, group="shop1"))
+
+
+def test_a_different_model_is_refused():
+    import torch
+
+    from rice.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("rice_tiny")
+    other = create_model("rice_tiny")
+    assert model_digest(model) == model_digest(model) != model_digest(other)
+    index = Index.from_embeddings(clustered(50, dim=model.embed_dim), [str(i) for i in range(50)],
+                                  model_info={"name": "rice_tiny", "digest": model_digest(model), "checkpoint": None})
+    index.check_model(model)
+    with pytest.raises(ValueError, match="differs from the index's"):
+        index.check_model(other)
