@@ -183,6 +183,7 @@ def eval_(
     rerank_fusion: Annotated[Optional[float], typer.Option(help=_help("eval.rerank_fusion"))] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON here")] = None,
     save_embeddings: Annotated[Optional[Path], typer.Option(help="write ids and embeddings (.npz)")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="write an HTML report (table, curve, examples) here")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
 ) -> None:
     """Evaluate a checkpoint: R@1/3/5/10 over the test split (FAISS exact search)."""
@@ -213,6 +214,14 @@ def eval_(
     if save_embeddings:
         emb.save_npz(save_embeddings)
         console.print(f"embeddings written to {save_embeddings}")
+    if report:
+        from rice.reports import write_checkpoint_report
+
+        try:
+            page = write_checkpoint_report(checkpoint, results, emb, report, {"root": root, "dataset": dataset}, split)
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            _fail(str(err))
+        console.print(f"report written to {page}")
 
 
 @app.command()
@@ -270,6 +279,21 @@ def convert(
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(str(err))
     console.print(f"wrote {dest}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a `rice train --out` folder (or its metrics.jsonl)")],
+    out: Annotated[Optional[Path], typer.Option(help="PNG to write (default: RUN_DIR/training_curves.png)")] = None,
+) -> None:
+    """Draw a run's training curves (losses, learning rates, logit scale) from metrics.jsonl to a PNG."""
+    from rice.reports import plot_training_curves
+
+    try:
+        path = plot_training_curves(run_dir, out)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        _fail(str(err))
+    console.print(f"training curves written to {path}")
 
 
 # --- dataset commands (download, prepare) ---
