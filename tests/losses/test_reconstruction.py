@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from rice.losses.reconstruction import PatchFeatureReconstructionLoss
 from rice.models.decoder import PairwiseMatchingDecoder
+from tests.reference_decoder import reference_scores
 
 
 def _batch(b=3, t=4, l=5, w=16, seed=0):  # noqa: E741 (l = tokens per image, as in the paper)
@@ -52,9 +53,10 @@ def test_matches_naive_reference_and_ignores_padding():
     for i in range(3):
         t_valid = int(mask[i].sum())
         v = vid[i : i + 1, :t_valid]
-        attn = dec(img[i : i + 1], v, mask[i : i + 1, :t_valid], return_attention=True).attention
+        # the attention comes from an independent forward of the decoder's weights, not from the decoder under test
+        _, (attn,) = reference_scores(dec.state_dict(), img[i : i + 1], v, mask[i : i + 1, :t_valid], heads=4)
         conv0, conv2 = dec.head_merge.convs[0], dec.head_merge.convs[2]
-        a = attn[0] * math.sqrt(4)  # (H, L, T*L), head_dim = 16 / 4
+        a = attn * math.sqrt(4)  # (H, L, T*L), head_dim = 16 / 4
         h = F.relu(torch.einsum("oh,hqk->oqk", conv0.weight[:, :, 0, 0], a) + conv0.bias[:, None, None])
         merged = F.relu(torch.einsum("oh,hqk->oqk", conv2.weight[:, :, 0, 0], h) + conv2.bias[:, None, None])[0]
         recon = merged.softmax(-1) @ v.reshape(-1, 16)
