@@ -54,7 +54,9 @@ def test_matches_naive_reference_and_ignores_padding():
         t_valid = int(mask[i].sum())
         v = vid[i : i + 1, :t_valid]
         # the attention comes from an independent forward of the decoder's weights, not from the decoder under test
-        _, (attn,) = reference_scores(dec.state_dict(), img[i : i + 1], v, mask[i : i + 1, :t_valid], heads=4)
+        _, (attn,) = reference_scores(
+            dec.state_dict(), img[i : i + 1], v, mask[i : i + 1, :t_valid], heads=4, normalize_context=False
+        )  # the default (public) cross block normalises the queries only
         conv0, conv2 = dec.head_merge.convs[0], dec.head_merge.convs[2]
         a = attn * math.sqrt(4)  # (H, L, T*L), head_dim = 16 / 4
         h = F.relu(torch.einsum("oh,hqk->oqk", conv0.weight[:, :, 0, 0], a) + conv0.bias[:, None, None])

@@ -1,5 +1,6 @@
 """The PMD decoder equals an independent forward pass of its block structure (tests/reference_decoder.py)."""
 
+import pytest
 import torch
 
 from rice.models.decoder import PairwiseMatchingDecoder, score_pairs
@@ -8,9 +9,9 @@ from tests.reference_decoder import reference_scores
 B, T, L, W, HEADS = 3, 4, 5, 16, 4
 
 
-def _decoder(seed: int = 0) -> PairwiseMatchingDecoder:
+def _decoder(seed: int = 0, norm_kv: bool = False) -> PairwiseMatchingDecoder:
     torch.manual_seed(seed)
-    decoder = PairwiseMatchingDecoder(W, heads=HEADS).eval().double()
+    decoder = PairwiseMatchingDecoder(W, heads=HEADS, norm_kv=norm_kv).eval().double()
     with torch.no_grad():  # move the norms off their (1, 0) start, so a missing or shared LayerNorm shows
         for name, param in decoder.named_parameters():
             if "ln_" in name or "layer_norm" in name:
@@ -30,10 +31,13 @@ def _inputs(seed: int = 1):
     return image_tokens, video_tokens, frame_mask
 
 
-def test_decoder_equals_the_reference_forward_of_its_block_structure():
-    decoder = _decoder()
+@pytest.mark.parametrize("norm_kv", [False, True], ids=["public-queries-only", "norm-kv"])
+def test_decoder_equals_the_reference_forward_of_its_block_structure(norm_kv):
+    decoder = _decoder(norm_kv=norm_kv)
     image_tokens, video_tokens, frame_mask = _inputs()
-    expected, expected_attention = reference_scores(decoder.state_dict(), image_tokens, video_tokens, frame_mask, HEADS)
+    expected, expected_attention = reference_scores(
+        decoder.state_dict(), image_tokens, video_tokens, frame_mask, HEADS, normalize_context=norm_kv
+    )
     for return_attention in (False, True):  # the fused and the manual attention paths
         out = decoder(image_tokens, video_tokens, frame_mask, return_attention=return_attention)
         torch.testing.assert_close(out.scores, expected, rtol=1e-9, atol=1e-9)
@@ -45,15 +49,18 @@ def test_decoder_equals_the_reference_forward_of_its_block_structure():
     torch.testing.assert_close(chunked.scores, expected, rtol=1e-9, atol=1e-9)
 
 
-def test_cross_block_normalises_the_clip_tokens_as_well_as_the_queries():
-    """rice's cross block sends the clip tokens through ln_1 too; the public block normalises the queries only.
-    The two references must differ clearly on these inputs, so the test above tells the structures apart."""
-    decoder = _decoder()
+def test_norm_kv_changes_the_cross_block_clearly():
+    """The public cross block normalises the queries only (the default); ``norm_kv=True`` sends the clip tokens
+    through ln_1 too. The two structures must differ clearly on these inputs, so the test above tells them apart
+    (a decoder that dropped or added the clip-token LayerNorm fails it)."""
     image_tokens, video_tokens, frame_mask = _inputs()
-    both, _ = reference_scores(decoder.state_dict(), image_tokens, video_tokens, frame_mask, HEADS)
-    queries_only, _ = reference_scores(
-        decoder.state_dict(), image_tokens, video_tokens, frame_mask, HEADS, normalize_context=False
-    )
-    assert (both - queries_only).abs().max() > 0.05, (both, queries_only)
-    scores = decoder(image_tokens, video_tokens, frame_mask).scores
-    assert (scores - queries_only).abs().max() > 0.05
+    for norm_kv in (False, True):
+        decoder = _decoder(norm_kv=norm_kv)
+        both, _ = reference_scores(decoder.state_dict(), image_tokens, video_tokens, frame_mask, HEADS)
+        queries_only, _ = reference_scores(
+            decoder.state_dict(), image_tokens, video_tokens, frame_mask, HEADS, normalize_context=False
+        )
+        assert (both - queries_only).abs().max() > 0.05, (both, queries_only)
+        scores = decoder(image_tokens, video_tokens, frame_mask).scores
+        other = queries_only if norm_kv else both
+        assert (scores - other).abs().max() > 0.05
