@@ -122,7 +122,8 @@ class _MovingFashionBase(Dataset):
         self.train = train
         self.transform = transform if transform is not None else build_transform(224, train=train)
         self.clip_transform = ClipTransform(self.transform)
-        self.video_backend = resolve_backend(video_backend)
+        resolve_backend(video_backend)  # checks the name now; "auto" stays "auto" so each file can fall back to PyAV
+        self.video_backend = video_backend
         self.use_prepared_frames = use_prepared_frames
         self._check_media()
 
