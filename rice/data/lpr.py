@@ -67,8 +67,9 @@ class VideoinfoRecord:
 @dataclass(frozen=True)
 class VideoinfoIndex:
     path: Path
-    offsets: np.ndarray  # (N,) int64 byte offset of each well-formed line
+    offsets: np.ndarray  # (N,) int64 byte offset of each well-formed line whose clip is on disk
     bad_lines: int = 0
+    missing_clips: int = 0  # well-formed lines whose clip folder is absent (a partial download)
 
     @property
     def count(self) -> int:
@@ -103,24 +104,57 @@ def _stamp(path: Path) -> dict[str, Any]:
     return {"source": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": 1}
 
 
-def build_videoinfo_index(path: str | Path) -> VideoinfoIndex:
-    """Validate every line of ``path`` and save the byte offsets of the good ones beside it."""
+def present_video_parts(root: Path) -> list[str]:
+    """The ``training_video_*`` folders on disk (LPR750K ships the clips in eight parts)."""
+    return sorted(p.name for p in root.glob("training_video_*") if p.is_dir())
+
+
+class _ClipFolders:
+    """Whether a clip's frame folder exists, from one listing per part folder (not one stat per clip)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._listed: dict[str, set[str]] = {}
+
+    def present(self, rec: VideoinfoRecord) -> bool:
+        parts = rec.frames[0].replace("\\", "/").split("/")
+        if len(parts) < 3:  # not the <part>/<clip>/<frame> layout: only the file itself can tell
+            return (self.root / rec.frames[0]).is_file()
+        if parts[0] not in self._listed:
+            folder = self.root / parts[0]
+            self._listed[parts[0]] = set(os.listdir(folder)) if folder.is_dir() else set()
+        return parts[1] in self._listed[parts[0]]
+
+
+def build_videoinfo_index(path: str | Path, root: str | Path | None = None) -> VideoinfoIndex:
+    """Validate every line of ``path`` and save the byte offsets of the good ones beside it.
+
+    With ``root``, a line whose clip folder is not under ``root`` (a part not downloaded) is left out and
+    counted in ``missing_clips``, so training runs on the clips that are there.
+    """
     path = Path(path)
-    offsets, bad, position = [], 0, 0
+    clips = _ClipFolders(Path(root)) if root is not None else None
+    offsets, bad, missing, position = [], 0, 0, 0
     with open(path, "rb") as fh:
         for raw in fh:
             if raw.strip():
                 try:
-                    parse_videoinfo_line(raw.decode("utf-8"))
-                    offsets.append(position)
+                    rec = parse_videoinfo_line(raw.decode("utf-8"))
+                    if clips is None or clips.present(rec):
+                        offsets.append(position)
+                    else:
+                        missing += 1
                 except (ValueError, UnicodeDecodeError):
                     bad += 1
             position += len(raw)
     npy, stamp = _index_paths(path)
     array = np.asarray(offsets, dtype=np.int64)
     np.save(npy, array)
-    stamp.write_text(json.dumps({**_stamp(path), "count": len(array), "bad_lines": bad}))
-    return VideoinfoIndex(path, array, bad)
+    meta = {**_stamp(path), "count": len(array), "bad_lines": bad, "missing_clips": missing}
+    if root is not None:
+        meta["parts"] = present_video_parts(Path(root))  # the index is stale once another part arrives
+    stamp.write_text(json.dumps(meta))
+    return VideoinfoIndex(path, array, bad, missing)
 
 
 def load_videoinfo_index(path: str | Path) -> VideoinfoIndex:
@@ -129,8 +163,10 @@ def load_videoinfo_index(path: str | Path) -> VideoinfoIndex:
     npy, stamp = _index_paths(path)
     try:
         meta = json.loads(stamp.read_text())
-        if all(meta.get(k) == v for k, v in _stamp(path).items()):
-            return VideoinfoIndex(path, np.load(npy, allow_pickle=False), int(meta.get("bad_lines", 0)))
+        parts_unchanged = "parts" not in meta or meta["parts"] == present_video_parts(path.parent.parent)
+        if all(meta.get(k) == v for k, v in _stamp(path).items()) and parts_unchanged:
+            return VideoinfoIndex(path, np.load(npy, allow_pickle=False), int(meta.get("bad_lines", 0)),
+                                  int(meta.get("missing_clips", 0)))
     except (OSError, ValueError):
         pass
     log.warning("%s has no up-to-date index; scanning it (run `rice prepare lpr750k` to index and validate it)", path)
