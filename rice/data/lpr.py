@@ -88,7 +88,7 @@ def parse_videoinfo_line(line: str) -> VideoinfoRecord:
     text = cols[1].strip()
     try:
         frames = json.loads(text) if text.startswith('["') else ast.literal_eval(text)  # literal only, never eval
-    except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
         raise ValueError(f"column 2 is not a list literal ({type(err).__name__})") from None
     if not isinstance(frames, list) or not frames or not all(isinstance(f, str) for f in frames):
         raise ValueError("column 2 must be a non-empty list of frame paths")
@@ -288,6 +288,46 @@ def _gt_file(root: Path) -> Path:
     return files[0]
 
 
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; anything else is one ValueError line naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # JSONDecodeError is a ValueError
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ValueError(f"{path}: not valid JSON ({detail}); re-download the annotations") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object keyed by clip id, found {type(data).__name__}; "
+                         "re-download the annotations")
+    return data
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _query_frames(path: Path) -> dict[str, list[str]]:
+    """``query_tenframes.json``: clip id -> {"frames": [paths], ...}."""
+    frames: dict[str, list[str]] = {}
+    for cid, entry in _read_json_object(path).items():
+        listed = entry.get("frames") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not (listed is None or _strings(listed)):
+            raise ValueError(f"{path}: clip {cid[:80]!r} must map to an object with a list of frame paths "
+                             f"under 'frames'; re-download the annotations")
+        frames[cid] = list(listed or [])
+    return frames
+
+
+def _ground_truth(path: Path) -> dict[str, list[str]]:
+    """``test_videoid_to_gtimage_*.json``: clip id -> an image id or a list of them."""
+    gt: dict[str, list[str]] = {}
+    for cid, ids in _read_json_object(path).items():
+        if not (isinstance(ids, str) or ids is None or _strings(ids)):
+            raise ValueError(f"{path}: clip {cid[:80]!r} must map to an image id or a list of image ids; "
+                             "re-download the annotations")
+        gt[cid] = [ids] if isinstance(ids, str) else list(ids or [])
+    return gt
+
+
 class LPRQueries(Dataset):
     """Query clips of the LPR4M protocol: every clip of the query file and of the ground-truth file.
 
@@ -301,11 +341,11 @@ class LPRQueries(Dataset):
         query_file = self.root / "annotations" / "query_tenframes.json"
         if not query_file.is_file():
             raise FileNotFoundError(f"{query_file} not found; {_hint(self.root)}")
-        queries: dict[str, Any] = json.loads(query_file.read_text())
-        gt: dict[str, list[str]] = json.loads(Path(gt_file or _gt_file(self.root)).read_text())
+        queries = _query_frames(query_file)
+        gt = _ground_truth(Path(gt_file or _gt_file(self.root)))
         self.ids = list(dict.fromkeys([*queries, *gt]))
-        self.frames = {cid: list((queries.get(cid) or {}).get("frames") or []) for cid in self.ids}
-        self.gt = {cid: ([gt[cid]] if isinstance(gt.get(cid), str) else list(gt.get(cid) or [])) for cid in self.ids}
+        self.frames = {cid: queries.get(cid, []) for cid in self.ids}
+        self.gt = {cid: gt.get(cid, []) for cid in self.ids}
         self.without_frames = [cid for cid in self.ids if not self.frames[cid]]
         self.without_gt = [cid for cid in self.ids if not self.gt[cid]]
         self.num_frames = num_frames
@@ -346,12 +386,17 @@ class LPRGallery(Dataset):
         if not listing.is_file():
             raise FileNotFoundError(f"{listing} not found; {_hint(self.root)}")
         self.lines: list[str] = []
-        for n, line in enumerate(listing.read_text().splitlines(), 1):
+        try:
+            text = listing.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{listing}: not UTF-8 text ({err.reason}); re-download the annotations") from None
+        for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line:
                 continue
-            if line.count("/") != 1:
-                raise ValueError(f"{listing} line {n}: {line!r} must be <live_id>/<file name> (exactly one '/')")
+            if line.count("/") != 1 or ".." in line.split("/") or not all(line.split("/")):
+                raise ValueError(f"{listing} line {n}: {line[:120]!r} must be <live_id>/<file name> (exactly one "
+                                 "'/', no '..')")
             self.lines.append(line)
         self.transform = transform if transform is not None else build_transform(224, train=False)
 

@@ -74,8 +74,9 @@ def load_split(root: str | os.PathLike[str], split: str) -> list[ProductRecord]:
         raise FileNotFoundError(f"{path} not found; {_download_hint(root)}")
     try:
         raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); re-download the dataset") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ValueError(f"{path}: not valid JSON ({detail}); re-download the dataset") from None
     if not isinstance(raw, dict) or not raw:
         raise ValueError(f"{path}: expected a non-empty object mapping product id -> record")
     records = []
