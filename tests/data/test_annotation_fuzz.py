@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from rice.data.lpr import LPRGallery, LPRQueries, build_videoinfo_index, parse_videoinfo_line
 from rice.data.movingfashion import load_split
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
