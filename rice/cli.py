@@ -368,6 +368,8 @@ def prepare(
     short_side: Annotated[int, typer.Option(help="movingfashion: frames shrunk to this shorter side")] = 256,
     quality: Annotated[int, typer.Option(help="movingfashion: JPEG quality")] = 90,
     lossless: Annotated[bool, typer.Option(help="movingfashion: full-size PNG frames, as the public code")] = False,
+    strict: Annotated[bool, typer.Option(help="lpr750k: exit 1 when any part is missing (default: index what is "
+                                              "there and exit 0 if training can run)")] = False,
 ) -> None:
     """Prepare a downloaded dataset: MovingFashion frames + annotation files, or the LPR750K check + index."""
     from rice.data.prepare import prepare_lpr750k, prepare_movingfashion
@@ -379,7 +381,7 @@ def prepare(
                                   console=console, lossless=lossless)
         elif dataset == "lpr750k":
             report = prepare_lpr750k(root_dir, console=console)
-            if report.missing:
+            if (strict and report.missing) or not report.trainable:
                 raise typer.Exit(code=1)
         else:
             _fail(f"unknown dataset {dataset!r} for prepare; choose from ['movingfashion', 'lpr750k']")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .video import MediaError
 
@@ -32,13 +33,19 @@ def load_image(path: str | os.PathLike[str], target_short_side: int | None = Non
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: cannot decode image (empty file, 0 bytes); {_HINT}")
     try:
-        with Image.open(path) as img:
-            if target_short_side is not None and img.format == "JPEG":
-                img.draft("RGB", (target_short_side, target_short_side))
-            return img.convert("RGB")  # convert() forces the full decode while the file is open
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        with warnings.catch_warnings():
+            # A header declaring more pixels than PIL's limit is a decompression bomb: refuse it instead of
+            # allocating gigabytes (PIL only warns between 1x and 2x the limit, and raises above).
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if target_short_side is not None and img.format == "JPEG":
+                    img.draft("RGB", (target_short_side, target_short_side))
+                return img.convert("RGB")  # convert() forces the full decode while the file is open
+    except Exception as err:  # noqa: BLE001 - whatever the decoder raises, the file is a bad sample, not a crash
+        kind = "decompression bomb" if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)) \
+            else "corrupt file"
         detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        raise MediaError(f"{path}: cannot decode image (corrupt file: {detail}); {_HINT}") from None
+        raise MediaError(f"{path}: cannot decode image ({kind}: {detail}); {_HINT}") from None
 
 
 def list_frame_files(folder: str | os.PathLike[str]) -> list[Path]:

@@ -67,8 +67,9 @@ class VideoinfoRecord:
 @dataclass(frozen=True)
 class VideoinfoIndex:
     path: Path
-    offsets: np.ndarray  # (N,) int64 byte offset of each well-formed line
+    offsets: np.ndarray  # (N,) int64 byte offset of each well-formed line whose clip is on disk
     bad_lines: int = 0
+    missing_clips: int = 0  # well-formed lines whose clip folder is absent (a partial download)
 
     @property
     def count(self) -> int:
@@ -87,7 +88,7 @@ def parse_videoinfo_line(line: str) -> VideoinfoRecord:
     text = cols[1].strip()
     try:
         frames = json.loads(text) if text.startswith('["') else ast.literal_eval(text)  # literal only, never eval
-    except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
         raise ValueError(f"column 2 is not a list literal ({type(err).__name__})") from None
     if not isinstance(frames, list) or not frames or not all(isinstance(f, str) for f in frames):
         raise ValueError("column 2 must be a non-empty list of frame paths")
@@ -103,24 +104,57 @@ def _stamp(path: Path) -> dict[str, Any]:
     return {"source": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": 1}
 
 
-def build_videoinfo_index(path: str | Path) -> VideoinfoIndex:
-    """Validate every line of ``path`` and save the byte offsets of the good ones beside it."""
+def present_video_parts(root: Path) -> list[str]:
+    """The ``training_video_*`` folders on disk (LPR750K ships the clips in eight parts)."""
+    return sorted(p.name for p in root.glob("training_video_*") if p.is_dir())
+
+
+class _ClipFolders:
+    """Whether a clip's frame folder exists, from one listing per part folder (not one stat per clip)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._listed: dict[str, set[str]] = {}
+
+    def present(self, rec: VideoinfoRecord) -> bool:
+        parts = rec.frames[0].replace("\\", "/").split("/")
+        if len(parts) < 3:  # not the <part>/<clip>/<frame> layout: only the file itself can tell
+            return (self.root / rec.frames[0]).is_file()
+        if parts[0] not in self._listed:
+            folder = self.root / parts[0]
+            self._listed[parts[0]] = set(os.listdir(folder)) if folder.is_dir() else set()
+        return parts[1] in self._listed[parts[0]]
+
+
+def build_videoinfo_index(path: str | Path, root: str | Path | None = None) -> VideoinfoIndex:
+    """Validate every line of ``path`` and save the byte offsets of the good ones beside it.
+
+    With ``root``, a line whose clip folder is not under ``root`` (a part not downloaded) is left out and
+    counted in ``missing_clips``, so training runs on the clips that are there.
+    """
     path = Path(path)
-    offsets, bad, position = [], 0, 0
+    clips = _ClipFolders(Path(root)) if root is not None else None
+    offsets, bad, missing, position = [], 0, 0, 0
     with open(path, "rb") as fh:
         for raw in fh:
             if raw.strip():
                 try:
-                    parse_videoinfo_line(raw.decode("utf-8"))
-                    offsets.append(position)
+                    rec = parse_videoinfo_line(raw.decode("utf-8"))
+                    if clips is None or clips.present(rec):
+                        offsets.append(position)
+                    else:
+                        missing += 1
                 except (ValueError, UnicodeDecodeError):
                     bad += 1
             position += len(raw)
     npy, stamp = _index_paths(path)
     array = np.asarray(offsets, dtype=np.int64)
     np.save(npy, array)
-    stamp.write_text(json.dumps({**_stamp(path), "count": len(array), "bad_lines": bad}))
-    return VideoinfoIndex(path, array, bad)
+    meta = {**_stamp(path), "count": len(array), "bad_lines": bad, "missing_clips": missing}
+    if root is not None:
+        meta["parts"] = present_video_parts(Path(root))  # the index is stale once another part arrives
+    stamp.write_text(json.dumps(meta))
+    return VideoinfoIndex(path, array, bad, missing)
 
 
 def load_videoinfo_index(path: str | Path) -> VideoinfoIndex:
@@ -129,8 +163,10 @@ def load_videoinfo_index(path: str | Path) -> VideoinfoIndex:
     npy, stamp = _index_paths(path)
     try:
         meta = json.loads(stamp.read_text())
-        if all(meta.get(k) == v for k, v in _stamp(path).items()):
-            return VideoinfoIndex(path, np.load(npy, allow_pickle=False), int(meta.get("bad_lines", 0)))
+        parts_unchanged = "parts" not in meta or meta["parts"] == present_video_parts(path.parent.parent)
+        if all(meta.get(k) == v for k, v in _stamp(path).items()) and parts_unchanged:
+            return VideoinfoIndex(path, np.load(npy, allow_pickle=False), int(meta.get("bad_lines", 0)),
+                                  int(meta.get("missing_clips", 0)))
     except (OSError, ValueError):
         pass
     log.warning("%s has no up-to-date index; scanning it (run `rice prepare lpr750k` to index and validate it)", path)
@@ -254,6 +290,46 @@ def _gt_file(root: Path) -> Path:
     return files[0]
 
 
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; anything else is one ValueError line naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # JSONDecodeError is a ValueError
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ValueError(f"{path}: not valid JSON ({detail}); re-download the annotations") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object keyed by clip id, found {type(data).__name__}; "
+                         "re-download the annotations")
+    return data
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _query_frames(path: Path) -> dict[str, list[str]]:
+    """``query_tenframes.json``: clip id -> {"frames": [paths], ...}."""
+    frames: dict[str, list[str]] = {}
+    for cid, entry in _read_json_object(path).items():
+        listed = entry.get("frames") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not (listed is None or _strings(listed)):
+            raise ValueError(f"{path}: clip {cid[:80]!r} must map to an object with a list of frame paths "
+                             f"under 'frames'; re-download the annotations")
+        frames[cid] = list(listed or [])
+    return frames
+
+
+def _ground_truth(path: Path) -> dict[str, list[str]]:
+    """``test_videoid_to_gtimage_*.json``: clip id -> an image id or a list of them."""
+    gt: dict[str, list[str]] = {}
+    for cid, ids in _read_json_object(path).items():
+        if not (isinstance(ids, str) or ids is None or _strings(ids)):
+            raise ValueError(f"{path}: clip {cid[:80]!r} must map to an image id or a list of image ids; "
+                             "re-download the annotations")
+        gt[cid] = [ids] if isinstance(ids, str) else list(ids or [])
+    return gt
+
+
 class LPRQueries(Dataset):
     """Query clips of the LPR4M protocol: every clip of the query file and of the ground-truth file.
 
@@ -269,11 +345,11 @@ class LPRQueries(Dataset):
         query_file = self.root / "annotations" / "query_tenframes.json"
         if not query_file.is_file():
             raise FileNotFoundError(f"{query_file} not found; {_hint(self.root)}")
-        queries: dict[str, Any] = json.loads(query_file.read_text())
-        gt: dict[str, list[str]] = json.loads(Path(gt_file or _gt_file(self.root)).read_text())
+        queries = _query_frames(query_file)
+        gt = _ground_truth(Path(gt_file or _gt_file(self.root)))
         self.ids = list(dict.fromkeys([*queries, *gt]))
-        self.frames = {cid: list((queries.get(cid) or {}).get("frames") or []) for cid in self.ids}
-        self.gt = {cid: ([gt[cid]] if isinstance(gt.get(cid), str) else list(gt.get(cid) or [])) for cid in self.ids}
+        self.frames = {cid: queries.get(cid, []) for cid in self.ids}
+        self.gt = {cid: gt.get(cid, []) for cid in self.ids}
         self.without_frames = [cid for cid in self.ids if not self.frames[cid]]
         self.without_gt = [cid for cid in self.ids if not self.gt[cid]]
         self.num_frames = num_frames
@@ -314,12 +390,17 @@ class LPRGallery(Dataset):
         if not listing.is_file():
             raise FileNotFoundError(f"{listing} not found; {_hint(self.root)}")
         self.lines: list[str] = []
-        for n, line in enumerate(listing.read_text().splitlines(), 1):
+        try:
+            text = listing.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{listing}: not UTF-8 text ({err.reason}); re-download the annotations") from None
+        for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line:
                 continue
-            if line.count("/") != 1:
-                raise ValueError(f"{listing} line {n}: {line!r} must be <live_id>/<file name> (exactly one '/')")
+            if line.count("/") != 1 or ".." in line.split("/") or not all(line.split("/")):
+                raise ValueError(f"{listing} line {n}: {line[:120]!r} must be <live_id>/<file name> (exactly one "
+                                 "'/', no '..')")
             self.lines.append(line)
         self.transform = transform if transform is not None else build_transform(224, train=False)
 

@@ -74,8 +74,9 @@ def load_split(root: str | os.PathLike[str], split: str) -> list[ProductRecord]:
         raise FileNotFoundError(f"{path} not found; {_download_hint(root)}")
     try:
         raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); re-download the dataset") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ValueError(f"{path}: not valid JSON ({detail}); re-download the dataset") from None
     if not isinstance(raw, dict) or not raw:
         raise ValueError(f"{path}: expected a non-empty object mapping product id -> record")
     records = []
@@ -124,7 +125,8 @@ class _MovingFashionBase(Dataset):
         self.train = train
         self.transform = transform if transform is not None else build_transform(224, train=train)
         self.clip_transform = ClipTransform(self.transform)
-        self.video_backend = resolve_backend(video_backend)
+        resolve_backend(video_backend)  # checks the name now; "auto" stays "auto" so each file can fall back to PyAV
+        self.video_backend = video_backend
         self.use_prepared_frames = use_prepared_frames
         self._check_media()
 

@@ -12,9 +12,14 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,17 +99,26 @@ def extract_frames(
     return written
 
 
+# Settings that markers written before they were recorded had.
+_MARKER_DEFAULTS = {"quality": 90, "lossless": False}
+
+
 def _prepare_one(args: tuple[str, str, float, int, int, bool]) -> tuple[str, str, int, str]:
-    """Worker: (video path, status, frames, detail); status is done / skipped / missing / empty / undecodable."""
+    """Worker: (video path, status, frames, detail); status is done / skipped / missing / empty / undecodable
+    (``crashed`` comes from :func:`run_jobs` when the worker process itself dies)."""
     root_s, rel, fps, short_side, quality, lossless = args
     root = Path(root_s)
     video = root / rel
     folder = root / "frames" / video_id_of(rel)
     done = folder / DONE
+    settings = {"fps": fps, "short_side": short_side, "quality": quality, "lossless": lossless}
     if done.is_file():
         try:
-            return rel, "skipped", int(json.loads(done.read_text()).get("frames", 0)), ""
-        except (ValueError, OSError):
+            marker = json.loads(done.read_text())
+            # Frames made with other settings are redone (a marker from before quality was recorded counts as 90).
+            if all(marker.get(k, _MARKER_DEFAULTS.get(k)) == v for k, v in settings.items()):
+                return rel, "skipped", int(marker.get("frames", 0)), ""
+        except (ValueError, OSError, AttributeError):
             pass  # an unreadable marker: redo the video
     if not video.is_file():
         return rel, "missing", 0, "file not in the archive"
@@ -120,12 +134,89 @@ def _prepare_one(args: tuple[str, str, float, int, int, bool]) -> tuple[str, str
         shutil.rmtree(folder, ignore_errors=True)
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         return rel, "undecodable", 0, detail
-    marker = {"frames": count, "fps": fps, "short_side": 0 if lossless else short_side,
-              "source_bytes": video.stat().st_size}
+    marker = {"frames": count, **settings, "source_bytes": video.stat().st_size}
     tmp = folder / (DONE + ".tmp")
     tmp.write_text(json.dumps(marker))
     os.replace(tmp, done)  # written last: a folder without it is redone on the next run
     return rel, "done", count, ""
+
+
+# ------------------------------------------------------------------------------------------- the decoding pool
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: die with the main process. A SIGKILLed ``rice prepare`` cannot shut its pool down, and
+    fork()ed workers would keep decoding (each holds the queue's write end too, so it never sees EOF)."""
+    if sys.platform.startswith("linux"):
+        try:  # the kernel sends SIGKILL when the parent exits
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:  # everywhere else (and as a second line): notice the re-parenting
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="rice-parent-watch", daemon=True).start()
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    # fork is cheap and safe here: the workers only run PyAV and Pillow, never torch.
+    ctx = mp.get_context("fork") if sys.platform.startswith("linux") else None
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_exit_with_parent,
+                               initargs=(os.getpid(),))
+
+
+def _run_alone(job: tuple[str, str, float, int, int]) -> tuple[str, str, int, str]:
+    """Retry one video in a pool of its own: a second crash means the video crashes the decoder."""
+    pool = _new_pool(1)
+    try:
+        return pool.submit(_prepare_one, job).result()
+    except BrokenProcessPool:
+        return (job[1], "crashed", 0, "the decoding process died on this video (killed by a signal or crashed) "
+                "twice; check the file with ffprobe or re-download it")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_jobs(jobs: Sequence[tuple[str, str, float, int, int]], workers: int) -> Iterator[tuple[str, str, int, str]]:
+    """Results of :func:`_prepare_one` over ``jobs`` in ``workers`` processes, surviving a worker's death.
+
+    When a worker dies (a decoder segfault, the OOM killer, a signal), ``ProcessPoolExecutor`` fails every job in
+    flight with ``BrokenProcessPool`` without saying which one killed it. Those jobs are retried one by one in a
+    pool of their own (a job that kills that pool too is reported as ``crashed``), then a new pool takes the rest.
+    """
+    pending = deque(jobs)
+    pool = _new_pool(workers)
+    in_flight: dict[Future, tuple[str, str, float, int, int]] = {}
+    try:
+        while pending or in_flight:
+            while pending and len(in_flight) < 2 * workers:  # a short queue: a crash strands few jobs
+                job = pending.popleft()
+                in_flight[pool.submit(_prepare_one, job)] = job
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            if not any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                for future in done:
+                    in_flight.pop(future)
+                    yield future.result()
+                continue
+            stranded = []
+            for future, job in list(in_flight.items()):
+                if future.done() and future.exception() is None:
+                    yield future.result()
+                else:
+                    stranded.append(job)
+            in_flight.clear()
+            pool.shutdown(wait=True, cancel_futures=True)
+            for job in stranded:
+                yield _run_alone(job)
+            pool = _new_pool(workers)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _select_ten(paths: list[str]) -> list[str]:
@@ -212,8 +303,10 @@ def prepare_movingfashion(
 ) -> PrepareReport:
     """Extract JPEG frames of every MovingFashion video and write the annotation files.
 
-    Idempotent and resumable: a video whose ``frames/<stem>/.done`` exists is skipped; a folder without the
-    marker (a killed run) is redone. Missing, empty and undecodable videos are listed in
+    Idempotent and resumable: a video whose ``frames/<stem>/.done`` records the same fps, short side and quality
+    is skipped; a folder without the marker (a killed run) or made with other settings is redone. A video that
+    kills its decoding process is reported as ``crashed`` and the run goes on. Missing, empty, undecodable and
+    crashed videos are listed in
     ``<root>/prepare_report.tsv`` (``video<TAB>kind<TAB>detail``) and counted in the summary; they never stop
     the run.
 
@@ -235,28 +328,19 @@ def prepare_movingfashion(
     workers = os.cpu_count() or 1 if workers is None else workers
     bar = Progress(TextColumn("preparing frames"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), console=console, disable=not progress)
-    if workers > 1:
-        # fork is cheap and safe here: the workers only run PyAV and Pillow, never torch.
-        ctx = mp.get_context("fork") if sys.platform.startswith("linux") else None
-        pool: ProcessPoolExecutor | None = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-        results = pool.map(_prepare_one, jobs, chunksize=4)
-    else:
-        pool = None
-        results = map(_prepare_one, jobs)
-    try:
-        with bar:
-            task = bar.add_task("videos", total=len(jobs))
-            for rel, status, _count, detail in results:
-                if status == "done":
-                    report.prepared += 1
-                elif status == "skipped":
-                    report.skipped += 1
-                else:
-                    report.problems.append((rel, status, detail))
-                bar.advance(task)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    results = run_jobs(jobs, workers) if workers > 1 else map(_prepare_one, jobs)
+    with bar:
+        task = bar.add_task("videos", total=len(jobs))
+        for rel, status, _count, detail in results:
+            if status == "done":
+                report.prepared += 1
+            elif status == "skipped":
+                report.skipped += 1
+            else:
+                report.problems.append((rel, status, detail))
+                if status == "crashed":
+                    shutil.rmtree(root / "frames" / video_id_of(rel), ignore_errors=True)
+            bar.advance(task)
     lines = ["video\tkind\tdetail\n"] + [f"{rel}\t{kind}\t{detail}\n" for rel, kind, detail in report.problems]
     report.report_file.write_text("".join(lines))  # type: ignore[union-attr]
     report.annotation_files = write_annotations(root, train, test)
@@ -276,27 +360,46 @@ LPR750K_ANNOTATIONS: tuple[str, ...] = ("query_tenframes.json", "gallery_main.tx
 class Lpr750kReport:
     root: Path
     missing: list[str] = field(default_factory=list)
-    indexed: dict[str, int] = field(default_factory=dict)  # videoinfo file -> usable lines
+    indexed: dict[str, int] = field(default_factory=dict)  # videoinfo file -> usable lines (clips on disk)
     bad_lines: dict[str, int] = field(default_factory=dict)
+    missing_clips: dict[str, int] = field(default_factory=dict)  # videoinfo file -> lines whose clip is absent
+
+    @property
+    def missing_parts(self) -> list[str]:
+        """The download parts (``rice download lpr750k --parts``) that the missing entries belong to."""
+        parts = {m.split("/")[0] for m in self.missing if not m.startswith("annotations/")}
+        if any(m.startswith("annotations") for m in self.missing):
+            parts.add("annotations")
+        return sorted(parts)
+
+    @property
+    def trainable(self) -> bool:
+        """Training can run on what is here: annotations, shop images and at least one indexed clip."""
+        return bool(self.indexed) and any(self.indexed.values()) and "training_image/" not in self.missing
 
     def summary(self) -> str:
         lines = [f"LPR750K at {self.root}: " + ("layout complete" if not self.missing else
                                                 f"{len(self.missing)} missing: {', '.join(self.missing)}")]
         for name, count in self.indexed.items():
-            bad = self.bad_lines.get(name, 0)
-            lines.append(f"  indexed {name}: {count} clips" + (f" ({bad} malformed lines skipped)" if bad else ""))
+            bad, absent = self.bad_lines.get(name, 0), self.missing_clips.get(name, 0)
+            line = f"  indexed {name}: {count} of {count + absent} clips present"
+            line += f" ({bad} malformed lines skipped)" if bad else ""
+            lines.append(line)
         if self.missing:
-            parts = sorted({m.split("/")[0] for m in self.missing if not m.startswith("annotations/")} |
-                           ({"annotations"} if any(m.startswith("annotations") for m in self.missing) else set()))
-            lines.append(f"fetch them with: rice download lpr750k --root {self.root} --parts {','.join(parts)}")
+            lines.append(f"fetch the rest with: rice download lpr750k --root {self.root} "
+                         f"--parts {','.join(self.missing_parts)}")
+            if self.trainable:
+                lines.append("training can run on the clips that are present; rerun `rice prepare lpr750k` after "
+                             "fetching more parts")
         return "\n".join(lines)
 
 
 def prepare_lpr750k(root: str | Path, *, console: Console | None = None) -> Lpr750kReport:
     """Check the extracted LPR750K layout and index every ``annotations/training_videoinfo_*.txt``.
 
-    The index (``<file>.index.npy`` with the byte offset of every well-formed line, plus a ``.index.json``
-    stamp) lets `LPRTrainPairs` start in milliseconds instead of re-parsing hundreds of thousands of lines.
+    The index (``<file>.index.npy`` with the byte offset of every well-formed line whose clip folder is on disk,
+    plus a ``.index.json`` stamp) lets `LPRTrainPairs` start in milliseconds instead of re-parsing hundreds of
+    thousands of lines, and lets a partial download (some ``training_video_0X`` parts) train on what is there.
     """
     root = Path(root).expanduser()
     console = console or Console(stderr=True)
@@ -313,8 +416,9 @@ def prepare_lpr750k(root: str | Path, *, console: Console | None = None) -> Lpr7
     if not files:
         report.missing.append("annotations/training_videoinfo_*.txt")
     for path in files:
-        index = build_videoinfo_index(path)
+        index = build_videoinfo_index(path, root)
         report.indexed[path.name] = index.count
         report.bad_lines[path.name] = index.bad_lines
+        report.missing_clips[path.name] = index.missing_clips
     console.print(report.summary())
     return report

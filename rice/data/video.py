@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable, Sequence
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import numpy as np
 
@@ -76,14 +80,76 @@ def _check_indices(path: Path, indices: Indices, num_frames: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------------------- decord
+# decord's C++ code and the ffmpeg inside it print their errors straight to file descriptor 2 ("ERROR opening ...",
+# "moov atom not found"), once per read of a bad file, which floods a training log every epoch. While decord runs,
+# fd 2 goes to a temporary file instead; what it said becomes part of our one-line MediaError, which the datasets
+# put in the end-of-epoch report. The redirect is process-wide, so concurrent readers in threads share one.
+_stderr_lock = threading.Lock()
+_stderr_users = 0
+_stderr_saved: int | None = None
+_stderr_sink: IO[bytes] | None = None
+
+
+@contextmanager
+def _decord_stderr_captured() -> Iterator[list[str]]:
+    """Redirect fd 2 while decord runs; yields a list that receives the lines it printed (filled on exit)."""
+    global _stderr_users, _stderr_saved, _stderr_sink
+    lines: list[str] = []
+    with _stderr_lock:
+        if _stderr_users == 0:
+            try:
+                sys.stderr.flush()
+                sink = tempfile.TemporaryFile()
+                saved = os.dup(2)
+                os.dup2(sink.fileno(), 2)
+                _stderr_saved, _stderr_sink = saved, sink
+            except (OSError, ValueError, AttributeError):  # no fd 2 (a daemon): nothing to hide
+                _stderr_saved, _stderr_sink = None, None
+        _stderr_users += 1
+        start = _stderr_sink.tell() if _stderr_sink is not None else 0
+    try:
+        yield lines
+    finally:
+        with _stderr_lock:
+            _stderr_users -= 1
+            if _stderr_sink is not None:
+                _stderr_sink.seek(start)
+                said = _stderr_sink.read().decode("utf-8", "replace")
+                _stderr_sink.seek(0, os.SEEK_END)
+                lines.extend(line.strip() for line in said.splitlines() if line.strip())
+                if _stderr_users == 0:
+                    os.dup2(_stderr_saved, 2)  # type: ignore[arg-type]
+                    os.close(_stderr_saved)  # type: ignore[arg-type]
+                    _stderr_sink.close()
+                    _stderr_saved, _stderr_sink = None, None
+
+
+def _decord_failed(path: Path, err: BaseException, printed: list[str]) -> MediaError:
+    said = [line for line in printed if "ERROR" in line or "error" in line or "not found" in line] or printed
+    if said:  # ffmpeg's own words ("moov atom not found") say more than decord's exception
+        return _corrupt(path, RuntimeError(said[0].split("] ", 1)[-1]))
+    return _corrupt(path, err)
+
+
 def _decord_reader(path: Path):  # noqa: ANN202 - decord has no type stubs
     import decord
 
-    try:
-        # One decoding thread: DataLoader workers already run one reader each.
-        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    except Exception as err:  # decord raises DECORDError / RuntimeError for unreadable input
-        raise _corrupt(path, err) from None
+    with _decord_stderr_captured() as printed:
+        try:
+            # One decoding thread: DataLoader workers already run one reader each.
+            return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        except Exception as err:  # decord raises DECORDError / RuntimeError for unreadable input
+            failure = err
+    raise _decord_failed(path, failure, printed) from None
+
+
+def _decord_call(path: Path, fn: Callable[[], np.ndarray]) -> np.ndarray:
+    with _decord_stderr_captured() as printed:
+        try:
+            return fn()
+        except Exception as err:
+            failure = err
+    raise _decord_failed(path, failure, printed) from None
 
 
 def _decord_info(path: Path) -> VideoInfo:
@@ -91,7 +157,7 @@ def _decord_info(path: Path) -> VideoInfo:
     num_frames = len(reader)
     if num_frames == 0:
         raise MediaError(f"{path}: cannot decode video (no frames); {_BAD_FILE_HINT}")
-    height, width = reader[0].shape[:2]
+    height, width = _decord_call(path, lambda: reader[0].asnumpy()).shape[:2]
     return VideoInfo(num_frames=num_frames, fps=float(reader.get_avg_fps()), width=int(width), height=int(height))
 
 
@@ -102,12 +168,9 @@ def _decord_read(path: Path, indices: Indices) -> np.ndarray:
         raise MediaError(f"{path}: cannot decode video (no frames); {_BAD_FILE_HINT}")
     wanted = _check_indices(path, indices, num_frames)
     if not wanted:
-        height, width = reader[0].shape[:2]
+        height, width = _decord_call(path, lambda: reader[0].asnumpy()).shape[:2]
         return np.zeros((0, height, width, 3), dtype=np.uint8)
-    try:
-        frames = reader.get_batch(wanted).asnumpy()
-    except Exception as err:
-        raise _corrupt(path, err) from None
+    frames = _decord_call(path, lambda: reader.get_batch(wanted).asnumpy())
     return np.ascontiguousarray(frames, dtype=np.uint8)
 
 

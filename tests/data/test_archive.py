@@ -225,13 +225,13 @@ def test_good_archive_merges_into_the_root(arena: tuple[Path, Path], kind: str) 
             for name, data in files.items():
                 zf.writestr(name, data)
         payload = buf.getvalue()
-    else:
-        payload = _tar(lambda t: [_file(t, n, d) for n, d in files.items()])
+    else:  # "./" first, as `tar -C dir .` writes it
+        payload = _tar(lambda t: [_dir(t, "./"), *(_file(t, "./" + n, d) for n, d in files.items())])
         payload = gzip.compress(payload) if kind == "tar.gz" else payload
     archive = arena_dir.parent / f"good.{kind}"
     archive.write_bytes(payload)
     count = safe_extract(archive, root)
-    assert count == len(files) + (0 if kind == "zip" else 1)
+    assert count == len(files) + (0 if kind == "zip" else 2)
     for name, data in files.items():
         assert (root / name).read_bytes() == data
     assert not [p for p in root.iterdir() if p.name.startswith(archive_module.STAGING_PREFIX)]

@@ -151,3 +151,14 @@ def test_url_list_lines_that_leave_the_root_or_are_not_http_are_reported_and_ski
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert written == ["area/lpr/gallery/ok.jpg", "area/lpr/lpr4m_failures.tsv", "secret.jpg",
                        "test_image_url_1.txt"]
+
+
+def test_staging_folder_left_by_a_killed_extraction_is_removed(server: Server, tmp_path: Path) -> None:
+    _parts(server)
+    stale = tmp_path / ".rice-extract-killed"
+    (stale / "query" / "c0").mkdir(parents=True)
+    (stale / "query" / "c0" / "half.jpg").write_bytes(b"partial")
+    report = download_lpr750k(tmp_path, parts=["query"], base_url=server.url + "/lpr", policy=FAST, progress=False,
+                              console=quiet())
+    assert not report.failed and not stale.exists()
+    assert not (tmp_path / "query/c0/half.jpg").exists() and (tmp_path / "query/c0/c0-0001.jpg").exists()

@@ -113,11 +113,13 @@ def test_prepare_lpr750k_reports_missing_and_indexes(tmp_path: Path) -> None:
         (root / name).mkdir()
     info = root / "annotations/training_videoinfo_641821.txt"
     lines = [_videoinfo_line(f"7b601b02-2c63-11ee-bb6d-b8cef60c2fd0-{i}-{i + 5}", 3, f"img{i}") for i in range(50)]
+    for i in range(50):  # the clip folders of a part that was extracted (its other entries are missing)
+        (root / f"training_video_00/7b601b02-2c63-11ee-bb6d-b8cef60c2fd0-{i}-{i + 5}").mkdir(parents=True)
     lines.insert(10, "broken line without tabs")
     lines.insert(20, "a\t__import__('os').system('echo pwned')\tx\ty\tz")  # never evaluated
     info.write_text("\n".join(lines) + "\n")
     report = prepare_lpr750k(root, console=quiet())
-    assert "training_video_00/" in report.missing and "annotations/gallery_main.txt" in report.missing
+    assert "training_video_01/" in report.missing and "annotations/gallery_main.txt" in report.missing
     assert report.indexed == {info.name: 50} and report.bad_lines == {info.name: 2}
     assert "--parts" in report.summary()
     index = load_videoinfo_index(info)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from rice.data.frames import list_frame_files, load_image
@@ -125,3 +126,35 @@ def test_load_image_errors(tmp_path: Path, content: bytes | None) -> None:
         path.write_bytes(content)
     with pytest.raises(MediaError, match="x.jpg"):
         load_image(path)
+
+
+def test_auto_falls_back_to_pyav_per_file_in_a_dataset_and_decord_noise_stays_off_the_console(
+    tiny_dataset: Path, capfd: pytest.CaptureFixture
+) -> None:
+    """A 48x32 H.264 clip trips decord's buffer check but PyAV reads it: with backend "auto" the dataset reads it
+    through PyAV (same tensors as backend "pyav"); a garbage file is skipped with ffmpeg's reason in ``skipped``,
+    and none of decord's C-level lines ("ERROR opening ...", "moov atom not found") reach fd 2."""
+    pytest.importorskip("decord")
+    import json
+
+    from rice.data.movingfashion import MovingFashionQueries
+    from rice.data.synthetic import write_mp4
+    from tests.data.conftest import make_frames
+
+    test = json.loads((tiny_dataset / "test.json").read_text())
+    small, garbage = (tiny_dataset / rec["video_paths"][0] for rec in list(test.values())[:2])
+    write_mp4(small, make_frames(height=32, width=48), fps=8)
+    garbage.write_bytes(b"not an mp4 at all " * 64)
+    with pytest.raises(MediaError):
+        read_video_frames(small, [0], backend="decord")  # the case: decord alone would call it corrupt
+    capfd.readouterr()
+
+    auto = MovingFashionQueries(tiny_dataset, "test", num_frames=4, video_backend="auto", use_prepared_frames=False)
+    pyav = MovingFashionQueries(tiny_dataset, "test", num_frames=4, video_backend="pyav", use_prepared_frames=False)
+    first, second = auto[0], auto[1]
+    assert first["ok"] and first["skipped"] == []
+    assert torch.equal(first["frames"], pyav[0]["frames"])
+    assert not second["ok"] and garbage.name in second["skipped"][0]
+    assert "moov atom not found" in second["skipped"][0] or "Invalid data" in second["skipped"][0]
+    err = capfd.readouterr().err
+    assert "ERROR" not in err and "moov atom" not in err, err

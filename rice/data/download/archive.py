@@ -85,6 +85,8 @@ def _check_members(members: list[tuple[str, str | None, bool]]) -> list[str]:
     dirs: set[str] = set()
     for name, kind_problem, is_dir in members:
         reason = kind_problem or _name_problem(name)
+        if reason == "empty name" and is_dir:  # "./", the archive's own top folder (`tar -C dir .`): harmless
+            continue
         if reason is None:
             rel = _relative(name)
             parents = {"/".join(rel.split("/")[:i]) for i in range(1, rel.count("/") + 1)}

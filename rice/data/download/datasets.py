@@ -30,7 +30,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from .archive import UnsafeArchiveError, safe_extract
+from .archive import STAGING_PREFIX, UnsafeArchiveError, safe_extract
 from .http import DownloadError, RetryPolicy, checksum_matches, fetch_file, make_opener, probe, sha256_file
 from .manifest import Manifest
 
@@ -210,6 +210,12 @@ def sync_files(
     manifest = Manifest(root)
     opener = make_opener()
     report = DownloadReport(dataset, root, dry_run=dry_run)
+
+    # A staging folder left by a killed extraction holds a partial copy of an archive: drop it (the archive's
+    # manifest entry still says "not extracted", so it is extracted again below).
+    for stale in root.glob(STAGING_PREFIX + "*"):
+        console.print(f"[yellow]removing {stale.name}, left by an interrupted extraction[/yellow]")
+        shutil.rmtree(stale, ignore_errors=True)
 
     # 1. Decide what is already done (cheap checks only; archives are verified just before use).
     todo: list[RemoteFile] = []
