@@ -189,6 +189,7 @@ def fit(cfg: RunConfig) -> Path:
     if distributed.restart_count() > 0:
         resume = "latest"  # torchrun restarted the workers (--max-restarts): continue from the newest checkpoint
     check_run_dir(out_dir, resume, cfg.train.overwrite)  # on every rank, before any rank writes
+    point = find_resume(resume, out_dir)  # read (and checked) before anything is written
     distributed.barrier()
     if world.is_main:
         if cfg.train.overwrite and resume is None:
@@ -210,7 +211,6 @@ def fit(cfg: RunConfig) -> Path:
 
     # --- resume ----------------------------------------------------------------------------------------------
     progress = Progress()
-    point = find_resume(resume, out_dir)
     notes: list[str] = []
     if point is not None:
         state = point.state
