@@ -162,6 +162,9 @@ def _seed_worker(worker_id: int) -> None:
     # Each worker gets torch's per-worker seed; derive python/numpy seeds from it (random crops, tail drops).
     seed = torch.initial_seed() % 2**32
     torch.set_num_threads(1)  # workers decode and transform; intra-op threads would fight the training process
+    # A preemption SIGTERM often reaches the whole process group (SLURM, a terminal): workers ignore it, the main
+    # process saves a checkpoint and then shuts them down as usual.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     random.seed(seed)
     np.random.seed(seed)
 

@@ -46,7 +46,7 @@ def rice(*args: str) -> subprocess.CompletedProcess:
 def interrupt(args: list[str], wait_for: Path, sig: int) -> subprocess.Popen:
     """Start `rice ARGS`, send ``sig`` as soon as ``wait_for`` exists (the run is then mid-way), wait for the end.
 
-    SIGKILL goes to every process of the run: the launcher's group (DataLoader workers included) and, under
+    The signal goes to every process of the run: the launcher's group (DataLoader workers included) and, under
     torchrun, the rank processes, which torchrun starts in sessions of their own (found through /proc).
     """
     proc = subprocess.Popen([sys.executable, "-m", "rice", *args], env=ENV, stdout=subprocess.PIPE,
@@ -57,14 +57,11 @@ def interrupt(args: list[str], wait_for: Path, sig: int) -> subprocess.Popen:
         assert time.monotonic() < deadline, "timed out waiting for the run"
         time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be interrupted"
-    if sig == signal.SIGKILL:
-        ranks = run_pids(str(wait_for.parent))
-        os.killpg(proc.pid, sig)
-        for pid in ranks:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, sig)
-    else:
-        os.kill(proc.pid, sig)
+    ranks = run_pids(str(wait_for.parent))
+    os.killpg(proc.pid, sig)
+    for pid in ranks:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
     proc.output = proc.communicate(timeout=600)[0]
     return proc
 
@@ -120,15 +117,17 @@ def test_sigkill_then_resume_latest_is_bit_identical(case, synthetic_root, tmp_p
 
 
 def test_sigterm_saves_and_exits_0_and_the_resumed_run_is_identical(synthetic_root, tmp_path, reference):
+    """SIGTERM to the whole process group (as a scheduler sends it): DataLoader workers included."""
     out = tmp_path / "run"
-    args = train_args(synthetic_root, out, "icl")
+    case = "rice-accum2-workers2"
+    args = train_args(synthetic_root, out, case)
     stopped = interrupt(args, out / "step_2.pt", signal.SIGTERM)
     assert stopped.returncode == 0, stopped.output
     assert "stopped by SIGTERM" in stopped.output
     at = read_checkpoint(out / "last.pt")["step"]
-    assert 2 <= at < reference("icl")["step"]
+    assert 2 <= at < reference(case)["step"]
     rice(*args, "--resume", "latest")
-    assert_same_state(reference("icl"), read_checkpoint(out / "last.pt"))
+    assert_same_state(reference(case), read_checkpoint(out / "last.pt"))
 
 
 # --- two ranks (real torchrun, gloo) ------------------------------------------------------------------------------
