@@ -80,3 +80,52 @@ def test_multi_node_flags_two_nodes_on_loopback(tmp_path, synthetic_root):
     assert all(node.returncode == 0 for node in nodes), outputs
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["step"] == 2
+
+
+# --- every bad input gives one line on stderr and exit code 2 ---------------------------------------------------------
+def _bad_inputs(tmp_path):
+    """(name, argv, a fragment the one-line error must contain) for each bad input we promise to catch."""
+    (tmp_path / "model_int.yaml").write_text("model: 3\n")
+    (tmp_path / "broken.yaml").write_text("train: {max_steps: 3\n")
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    (tmp_path / "a_file").write_text("not a folder")
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "last.pt").write_bytes(b"x")
+    (held / "metrics.jsonl").write_text("")
+    train = ["train", "--root", str(tmp_path), "--model", "rice_tiny", "--out", str(tmp_path / "out")]
+    return [
+        ("model section is a number", [*train, "--config", str(tmp_path / "model_int.yaml")], "section 'model'"),
+        ("YAML syntax", [*train, "--config", str(tmp_path / "broken.yaml")], "not valid YAML"),
+        ("binary config file", [*train, "--config", str(tmp_path / "binary.yaml")], "not a text file"),
+        ("missing config file", [*train, "--config", "no_such_recipe"], "no_such_recipe"),
+        ("python tag in --set", [*train, "--set", "x=!!python/name:os.system"], "not plain YAML"),
+        ("--set without =", [*train, "--set", "optim.lr"], "section.key=value"),
+        ("unknown --set key", [*train, "--set", "optim.lrr=1"], "optim.lrr"),
+        ("invalid value", [*train, "--set", "train.batch_size=0"], "train.batch_size"),
+        ("unknown loss", [*train, "--losses", "icl,foo"], "unknown loss"),
+        ("unknown loss weight", [*train, "--loss-weights", "icl=1,pmdd=2"], "pmdd"),
+        ("non-numeric loss weight", [*train, "--loss-weights", "icl=high"], "name=number"),
+        ("out holds a run", [*train[:-1], str(held)], "already holds a run"),
+        ("out holds a run (torchrun)", [*train[:-1], str(held), "--nproc-per-node", "2"], "already holds a run"),
+        ("missing --resume file", [*train, "--resume", str(tmp_path / "nope.pt")], "nope.pt"),
+        ("eval --json under a file", ["eval", "any.pt", "--json", str(tmp_path / "a_file" / "r.json")], "--json"),
+        ("eval --json is a folder", ["eval", "any.pt", "--json", str(tmp_path)], "--json"),
+        ("eval missing checkpoint", ["eval", str(tmp_path / "nope.pt")], "nope.pt"),
+    ]
+
+
+def test_every_bad_input_is_a_one_line_error_with_exit_code_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from rice.cli import app
+
+    runner = CliRunner()
+    for name, argv, fragment in _bad_inputs(tmp_path):
+        result = runner.invoke(app, argv)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2, f"{name}: exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+        assert len(lines) == 1 and lines[0].startswith("error: "), f"{name}: {result.stderr!r}"
+        assert fragment in lines[0], f"{name}: {lines[0]!r} lacks {fragment!r}"
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # none of them started a run

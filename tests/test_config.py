@@ -72,3 +72,67 @@ def test_bundled_recipes_validate_and_resolve_by_name():
     assert build_config("movingfashion_icl_pmd").loss.losses == ["icl", "pmd"]
     with pytest.raises(FileNotFoundError, match="movingfashion_rice"):
         build_config("no_such_recipe")
+
+
+# --- fuzzing: whatever the file or the --set says, only our documented errors come out --------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_FIELDS = [f"{section}.{name}" for section, sub in RunConfig.model_fields.items()
+           for name in sub.annotation.model_fields]  # fmt: skip
+_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=12)
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.text(max_size=8) | st.sampled_from(_FIELDS), inner, max_size=3), max_leaves=8)  # fmt: skip
+_keys = st.sampled_from(_FIELDS) | st.text(max_size=20) | st.sampled_from(list(RunConfig.model_fields))
+
+
+def _only_documented_errors(call) -> None:
+    """build_config either returns a RunConfig or raises ValueError / FileNotFoundError with a message."""
+    try:
+        result = call()
+    except (ValueError, FileNotFoundError) as err:
+        assert str(err).strip(), f"empty message from {type(err).__name__}"
+        assert type(err) in (ValueError, FileNotFoundError), f"{type(err).__name__} leaked: {err}"
+    else:
+        assert isinstance(result, RunConfig)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_keys, st.text(max_size=20) | _values.map(lambda v: yaml.safe_dump(v).strip())),
+                max_size=3))  # fmt: skip
+def test_fuzz_set_overrides(pairs):
+    _only_documented_errors(lambda: build_config(overrides=[f"{key}={value}" for key, value in pairs]))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=st.dictionaries(_keys, _values, max_size=4))
+def test_fuzz_yaml_trees(tmp_path, tree):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    _only_documented_errors(lambda: build_config(path))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=60) | st.binary(max_size=40).map(lambda b: b.decode("latin-1")))
+def test_fuzz_yaml_text(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    _only_documented_errors(lambda: build_config(path))
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [("model: 3\n", "section 'model' must be a mapping"), ("modle: {}\n", "unknown section 'modle'"),
+     ("- a\n- b\n", "expected a mapping")],
+)  # fmt: skip
+def test_malformed_sections_name_the_problem(tmp_path, text, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=fragment):
+        build_config(path)
+
+
+def test_loss_weights_reject_unknown_names_and_fill_the_rest():
+    with pytest.raises(ValueError, match="pmdd"):
+        build_config(overrides=["loss.weights.pmdd=2"])
+    assert build_config(overrides=["loss.weights.pfr=0.05"]).loss.weights == {"icl": 1.0, "pmd": 1.0, "pfr": 0.05}

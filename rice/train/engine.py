@@ -162,6 +162,9 @@ def _seed_worker(worker_id: int) -> None:
     # Each worker gets torch's per-worker seed; derive python/numpy seeds from it (random crops, tail drops).
     seed = torch.initial_seed() % 2**32
     torch.set_num_threads(1)  # workers decode and transform; intra-op threads would fight the training process
+    # A preemption SIGTERM often reaches the whole process group (SLURM, a terminal): workers ignore it, the main
+    # process saves a checkpoint and then shuts them down as usual.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     random.seed(seed)
     np.random.seed(seed)
 
@@ -189,6 +192,7 @@ def fit(cfg: RunConfig) -> Path:
     if distributed.restart_count() > 0:
         resume = "latest"  # torchrun restarted the workers (--max-restarts): continue from the newest checkpoint
     check_run_dir(out_dir, resume, cfg.train.overwrite)  # on every rank, before any rank writes
+    point = find_resume(resume, out_dir)  # read (and checked) before anything is written
     distributed.barrier()
     if world.is_main:
         if cfg.train.overwrite and resume is None:
@@ -210,7 +214,6 @@ def fit(cfg: RunConfig) -> Path:
 
     # --- resume ----------------------------------------------------------------------------------------------
     progress = Progress()
-    point = find_resume(resume, out_dir)
     notes: list[str] = []
     if point is not None:
         state = point.state

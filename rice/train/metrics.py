@@ -50,9 +50,9 @@ class MetricWindow:
         bad = [key for key, value in zip(keys, values) if not math.isfinite(value)]
         if bad:
             raise FloatingPointError(
-                f"non-finite {', '.join(bad)} between steps {self.start_step + 1} and {step}; the last checkpoint is "
-                "from before it: lower optim.lr / optim.head_lr, set optim.grad_clip or use train.amp=none, then "
-                "--resume latest"
+                f"non-finite {', '.join(bad)} between steps {self.start_step + 1} and {step} (no checkpoint holds "
+                "it: they are written after this check); lower optim.lr / optim.head_lr, set optim.grad_clip or "
+                "use train.amp=none, then --resume latest"
             )
         elapsed = time.perf_counter() - self.tic
         record: dict[str, float] = {"step": step}
