@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import shutil
 import tempfile
 import threading
@@ -59,7 +60,7 @@ class SearchService:
             kind = media_kind(path)
             frames = query_frames(path, self.num_frames)  # decoded once: embedded and shown from the same frames
         except (MediaError, OSError) as err:
-            raise MediaError(" ".join(str(err).replace(str(path), display_name).split())) from None
+            raise MediaError(self._client_reason(str(err), display_name)) from None
         decoded = time.perf_counter()
         with self._lock:
             if kind == "image":
@@ -77,6 +78,13 @@ class SearchService:
             timing_ms={"decode": round(1000 * (decoded - tic), 1), "search": round(1000 * (searched - decoded), 1)},
         )
         return response
+
+    def _client_reason(self, message: str, display_name: str) -> str:
+        """The decoder's reason in one line, naming the client's file instead of the server's temporary one, and
+        without the dataset advice (re-download, `rice prepare`) that does not apply to an upload."""
+        message = re.sub(re.escape(str(self.work_dir)) + r"[/\\][^\s'\")]*", display_name, message)
+        message = re.sub(r";\s*re-download it.*$", "", message)
+        return " ".join(message.split())
 
     def _with_media_suffix(self, path: Path) -> Path:
         """An upload without a known suffix gets one from its content: an image PIL opens, else a video."""
