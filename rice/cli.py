@@ -296,6 +296,29 @@ def report(
     console.print(f"training curves written to {path}")
 
 
+@app.command()
+def serve(
+    index_dir: Annotated[Path, typer.Argument(help="an index folder from `rice index build`")],
+    ckpt: Annotated[Optional[Path], typer.Option(help="checkpoint (default: the one recorded in the index)")] = None,
+    host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 exposes the service to the network")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="port (0: let the OS pick one; the address is printed)")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="larger uploads get HTTP 413")] = 200.0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Serve an index over HTTP: /search (upload a clip or an image), /items/ID/image, /health and a web page."""
+    from rice.serve.server import run_server
+    from rice.serve.service import open_service
+
+    try:
+        service = open_service(index_dir, ckpt, device)
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
+        _fail(str(err))
+    ready = lambda url: typer.echo(f"serving {len(service.index)} items on {url} (Ctrl-C stops)")  # noqa: E731
+    run_server(service, host, port, max_upload_mb, on_ready=ready, log_level="info")
+
+
 # --- dataset commands (download, prepare) ---
 _DATASET_CHOICES = ("movingfashion", "lpr750k", "lpr4m")
 

@@ -1,0 +1,159 @@
+"""The search service behind the HTTP app: one model, one index, one lock, one temporary folder.
+
+Everything here is plain blocking Python; the app calls it from a worker thread (``run_in_threadpool``), so the
+event loop keeps answering /health and image requests while a clip is decoded and embedded.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from rice.data.transforms import ClipTransform, build_transform
+from rice.data.video import MediaError
+from rice.retrieval.catalogue import Index, hits_to_json
+from rice.retrieval.embed import default_num_frames, embed_images, embed_videos, media_kind, query_frames
+
+FRAME_THUMB_HEIGHT = 112  # px of the frame previews sent back to the page
+
+
+class SearchService:
+    """Searches an `Index` with uploaded files, embedding them with the index's own model.
+
+    Args:
+        index: an index folder's `Index` (its model is checked against it by the caller, see `open_service`).
+        model: the model that embedded the catalogue, in eval mode.
+        work_dir: where uploads are written; default: a fresh temporary folder, removed by `close()`.
+    """
+
+    def __init__(self, index: Index, model: torch.nn.Module, work_dir: Path | None = None) -> None:
+        self.index, self.model = index, model
+        self.num_frames = default_num_frames(model)
+        pre = model.preprocess
+        self._clip_transform = ClipTransform(build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size))
+        self._lock = threading.Lock()  # one forward pass at a time: the model is shared by every request
+        self._own_dir = work_dir is None
+        self.work_dir = Path(tempfile.mkdtemp(prefix="rice-serve-")) if work_dir is None else Path(work_dir)
+
+    # ------------------------------------------------------------------------------------------------- queries
+    def search_file(self, path: Path, display_name: str, top_k: int, group: str | None = None) -> dict[str, Any]:
+        """Decode, embed and search one uploaded file; the response the page and `POST /search` return.
+
+        Raises:
+            MediaError: the file is not a readable image or video (message names ``display_name``, not ``path``).
+            ValueError: an unknown ``group``.
+        """
+        tic = time.perf_counter()
+        path = self._with_media_suffix(path)
+        try:
+            kind = media_kind(path)
+            frames = query_frames(path, self.num_frames)  # decoded once: embedded and shown from the same frames
+        except (MediaError, OSError) as err:
+            raise MediaError(self._client_reason(str(err), display_name)) from None
+        decoded = time.perf_counter()
+        with self._lock:
+            if kind == "image":
+                batch = embed_images(self.model, frames)
+            else:
+                batch = embed_videos(self.model, [self._clip_transform(frames)], num_frames=self.num_frames)
+            hits = self.index.search(batch.embeddings, k=top_k, group=group)[0]
+        searched = time.perf_counter()
+        response = hits_to_json(display_name, hits)
+        for result in response["results"]:
+            result["image_url"] = item_image_url(result["id"])
+        response.update(
+            kind=kind,
+            frames=[_data_uri(frame) for frame in frames],
+            timing_ms={"decode": round(1000 * (decoded - tic), 1), "search": round(1000 * (searched - decoded), 1)},
+        )
+        return response
+
+    def _client_reason(self, message: str, display_name: str) -> str:
+        """The decoder's reason in one line, naming the client's file instead of the server's temporary one, and
+        without the dataset advice (re-download, `rice prepare`) that does not apply to an upload."""
+        message = re.sub(re.escape(str(self.work_dir)) + r"[/\\][^\s'\")]*", display_name, message)
+        message = re.sub(r";\s*re-download it.*$", "", message)
+        return " ".join(message.split())
+
+    def _with_media_suffix(self, path: Path) -> Path:
+        """An upload without a known suffix gets one from its content: an image PIL opens, else a video."""
+        if path.suffix:
+            return path
+        try:
+            with Image.open(path) as image:
+                image.verify()
+            suffix = ".png"
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            suffix = ".mp4"  # the video decoders sniff the container themselves
+        return path.rename(path.with_suffix(suffix))
+
+    # ------------------------------------------------------------------------------------------------- catalogue
+    def image_path(self, item_id: str) -> Path:
+        """The stored shop image of an item, looked up by id only. Raises KeyError (unknown id, or no file)."""
+        path = self.index.image_path(item_id)
+        if not path.is_file():
+            raise KeyError(f"the image file of item {item_id!r} is missing on the server")
+        return path
+
+    def health(self) -> dict[str, Any]:
+        info = self.index.model_info
+        return {"status": "ok", "items": len(self.index), "model": info.get("name"),
+                "model_digest": (info.get("digest") or "")[:12] or None, "index_type": self.index.settings.index_type,
+                "groups": len(self.index.groups), "num_frames": self.num_frames}  # fmt: skip
+
+    def close(self) -> None:
+        """Remove the temporary folder (and any upload still in it)."""
+        if self._own_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def item_image_url(item_id: str) -> str:
+    return f"/items/{quote(item_id, safe='')}/image"
+
+
+def _data_uri(frame: Image.Image) -> str:
+    """A small JPEG of a frame, inline in the JSON (no file is written for it)."""
+    scale = FRAME_THUMB_HEIGHT / max(1, frame.height)
+    size = (max(1, round(frame.width * scale)), FRAME_THUMB_HEIGHT)
+    buffer = io.BytesIO()
+    frame.convert("RGB").resize(size, Image.BILINEAR).save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def open_service(index_dir: str | Path, checkpoint: str | Path | None = None, device: str = "auto") -> SearchService:
+    """Load an index folder and its model (the checkpoint recorded in the folder unless one is given).
+
+    Raises:
+        FileNotFoundError: no index there, or the checkpoint is missing.
+        ValueError: the checkpoint's model is not the one that embedded the index.
+    """
+    from rice.api import load
+
+    index = Index.load(index_dir)
+    if checkpoint is None:
+        checkpoint = index.model_info.get("checkpoint")
+        if not checkpoint:
+            raise ValueError(f"{index_dir}: the index records no checkpoint; pass --ckpt CKPT (the model it was "
+                             "built with)")
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} not found; pass --ckpt with the model the index was built "
+                                "with")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load(checkpoint, device=device)
+    index.use_model(model)  # refuses another model's checkpoint, one line
+    return SearchService(index, model)
+
+
+__all__ = ["SearchService", "item_image_url", "open_service"]

@@ -1,0 +1,70 @@
+"""The web page in headless Chromium: upload a generated clip through the file input and see the shop images."""
+
+import shutil
+
+import pytest
+
+from rice.api import load
+from rice.retrieval.catalogue import Index
+from rice.serve.server import BackgroundServer
+from rice.serve.service import SearchService
+from tests.serve.conftest import clip_of_image
+
+webdriver = pytest.importorskip("selenium.webdriver")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+
+
+@pytest.fixture()
+def browser():
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,1100"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)  # no driver download
+    yield driver
+    driver.quit()
+
+
+LOADED = """return Array.from(document.querySelectorAll(arguments[0]))
+    .map(img => img.complete && img.naturalWidth > 0);"""
+
+
+def test_upload_a_clip_through_the_page(browser, catalogue, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    model = load(catalogue.checkpoint)
+    service = SearchService(Index.load(catalogue.index_dir, model=model), model)
+    item_id, image = sorted(catalogue.images.items())[0]
+    clip = clip_of_image(image, tmp_path / "clip.mp4")
+    with BackgroundServer(service) as base:
+        browser.get(base + "/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda d: "shop images" in d.find_element(By.ID, "status").text)
+        browser.find_element(By.ID, "file").send_keys(str(clip))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li")) == 10)
+        # Every result thumbnail and every frame preview really loaded (decoded pixels, not a broken image).
+        wait.until(lambda d: all(d.execute_script(LOADED, "#results img")))
+        wait.until(lambda d: all(d.execute_script(LOADED, "#frames img")))
+        assert len(browser.execute_script(LOADED, "#frames img")) == service.num_frames
+        first = browser.find_element(By.CSS_SELECTOR, "#results li .id").text
+        assert first == f"1. {item_id}"
+        browser.save_screenshot(str(tmp_path / "page.png"))
+
+        # An undecodable file: the page says why, and the next upload works again.
+        bad = tmp_path / "broken.mp4"
+        bad.write_bytes(b"not a video" * 50)
+        browser.find_element(By.ID, "file").send_keys(str(bad))
+        wait.until(lambda d: d.find_element(By.ID, "message").text.startswith("422"))
+        assert "broken.mp4" in browser.find_element(By.ID, "message").text
+        browser.find_element(By.ID, "file").send_keys(str(image))
+        wait.until(lambda d: not d.find_element(By.ID, "message").is_displayed())
+        wait.until(lambda d: d.find_element(By.ID, "query-name").text.startswith(image.name))
+        assert browser.find_element(By.CSS_SELECTOR, "#results li .id").text == f"1. {item_id}"
+    assert (tmp_path / "page.png").stat().st_size > 10_000
