@@ -89,6 +89,7 @@ class TrainConfig(_Section):
     eval_at_end: bool = Field(False, description="run eval on the test split after training")
     tensorboard: bool = False
     resume: str | None = Field(None, description="`latest` (<out>/last.pt if present) or a checkpoint path")
+    compile: bool = Field(False, description="torch.compile the training model (GPU runs; first steps compile)")
 
 
 class EvalConfig(_Section):
@@ -96,6 +97,9 @@ class EvalConfig(_Section):
     ks: list[int] = Field(default_factory=lambda: [1, 3, 5, 10])
     rerank: int = Field(0, ge=0, description="re-score the top-K with the PMD decoder (0 = off)")
     rerank_fusion: float = Field(0.0, ge=0.0, le=1.0, description="weight of the dual-encoder score in re-ranking")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="embedding autocast: auto = bf16 on GPU, fp32 on CPU"
+    )
 
 
 class RunConfig(_Section):
