@@ -31,6 +31,7 @@ BENCHMARKS = [
     "prepared_vs_mp4",  # prepared JPEG frames vs decoding mp4 per training item
     "input_pipeline",  # rice_vit_b32 step with the real DataLoader vs tensors in memory
     "eval_extraction",  # extract_embeddings vs a bare forward loop; LPR4M protocol vs per-query sort + JSON
+    "eval_precision",  # R@k fp32 vs bf16 autocast on a trained tiny model
     "grouped_search",  # per-livestream FAISS indexes vs one masked search
     "host_sync",  # training loop host syncs (train helper)
     "decoder",  # icl,pmd,pfr step vs icl step (decoder helper)
