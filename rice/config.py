@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # defer_build: validators are built on first use, not at import (keeps `rice --help` fast)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
 
 class ModelConfig(_Section):
@@ -121,6 +122,7 @@ class TrainConfig(_Section):
     dist_timeout_minutes: float = Field(
         30.0, gt=0, description="how long a rank waits for the others in a collective before the run fails"
     )
+    compile: bool = Field(False, description="torch.compile the training model (GPU runs; first steps compile)")
 
 
 class EvalConfig(_Section):
@@ -130,6 +132,9 @@ class EvalConfig(_Section):
     rerank_fusion: float = Field(0.0, ge=0.0, le=1.0, description="weight of the dual-encoder score in re-ranking")
     frame_sampling: Literal["centre", "official"] = Field(
         "centre", description="query frames: segment centres, or floor(i*n/T) as the public code (official)"
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="embedding autocast: auto = bf16 on GPU, fp32 on CPU"
     )
 
 

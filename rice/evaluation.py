@@ -22,12 +22,16 @@ def evaluate_model(
     eval_cfg: EvalConfig,
     split: str = "test",
     device: str | torch.device = "cpu",
+    shard: bool = False,
 ) -> tuple[dict[str, Any], EmbeddingSet]:
-    """Embed the split's queries and gallery with ``model`` and score them; deterministic for a given model."""
+    """Embed the split's queries and gallery with ``model`` and score them; deterministic for a given model.
+
+    ``shard``: under torch.distributed every rank calls this, embeds its share and gets the gathered results."""
     queries, gallery = build_eval_datasets(data_cfg, model.preprocess, split, eval_cfg.frame_sampling)
     emb = extract_embeddings(
-        model, queries, gallery, eval_cfg.batch_size, data_cfg.workers, device, keep_gallery_tokens=eval_cfg.rerank > 0
-    )
+        model, queries, gallery, eval_cfg.batch_size, data_cfg.workers, device,
+        keep_gallery_tokens=eval_cfg.rerank > 0, precision=eval_cfg.precision, shard=shard,
+    )  # fmt: skip
     results = evaluate_embeddings(emb, eval_cfg.ks)
     if eval_cfg.rerank > 0:
         top = rank_gallery(emb, max(eval_cfg.rerank, max(eval_cfg.ks)))

@@ -1,0 +1,189 @@
+"""GPU figures in one run (under 8 minutes on one H100/H200):
+
+- training clips/s of rice_vit_b32 (from scratch) with icl,pmd,pfr, bf16 autocast, at the largest batch (10
+  frames + 1 image per clip) that fits, eager and with torch.compile (the ``train.compile`` setting);
+- model FLOPs utilisation (FLOPs of one step counted by torch's FlopCounterMode / step time / the card's dense
+  bf16 peak; target >= 35%) and peak memory;
+- eval throughput: images/s (encode_image) and clips/s (encode_video, 10 frames) under bf16 autocast;
+- a 2-step NCCL training run through `rice train --nproc-per-node N` when several GPUs are visible.
+
+``--smoke`` runs the same code on the CPU with rice_tiny in seconds (the test suite does), without compile.
+
+    python benchmarks/gpu.py [--smoke] [--json gpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from _common import info_row, row, skipped_row
+from _train import build_task, random_batch, train_step
+
+# Dense bf16 tensor-core peaks (FLOP/s, no sparsity), matched against torch.cuda.get_device_name().
+BF16_PEAKS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12)]
+LOSSES = ["icl", "pmd", "pfr"]
+NUM_FRAMES = 10
+
+
+def bf16_peak(device_name: str) -> float | None:
+    for key, peak in BF16_PEAKS:
+        if key.lower() in device_name.lower():
+            return peak
+    return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_steps(step, steps: int, device: torch.device) -> float:
+    _sync(device)
+    tic = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - tic) / steps
+
+
+def _fits(name: str, batch: int, size: int, device: torch.device, amp) -> bool:
+    task, optimizer = build_task(name, LOSSES, device)
+    data = {k: v.to(device) for k, v in random_batch(batch, NUM_FRAMES, size).items()}
+    try:
+        train_step(task, optimizer, data, device, amp)
+        train_step(task, optimizer, data, device, amp)  # the optimizer state exists from the second step on
+        _sync(device)
+        return True
+    except torch.OutOfMemoryError:
+        return False
+    finally:
+        del task, optimizer, data
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def largest_batch(name: str, size: int, device: torch.device, amp, candidates: list[int]) -> int:
+    """The largest candidate batch whose training step fits (candidates tried from the largest down)."""
+    for batch in sorted(candidates, reverse=True):
+        if _fits(name, batch, size, device, amp):
+            return batch
+    raise RuntimeError(f"not even batch {min(candidates)} fits on {device}")
+
+
+def step_flops(task, optimizer, data, device, amp) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        train_step(task, optimizer, data, device, amp)
+    return float(counter.get_total_flops())
+
+
+def training(name: str, size: int, device: torch.device, amp, candidates: list[int], steps: int, compile_too: bool):
+    batch = largest_batch(name, size, device, amp, candidates)
+    data = {k: v.to(device) for k, v in random_batch(batch, NUM_FRAMES, size).items()}
+    task, optimizer = build_task(name, LOSSES, device)
+    for _ in range(2):
+        train_step(task, optimizer, data, device, amp)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    eager_s = _time_steps(lambda: train_step(task, optimizer, data, device, amp), steps, device)
+    peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    flops = step_flops(task, optimizer, data, device, amp)
+    compiled_s = None
+    if compile_too:
+        compiled = torch.compile(task)
+        for _ in range(3):  # compile, then warm
+            train_step(compiled, optimizer, data, device, amp)
+        compiled_s = _time_steps(lambda: train_step(compiled, optimizer, data, device, amp), steps, device)
+    return batch, eager_s, compiled_s, flops, peak_mem
+
+
+@torch.no_grad()
+def eval_throughput(name: str, size: int, device: torch.device, amp, image_batch: int, clip_batch: int, steps: int):
+    from rice.config import ModelConfig
+    from rice.models import build_model
+
+    model = build_model(ModelConfig(name=name, pretrained=False)).to(device).eval()
+    images = torch.randn(image_batch, 3, size, size, device=device)
+    clips = torch.randn(clip_batch, NUM_FRAMES, 3, size, size, device=device)
+    mask = torch.ones(clip_batch, NUM_FRAMES, dtype=torch.bool, device=device)
+    autocast = torch.autocast(device.type, dtype=amp, enabled=amp is not None)
+    with autocast:
+        model.encode_image(images), model.encode_video(clips, mask)  # warm-up
+        image_s = _time_steps(lambda: model.encode_image(images), steps, device)
+        clip_s = _time_steps(lambda: model.encode_video(clips, mask), steps, device)
+    return image_batch / image_s, clip_batch / clip_s
+
+
+def nccl_two_steps(gpus: int) -> tuple[bool, float, str]:
+    """`rice train` for 2 steps on synthetic data over ``gpus`` processes (NCCL); returns (ok, seconds, tail)."""
+    with tempfile.TemporaryDirectory(prefix="rice-bench-nccl-") as tmp:
+        data, run = Path(tmp) / "data", Path(tmp) / "run"
+        env = dict(os.environ)
+        subprocess.run([sys.executable, "-m", "rice", "synth", "--out", str(data), "--products", "64"], check=True,
+                       env=env, capture_output=True)  # fmt: skip
+        cmd = [sys.executable, "-m", "rice", "train", "--root", str(data), "--model", "rice_vit_b32", "--no-pretrained",
+               "--losses", ",".join(LOSSES), "--max-steps", "2", "--batch-size", "4", "--out", str(run),
+               "--nproc-per-node", str(gpus), "--device", "cuda"]  # fmt: skip
+        tic = time.perf_counter()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        return done.returncode == 0, time.perf_counter() - tic, (done.stdout + done.stderr)[-400:]
+
+
+def run(smoke: bool = False) -> list[dict]:
+    cuda = torch.cuda.is_available()
+    if not cuda and not smoke:
+        return [skipped_row("gpu", "no CUDA device here: the GPU figures are still to be measured")]
+    if smoke:
+        device, name, size, amp = torch.device("cpu"), "rice_tiny", 64, None
+        candidates, steps, image_batch, clip_batch, compile_too = [2], 1, 2, 1, False
+    else:
+        device, name, size, amp = torch.device("cuda"), "rice_vit_b32", 224, torch.bfloat16
+        candidates, steps, image_batch, clip_batch, compile_too = [512, 384, 256, 192, 128, 64, 32], 10, 512, 64, True
+    device_name = torch.cuda.get_device_name(device) if cuda and not smoke else "CPU (smoke)"
+    batch, eager_s, compiled_s, flops, peak_mem = training(name, size, device, amp, candidates, steps, compile_too)
+    note = f"{name} {','.join(LOSSES)}, batch {batch} clips x {NUM_FRAMES} frames + {batch} images, {device_name}"
+    rows = [info_row("gpu: train clips/s, eager", batch / eager_s, batch / eager_s, "clips/s", note)]
+    best_s = eager_s
+    if compiled_s is not None:
+        rows.append(info_row("gpu: train clips/s, torch.compile", batch / compiled_s, batch / eager_s, "clips/s",
+                             "baseline = eager"))  # fmt: skip
+        best_s = min(eager_s, compiled_s)
+    peak = bf16_peak(device_name)
+    if peak is not None:
+        mfu = flops / best_s / peak
+        flops_note = f"{flops / 1e12:.2f} TFLOP/step, peak {peak / 1e12:.0f} TFLOP/s; baseline = the 35% target"
+        rows.append(row("gpu: MFU (bf16)", mfu, 0.35, ">=", 1.0, unit="", note=flops_note))
+    else:
+        rows.append(skipped_row("gpu: MFU (bf16)", f"no bf16 peak known for {device_name}"))
+    if peak_mem is not None:
+        rows.append(info_row("gpu: peak memory (train)", peak_mem, peak_mem, "GiB", note))
+    images_s, clips_s = eval_throughput(name, size, device, amp, image_batch, clip_batch, steps)
+    rows.append(info_row("gpu: eval images/s", images_s, images_s, "img/s", f"batch {image_batch}, bf16"))
+    rows.append(info_row("gpu: eval clips/s", clips_s, clips_s, "clips/s", f"batch {clip_batch} x {NUM_FRAMES}"))
+    gpus = torch.cuda.device_count() if cuda and not smoke else 0
+    if gpus > 1:
+        ok, seconds, tail = nccl_two_steps(gpus)
+        rows.append(info_row(f"gpu: 2-step NCCL run ({gpus} GPUs)", seconds, seconds, "s",
+                             "ok" if ok else f"FAILED: {' '.join(tail.split())[-200:]}"))  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="CPU, rice_tiny, seconds")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    out = run(smoke=args.smoke)
+    for r in out:
+        print(json.dumps(r))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
