@@ -60,6 +60,9 @@ class LossConfig(_Section):
     weights: dict[str, float] = Field(default_factory=lambda: {"icl": 1.0, "pmd": 1.0, "pfr": 1.0})
     pmd_negatives: int = Field(3, ge=1, description="hard negative clips mined per image for PMD")
     pmd_chunk_size: int = Field(32, ge=1, description="image-clip pairs per decoder call (bounds memory)")
+    mask_same_product: bool = Field(
+        False, description="pairs of the same product (shared shop image) are not negatives in ICL and PMD mining"
+    )
 
     @field_validator("losses")
     @classmethod

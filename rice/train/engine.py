@@ -19,7 +19,7 @@ from rice import distributed
 from rice.config import RunConfig, TrainConfig
 from rice.data import build_train_dataset, collate_batch
 from rice.models import RiceModel, build_model
-from rice.task import RiceTask
+from rice.task import RiceTask, product_keys
 from rice.train.checkpoint import atomic_copy, read_checkpoint, resolve_resume, save_checkpoint, set_rng_state
 from rice.train.logging import RunLogger
 from rice.train.optim import build_optimizer, build_scheduler
@@ -218,7 +218,8 @@ def train_one_epoch(
         # Skip the gradient all-reduce on accumulation micro-steps; it runs once, on the last one.
         sync = contextlib.nullcontext() if last_micro or world.world_size == 1 else train_module.no_sync()
         with sync, torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            losses = train_module(images, frames, frame_mask)
+            product_ids = product_keys(batch["image_id"]).to(device) if task.mask_same_product else None
+            losses = train_module(images, frames, frame_mask, product_ids)
             loss = losses["loss"] / tcfg.grad_accum
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the learning rate or use amp=none")
