@@ -25,10 +25,33 @@ console = Console()
 
 
 def _help(dotted: str) -> str:
-    """A flag's help is its config field's description: one definition per hyperparameter."""
+    """A flag's help is its config field's description, its default and its config key: one definition per
+    hyperparameter. ``\\[`` keeps Rich from reading ``[config: ...]`` as markup and dropping it."""
     section, name = dotted.split(".")
     field = RunConfig.model_fields[section].annotation.model_fields[name]
-    return f"{field.description or name} [config: {dotted}]"
+    default = field.get_default(call_default_factory=True)
+    shown = "" if default is None else f" (default: {default})"
+    return f"{field.description or name}{shown} \\[config: {dotted}]"
+
+
+def _version(value: bool) -> None:
+    if value:
+        import rice
+
+        typer.echo(f"rice {rice.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Video-to-shop product retrieval: RICE and its baselines."""
+
+
+_PRECISION = {"auto": "auto", "bf16": "bf16", "fp16": "fp16", "fp32": "none"}  # --precision -> train.amp
 
 
 def _fail(message: str) -> None:
@@ -95,7 +118,10 @@ def train(
     max_steps: Annotated[Optional[int], typer.Option(help=_help("train.max_steps"))] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=_help("train.batch_size"))] = None,
     lr: Annotated[Optional[float], typer.Option(help=_help("optim.lr"))] = None,
-    seed: Annotated[Optional[int], typer.Option(help="random seed [config: train.seed]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help=_help("train.seed"))] = None,
+    precision: Annotated[
+        Optional[str], typer.Option(help="bf16, fp16, fp32 or auto (bf16 on GPU, fp32 on CPU) \\[config: train.amp]")
+    ] = None,
     workers: Annotated[Optional[int], typer.Option(help=_help("data.workers"))] = None,
     device: Annotated[Optional[str], typer.Option(help=_help("train.device"))] = None,
     resume: Annotated[Optional[str], typer.Option(help=_help("train.resume"))] = None,
@@ -118,6 +144,8 @@ def train(
 ) -> None:
     """Train a model (one process, or DDP with --nproc-per-node / torchrun)."""
     overrides = [*(set_ or []), *_weight_overrides(loss_weights)]
+    if precision is not None and precision not in _PRECISION:
+        _fail(f"--precision {precision!r} is unknown; choose from {list(_PRECISION)}")
     try:
         cfg = build_config(
             config, overrides,
@@ -126,6 +154,7 @@ def train(
             train__batch_size=batch_size, optim__lr=lr, train__seed=seed, train__device=device,
             train__resume=resume, train__overwrite=overwrite, model__pretrained=pretrained,
             model__pretrained_file=pretrained_file, model__trust_torchscript=trust_torchscript,
+            train__amp=_PRECISION.get(precision or ""),
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
@@ -366,7 +395,7 @@ def download(
     try:
         if dataset == "movingfashion":
             report = download_movingfashion(root_dir, url=url, sha256=sha256, **common)
-        elif dataset == "lpr750k":
+        elif dataset in ("lpr750k", "lpr4m", "lpr"):  # the LPR layout check + index, whichever name
             chosen = [p.strip() for p in parts.split(",") if p.strip()] if parts else None
             report = download_lpr750k(root_dir, parts=chosen, base_url=base_url, **common)
         else:

@@ -36,7 +36,9 @@ class ModelConfig(_Section):
 
 
 class DataConfig(_Section):
-    dataset: Literal["movingfashion", "lpr"] = Field("movingfashion", description="dataset format")
+    dataset: Literal["movingfashion", "lpr"] = Field(
+        "movingfashion", description="dataset format: movingfashion or lpr (lpr750k and lpr4m are read as lpr)"
+    )
     root: str | None = Field(None, description="dataset root; defaults to $RICE_DATA")
     num_frames: int = Field(10, ge=1, description="frames per clip (T)")
     image_size: int | None = Field(None, description="crop size; None = the model's input size")
@@ -51,6 +53,12 @@ class DataConfig(_Section):
     video_backend: Literal["auto", "decord", "pyav"] = Field("auto", description="mp4 decoder")
     use_prepared_frames: bool = Field(True, description="read frames/ from `rice prepare` when present")
     workers: int = Field(2, ge=0, description="DataLoader worker processes per rank")
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_alias(cls, value: Any) -> Any:
+        # One set of names everywhere: the download/prepare names lpr750k and lpr4m are the `lpr` format.
+        return "lpr" if value in ("lpr750k", "lpr4m") else value
 
     def resolved_root(self) -> Path:
         root = self.root or os.environ.get("RICE_DATA")
@@ -69,6 +77,9 @@ class LossConfig(_Section):
     )
     pmd_negatives: int = Field(3, ge=1, description="hard negative clips mined per image for PMD")
     pmd_chunk_size: int = Field(32, ge=1, description="image-clip pairs per decoder call (bounds memory)")
+    mask_same_product: bool = Field(
+        False, description="pairs of the same product (shared shop image) are not negatives in ICL and PMD mining"
+    )
 
     @field_validator("losses")
     @classmethod
@@ -185,7 +196,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 # CLIP; models trained from scratch need a far larger learning rate and a short warm-up (measured on the demo
 # data: rice_tiny reaches R@1 ~30% in 200 steps with these, and stays at chance with the paper's values).
 # They apply only to fields the user did not set (file, --set or flag).
-_FROM_SCRATCH = {"optim": {"lr": 1e-3, "head_lr": 1e-3, "warmup_steps": 20, "weight_decay": 0.05}}
+_FROM_SCRATCH = {
+    "model": {"pretrained": False},  # they have no pretrained weights
+    "optim": {"lr": 1e-3, "head_lr": 1e-3, "warmup_steps": 20, "weight_decay": 0.05},
+}
 MODEL_RECIPES: dict[str, dict[str, Any]] = {
     name: _FROM_SCRATCH for name in ("rice_tiny", "swin_b_tiny", "timesformer_tiny", "fashionnet_tiny")
 }

@@ -5,6 +5,8 @@ Thin on purpose: optimisation, checkpoints and logging live in rice.train.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from typing import Callable
 
 import torch
@@ -20,7 +22,7 @@ from rice.models.decoder import score_pairs
 
 # Explicit name -> constructor mapping; every constructor takes the LossConfig.
 LOSSES: dict[str, Callable[[LossConfig], nn.Module]] = {
-    "icl": lambda cfg: InstanceContrastiveLoss(gather=all_gather_with_grad),
+    "icl": lambda cfg: InstanceContrastiveLoss(gather=all_gather_with_grad, gather_no_grad=all_gather_no_grad),
     "pmd": lambda cfg: PairwiseMatchingLoss(
         cfg.pmd_negatives, cfg.pmd_chunk_size, gather_with_grad=all_gather_with_grad, gather_no_grad=all_gather_no_grad
     ),
@@ -39,13 +41,26 @@ class RiceTask(nn.Module):
         self.weights = {name: float(cfg.weights.get(name, 1.0)) for name in cfg.losses}
         self.needs_tokens = any(name != "icl" for name in cfg.losses)
         self.chunk_size = cfg.pmd_chunk_size
+        self.mask_same_product = cfg.mask_same_product
         if self.needs_tokens and model.decoder is None:
             raise ValueError(f"losses {cfg.losses} need the PMD decoder; build_model(..., with_decoder=True)")
         if "pfr" in cfg.losses and getattr(model.decoder, "head_merge", None) is None:
             raise ValueError("'pfr' needs the decoder's head-merging convs; build_model(..., with_reconstruction=True)")
 
-    def forward(self, images: torch.Tensor, frames: torch.Tensor, frame_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        frames: torch.Tensor,
+        frame_mask: torch.Tensor,
+        product_ids: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Args: images (B, 3, S, S), frames (B, T, 3, S, S), frame_mask (B, T); product_ids (B,) int64 (see
+        `product_keys`) when ``loss.mask_same_product`` is on, so duplicates of a product are not negatives."""
         out = self.model(images, frames, frame_mask, return_tokens=self.needs_tokens)
+        if self.mask_same_product:
+            if product_ids is None:
+                raise ValueError("loss.mask_same_product needs product_ids: pass product_keys(batch['image_id'])")
+            out["product_ids"] = product_ids
         results: dict[str, torch.Tensor] = {}
         if "pfr" in self.losses:
             # PMD and PFR share one decoder pass over the positive pairs (PFR needs its cross-attention)
@@ -59,3 +74,13 @@ class RiceTask(nn.Module):
             results[f"{name}_loss"] = loss_fn(**out, decoder=self.model.decoder)
         results["loss"] = sum(self.weights[name] * results[f"{name}_loss"] for name in self.losses)
         return results
+
+
+def product_keys(image_ids: Sequence[str]) -> torch.Tensor:
+    """(B,) int64 product keys from the shop image ids of a batch, equal on every rank for equal ids.
+
+    Pairs that share their shop image show the same product (MovingFashion products with several videos, shared
+    LPR shop images). A stable 63-bit hash, not Python's salted ``hash``, so the ranks agree.
+    """
+    keys = [int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little") >> 1 for i in image_ids]
+    return torch.tensor(keys, dtype=torch.int64)

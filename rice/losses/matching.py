@@ -18,23 +18,33 @@ def _identity(t: torch.Tensor) -> torch.Tensor:
 
 
 def mine_hard_negatives(
-    image_features: torch.Tensor, all_video_features: torch.Tensor, positive_index: torch.Tensor, num_negatives: int
-) -> torch.Tensor:
+    image_features: torch.Tensor,
+    all_video_features: torch.Tensor,
+    positive_index: torch.Tensor,
+    num_negatives: int,
+    excluded: torch.Tensor | None = None,
+    return_valid: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The ``num_negatives`` clips most similar (cosine) to each image, its own clip excluded; no gradient.
 
     Args:
         image_features: (B, D) local images.
         all_video_features: (N, D) the global (all-rank) batch of clips.
         positive_index: (B,) index of each image's own clip in ``all_video_features``.
+        excluded: (B, N) bool, clips that may not be negatives (other clips of the same product), or None.
+        return_valid: also return (B, K) bool, False where a row ran out of allowed clips.
     Returns:
-        (B, K) long indices into the global batch, hardest first.
+        (B, K) long indices into the global batch, hardest first (and the valid mask when asked).
     """
     with torch.no_grad():
         sims = F.normalize(image_features.detach().float(), dim=-1) @ F.normalize(
             all_video_features.detach().float(), dim=-1
         ).t()  # (B, N)
+        if excluded is not None:
+            sims = sims.masked_fill(excluded, float("-inf"))
         sims[torch.arange(sims.shape[0], device=sims.device), positive_index] = float("-inf")
-        return sims.topk(num_negatives, dim=1).indices
+        top = sims.topk(num_negatives, dim=1)
+        return (top.indices, top.values > float("-inf")) if return_valid else top.indices
 
 
 class PairwiseMatchingLoss(nn.Module):
@@ -89,6 +99,7 @@ class PairwiseMatchingLoss(nn.Module):
         frame_mask: torch.Tensor,
         decoder: PairwiseMatchingDecoder | None,
         positive_scores: torch.Tensor | None = None,
+        product_ids: torch.Tensor | None = None,
         **_: object,
     ) -> torch.Tensor:
         """Args:
@@ -97,6 +108,8 @@ class PairwiseMatchingLoss(nn.Module):
             decoder: the model's PMD decoder.
             positive_scores: (B,) decoder scores of (image i, clip i) when already computed (RiceTask shares them
                 with PFR), else computed here.
+            product_ids: (B,) int64 products; other clips of an image's product are never mined as its negatives
+                (a row with fewer than K allowed clips has its missing negatives left out of the softmax).
         """
         if decoder is None:
             raise ValueError("the PMD loss needs model.decoder; build the model with the decoder (losses incl. 'pmd')")
@@ -113,7 +126,12 @@ class PairwiseMatchingLoss(nn.Module):
             ).scores
         if k < 1:  # a global batch of one pair has no negative: nothing to contrast
             return positive_scores.sum() * 0.0
-        negative_index = mine_hard_negatives(image_features, all_video_features, positive_index, k)  # (B, K)
+        excluded = None
+        if product_ids is not None:
+            excluded = product_ids[:, None] == self.gather_no_grad(product_ids)[None, :]  # (B, N)
+        negative_index, valid = mine_hard_negatives(
+            image_features, all_video_features, positive_index, k, excluded, return_valid=True
+        )  # (B, K) each
         negative_scores = score_pairs(
             decoder,
             image_tokens,
@@ -125,4 +143,7 @@ class PairwiseMatchingLoss(nn.Module):
         ).scores.view(batch, k)
         logits = torch.cat([positive_scores[:, None], negative_scores], dim=1)  # (B, 1+K), positive at 0
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 at least (under AMP)
+        if product_ids is not None:  # a mined "negative" of the same product (no allowed clip left) drops out
+            keep = torch.cat([valid.new_ones(batch, 1), valid], dim=1)
+            logits = logits.masked_fill(~keep, float("-inf"))
         return F.cross_entropy(logits, torch.zeros(batch, dtype=torch.long, device=logits.device))

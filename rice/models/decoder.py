@@ -45,6 +45,12 @@ class DecoderAttention(nn.Module):
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, W) -> (B, H, L, hd)
         return x.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
 
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, Lk, W) -> keys and values (B, H, Lk, hd) each."""
+        _, w_k, w_v = self.in_proj_weight.chunk(3)
+        _, b_k, b_v = self.in_proj_bias.chunk(3)
+        return self._split(F.linear(context, w_k, b_k)), self._split(F.linear(context, w_v, b_v))
+
     def forward(
         self,
         query: torch.Tensor,
@@ -61,11 +67,20 @@ class DecoderAttention(nn.Module):
         Returns:
             (B, Lq, W) output and the probabilities or None.
         """
-        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        return self.attend(query, *self.project_kv(context), key_mask, return_probs)
+
+    def attend(
+        self,
+        query: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        return_probs: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`forward` with the keys and values already projected (`project_kv`), so a clip is projected once for
+        all the images it is paired with."""
+        w_q, b_q = self.in_proj_weight.chunk(3)[0], self.in_proj_bias.chunk(3)[0]
         q = self._split(F.linear(query, w_q, b_q))
-        k = self._split(F.linear(context, w_k, b_k))
-        v = self._split(F.linear(context, w_v, b_v))
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Lk)
         drop = self.attn_drop if self.training else 0.0
         probs = None
@@ -122,7 +137,23 @@ class DecoderBlock(nn.Module):
             c = h
         else:
             c = self.ln_1(context) if self.norm_context else context
-        out, probs = self.attn(h, c, key_mask, return_probs)
+        return self.forward_kv(x, *self.attn.project_kv(c), key_mask, return_probs, normed=h)
+
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, Lk, hd) of a cross block's context, to be reused by several queries."""
+        return self.attn.project_kv(self.ln_1(context) if self.norm_context else context)
+
+    def forward_kv(
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        return_probs: bool = False,
+        normed: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The block on queries ``x`` (B, Lq, W) with projected keys/values (`context_kv`)."""
+        out, probs = self.attn.attend(self.ln_1(x) if normed is None else normed, k, v, key_mask, return_probs)
         x = x + out
         return x + self.mlp(self.ln_2(x)), probs
 
@@ -244,11 +275,35 @@ class PairwiseMatchingDecoder(nn.Module):
             frame_mask: (B, T) bool, True for real frames; every clip needs at least one.
             return_attention: return the cross-attention probabilities (manual attention path).
         """
+        return self.score_states(
+            self.image_states(image_tokens), *self.clip_states(video_tokens, frame_mask), return_attention
+        )
+
+    def image_states(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """The self-attention block's output (B, L, W): it depends on the image only, so an image paired with
+        several clips needs it once."""
+        return self.self_block(image_tokens)[0]
+
+    def clip_states(
+        self, video_tokens: torch.Tensor, frame_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The cross block's keys and values (B, H, T*L, hd) and key mask (B, T*L) of each clip: they depend on
+        the clip only (the public block normalises the queries, not the clip tokens), so they are computed once
+        per clip, not once per (image, clip) pair."""
         b, t, l_vid, w = video_tokens.shape
-        context = video_tokens.reshape(b, t * l_vid, w)  # (B, T*L, W)
-        key_mask = frame_mask.bool().repeat_interleave(l_vid, dim=1)  # (B, T*L): each frame's mask over its tokens
-        x, _ = self.self_block(image_tokens)
-        x, attention = self.cross_block(x, context, key_mask, return_probs=return_attention)
+        k, v = self.cross_block.context_kv(video_tokens.reshape(b, t * l_vid, w))
+        return k, v, frame_mask.bool().repeat_interleave(l_vid, dim=1)  # each frame's mask over its tokens
+
+    def score_states(
+        self,
+        image_states: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor,
+        return_attention: bool = False,
+    ) -> DecoderOutput:
+        """Scores of pairs (image_states[p], clip p's k/v/mask); shapes as `image_states` and `clip_states`."""
+        x, attention = self.cross_block.forward_kv(image_states, k, v, key_mask, return_probs=return_attention)
         pooled = self.pooler(x)  # (B, W)
         w_vec = self.match_head.weight[0]  # (W,)
         scores = self.score_scale * F.cosine_similarity(pooled, w_vec[None], dim=-1, eps=1e-6)
@@ -294,14 +349,15 @@ def build_decoder(
 
 def _chunk_scores(
     decoder: PairwiseMatchingDecoder,
-    image_tokens: torch.Tensor,
-    video_tokens: torch.Tensor,
-    frame_mask: torch.Tensor,
+    states: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor,
     ii: torch.Tensor,
     jj: torch.Tensor,
 ) -> torch.Tensor:
-    # Indexing inside the recomputed function: only the shared token tensors and the indices are kept.
-    return decoder(image_tokens[ii], video_tokens[jj], frame_mask[jj]).scores
+    # Indexing inside the recomputed function: only the shared per-image / per-clip tensors and indices are kept.
+    return decoder.score_states(states[ii], k[jj], v[jj], key_mask[jj]).scores
 
 
 def score_pairs(
@@ -322,9 +378,18 @@ def score_pairs(
     Returns:
         scores (P,) and, when asked, attention (P, H, L, T*L). Pairs never interact, so the result does not depend
         on ``chunk_size`` (only the peak memory of one decoder call does).
+
+    The parts of the decoder that depend on one side only run once per distinct image (the self-attention block)
+    and once per distinct clip (the cross block's key/value projections); only the rest runs per pair.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if image_index.numel() == 0:
+        return DecoderOutput(image_tokens.new_zeros(0), None)
+    images, image_index = torch.unique(image_index, return_inverse=True)
+    clips, clip_index = torch.unique(clip_index, return_inverse=True)
+    states = decoder.image_states(image_tokens[images])  # (N_img', L, W)
+    k, v, key_mask = decoder.clip_states(video_tokens[clips], frame_mask[clips])  # (N_clip', H, T*L, hd) ...
     scores, attentions = [], []
     # When training without the attention maps (the PMD negatives), each chunk is recomputed in the backward pass
     # instead of keeping its activations: memory then grows with the chunk size, not with the number of pairs.
@@ -332,14 +397,10 @@ def score_pairs(
     for start in range(0, image_index.numel(), chunk_size):
         ii, jj = image_index[start : start + chunk_size], clip_index[start : start + chunk_size]
         if recompute:
-            scores.append(
-                checkpoint(_chunk_scores, decoder, image_tokens, video_tokens, frame_mask, ii, jj, use_reentrant=False)
-            )
+            scores.append(checkpoint(_chunk_scores, decoder, states, k, v, key_mask, ii, jj, use_reentrant=False))
             continue
-        out = decoder(image_tokens[ii], video_tokens[jj], frame_mask[jj], return_attention=return_attention)
+        out = decoder.score_states(states[ii], k[jj], v[jj], key_mask[jj], return_attention=return_attention)
         scores.append(out.scores)
         if return_attention:
             attentions.append(out.attention)
-    if not scores:
-        return DecoderOutput(image_tokens.new_zeros(0), None)
     return DecoderOutput(torch.cat(scores), torch.cat(attentions) if return_attention else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -23,6 +24,12 @@ class Preprocess:
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
     resize_size: int | None = None  # None: input_size * 256 / 224 (square resize, as the public code)
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        """The eval preprocessing of one PIL image (or uint8 (H, W, 3) array) -> float32 (3, S, S) tensor."""
+        from rice.data.transforms import build_transform  # lazy: the models never import the data code at load
+
+        return build_transform(self.input_size, False, self.mean, self.std, self.resize_size)(image)
 
 
 @dataclass

@@ -136,6 +136,11 @@ def rice_vit_b32(
 @register_model
 def rice_tiny(pretrained: bool = False, pretrained_file: str | None = None, logit_scale_init: float = 4.0) -> RiceModel:
     """A few-layer conv-stem transformer at 64 px for tests and the CPU demo; always trained from scratch."""
+    if pretrained and pretrained_file is None:
+        raise ValueError(
+            "rice_tiny has no pretrained weights; pass pretrained=False (or --no-pretrained), or a file of your own "
+            "with pretrained_file=PATH"
+        )
     encoder = ConvStemEncoder(input_size=64, width=96, depth=2, heads=4, embed_dim=128)
     if pretrained_file is not None:
         state = torch.load(pretrained_file, map_location="cpu", weights_only=True)

@@ -26,7 +26,7 @@ from rice import distributed
 from rice.config import RunConfig, TrainConfig
 from rice.data import build_train_dataset, collate_batch
 from rice.models import RiceModel, build_model
-from rice.task import RiceTask
+from rice.task import RiceTask, product_keys
 from rice.train.checkpoint import (
     atomic_copy,
     check_run_dir,
@@ -341,7 +341,8 @@ def train_one_epoch(
         # Skip the gradient all-reduce on accumulation micro-steps; it runs once, on the last one.
         sync = contextlib.nullcontext() if last_micro or world.world_size == 1 else train_module.no_sync()
         with sync, torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            losses = train_module(images, frames, frame_mask)
+            product_ids = product_keys(batch["image_id"]).to(device) if task.mask_same_product else None
+            losses = train_module(images, frames, frame_mask, product_ids)
             loss = losses["loss"] / tcfg.grad_accum
         with sync:
             (scaler.scale(loss) if scaler else loss).backward()

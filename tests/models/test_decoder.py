@@ -99,3 +99,32 @@ def test_training_memory_does_not_grow_with_the_number_of_pairs():
     # Chunks are recomputed in backward, so 8x more pairs keep about the same activations alive.
     few, many = _saved_bytes(8, 4), _saved_bytes(64, 4)
     assert many < 1.5 * few, (few, many)
+
+
+def test_shared_image_and_clip_states_equal_one_call_per_pair():
+    """score_pairs runs the self block once per image and the key/value projections once per clip; scores,
+    attention maps and gradients equal plain decoder calls on each (image, clip) pair."""
+    torch.manual_seed(3)
+    dec = PairwiseMatchingDecoder(16, heads=4).eval().double()
+    img, vid, mask = (x.double() if x.is_floating_point() else x for x in _inputs(b=4))
+    mask[2, 1:] = False
+    ii = torch.tensor([0, 1, 2, 3, 0, 0, 3, 2])
+    jj = torch.tensor([0, 1, 2, 3, 2, 1, 1, 0])
+    results = []
+    for shared in (True, False):
+        img_, vid_ = img.clone().requires_grad_(True), vid.clone().requires_grad_(True)
+        if shared:
+            out = score_pairs(dec, img_, vid_, mask, ii, jj, chunk_size=3, return_attention=True)
+            scores, attention = out.scores, out.attention
+        else:
+            outs = [dec(img_[i : i + 1], vid_[j : j + 1], mask[j : j + 1], return_attention=True)
+                    for i, j in zip(ii.tolist(), jj.tolist())]
+            scores, attention = torch.cat([o.scores for o in outs]), torch.cat([o.attention for o in outs])
+        (scores * torch.arange(1.0, 9.0, dtype=torch.float64)).sum().backward()
+        results.append((scores.detach(), attention.detach(), img_.grad, vid_.grad))
+    for shared, plain in zip(*results):
+        torch.testing.assert_close(shared, plain, rtol=1e-10, atol=1e-10)
+    with torch.enable_grad():  # the recomputed (checkpointed) path gives the same gradients
+        vid_ = vid.clone().requires_grad_(True)
+        (score_pairs(dec, img, vid_, mask, ii, jj, chunk_size=3).scores * torch.arange(1.0, 9.0)).sum().backward()
+    torch.testing.assert_close(vid_.grad, results[1][3], rtol=1e-10, atol=1e-10)
