@@ -306,7 +306,8 @@ def convert(
     try:
         convert_official_checkpoint(source, dest)
     except (ValueError, FileNotFoundError, KeyError) as err:
-        _fail(str(err))
+        message = str(err).strip("'\"")
+        _fail(message if str(source) in message else f"{source}: {message}; pass a public RICE rice_final.pth")
     console.print(f"wrote {dest}")
 
 
