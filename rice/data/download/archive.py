@@ -129,13 +129,15 @@ def _inside(base: str, path: str) -> bool:
     return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
 
 
-def _write_file(staging: str, rel: str, data: IO[bytes]) -> None:
+def _write_file(staging: str, rel: str, data: IO[bytes], checked: set[str]) -> None:
     dest = os.path.join(staging, *rel.split("/"))
     parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
-    # Staging is ours and we never create links in it, so this holds; checked anyway as a second line of defence.
-    if not _inside(staging, os.path.realpath(parent)):
-        raise UnsafeArchiveError(f"{rel}: resolves outside the staging folder")
+    if parent not in checked:
+        os.makedirs(parent, exist_ok=True)
+        # Staging is ours and we never create links in it, so this holds; checked anyway (once per folder).
+        if not _inside(staging, os.path.realpath(parent)):
+            raise UnsafeArchiveError(f"{rel}: resolves outside the staging folder")
+        checked.add(parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(dest, flags, 0o666)  # the umask decides the final permissions, not the archive
     with os.fdopen(fd, "wb") as out:
@@ -143,39 +145,42 @@ def _write_file(staging: str, rel: str, data: IO[bytes]) -> None:
 
 
 def _stage(members: list[_Member], staging: str, open_member) -> None:  # noqa: ANN001
+    checked: set[str] = {staging}
     for member in members:
         if member.is_dir:
             os.makedirs(os.path.join(staging, *member.rel.split("/")), exist_ok=True)
             continue
         with open_member(member.source) as data:
-            _write_file(staging, member.rel, data)
+            _write_file(staging, member.rel, data, checked)
         if member.mtime is not None:
             os.utime(os.path.join(staging, *member.rel.split("/")), (member.mtime, member.mtime))
 
 
-def _walk_files(staging: Path) -> Iterator[tuple[Path, bool]]:
-    for dirpath, dirnames, filenames in os.walk(staging):
-        for name in dirnames:
-            yield Path(dirpath, name), True
-        for name in filenames:
-            yield Path(dirpath, name), False
-
-
 def _check_destinations(staging: Path, root: Path) -> list[str]:
-    """Every staged path's final place, resolved against the real root (a link already in the root that leads
-    elsewhere, or a file where the archive has a folder, refuses the archive before anything moves)."""
+    """Where each staged entry lands, resolved against the real root: a link already in the root that leads
+    elsewhere, or a file where the archive has a folder, refuses the archive before anything moves. Only paths
+    that already exist need resolving: a new folder is moved in whole, under a parent already checked."""
     real_root = os.path.realpath(root)
-    problems = []
-    for path, is_dir in _walk_files(staging):
-        rel = path.relative_to(staging)
-        target = root / rel
-        resolved = os.path.realpath(target)
-        if not _inside(real_root, resolved):
-            problems.append(f"{rel.as_posix()}: {target} resolves to {resolved}, outside the root")
-        elif is_dir and target.exists() and not target.is_dir():
-            problems.append(f"{rel.as_posix()}: {target} exists and is not a folder")
-        elif not is_dir and target.is_dir():
-            problems.append(f"{rel.as_posix()}: {target} exists and is a folder")
+    problems: list[str] = []
+
+    def visit(source: Path, target: Path) -> None:
+        for entry in source.iterdir():
+            dest = target / entry.name
+            if not os.path.lexists(dest):
+                continue
+            rel = entry.relative_to(staging).as_posix()
+            resolved = os.path.realpath(dest)
+            if not _inside(real_root, resolved):
+                problems.append(f"{rel}: {dest} resolves to {resolved}, outside the root")
+            elif entry.is_dir():
+                if not os.path.isdir(dest):
+                    problems.append(f"{rel}: {dest} exists and is not a folder")
+                else:
+                    visit(entry, dest)
+            elif os.path.isdir(dest):
+                problems.append(f"{rel}: {dest} exists and is a folder")
+
+    visit(staging, root)
     return problems
 
 
