@@ -7,7 +7,8 @@ AdamW steps on the same in-memory batch. On a CPU a read costs little, so the ra
 each read waits for the queue to drain, and ``--device cuda`` also counts the syncs of each loop with
 ``torch.cuda.set_sync_debug_mode``.
 
-    python benchmarks/host_sync.py --steps 30 --batch-size 4 --losses icl,pmd,pfr
+    python benchmarks/host_sync.py --steps 6 --batch-size 4 --losses icl            # CPU proxy, a few minutes
+    python benchmarks/host_sync.py --device cuda --steps 50 --batch-size 32          # GPU: also counts syncs
 """
 
 from __future__ import annotations
@@ -73,14 +74,14 @@ def count_syncs(task: RiceTask, batch: tuple, steps: int, grad_accum: int, log_e
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--grad-accum", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--losses", default="icl,pmd,pfr")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each loop; the best is kept")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each loop; the best is kept")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
