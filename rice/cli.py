@@ -442,6 +442,12 @@ def prepare(
         _fail(str(err))
 
 
+# --- catalogue commands (embed, index build|add|info|sync, search): rice/cli_search.py ---
+from rice.cli_search import register as _register_search  # noqa: E402
+
+_register_search(app)
+
+
 def main() -> None:
     app()
 

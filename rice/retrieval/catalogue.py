@@ -116,6 +116,7 @@ class Index:
         self.items, self.model_info, self.stats = items, model_info, stats
         self.model: Any = None  # attached by load(model=...) / use_model(); needed to search by file path
         self.skipped: list[str] = []  # files that could not be embedded at build/add time
+        self.source: dict[str, Any] = {}  # where the catalogue came from (inputs, group_by_folder): sync's default
         self._reindex()
 
     # ------------------------------------------------------------------------------------------------- building
@@ -173,7 +174,7 @@ class Index:
             for item in self.items:
                 handle.write(json.dumps(asdict(item), sort_keys=True) + "\n")
         meta = {"format": FORMAT_VERSION, "count": len(self), "dim": self.dim, "settings": self.settings.to_dict(),
-                "model": self.model_info, "stats": self.stats, "groups": len(self.groups)}
+                "model": self.model_info, "stats": self.stats, "groups": len(self.groups), "source": self.source}
         (staging / "index.json").write_text(json.dumps(meta, indent=1) + "\n")  # written last: the folder is whole
         _swap_in(staging, final)
         return final
@@ -194,6 +195,7 @@ class Index:
         embeddings = np.load(folder / "embeddings.npy", mmap_mode="r" if mmap else None)
         index = cls(faiss.read_index(str(folder / "index.faiss")), ann.AnnSettings.from_dict(meta["settings"]),
                     embeddings, items, meta["model"], meta["stats"])
+        index.source = meta.get("source", {})
         if model is not None:
             index.use_model(model)
         return index
@@ -242,6 +244,17 @@ class Index:
         self.stats["removed_since_training"] = self.stats["removed_since_training"] + len(rows)
         self._reindex()
         return len(rows)
+
+    def update_items(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Change stored fields (path, group, metadata, size, mtime_ns, sha256) of items by id; vectors stay."""
+        allowed = {"path", "group", "metadata", "size", "mtime_ns", "sha256"}
+        for item_id, fields in changes:
+            if set(fields) - allowed:
+                raise ValueError(f"cannot change {sorted(set(fields) - allowed)}; allowed: {sorted(allowed)}")
+            record = self.items[self._row_of_id(item_id)]
+            for name, value in fields.items():
+                setattr(record, name, value)
+        self._reindex()
 
     def _rebuild_graph(self, removed_rows: np.ndarray) -> None:
         """HNSW cannot delete: rebuild the graph from the kept vectors (no training involved)."""

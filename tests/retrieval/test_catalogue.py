@@ -107,3 +107,55 @@ def test_a_different_model_is_refused():
     index.check_model(model)
     with pytest.raises(ValueError, match="differs from the index's"):
         index.check_model(other)
+
+
+# Recall@10 floors against exact search on 2,000 clustered 32-d vectors; measured: IVF 0.978 (nprobe 8 of 51 lists),
+# IVF-PQ 0.973 (re-scored), HNSW 0.988 (ef_search 128).
+APPROXIMATE = {"ivf": ({"nprobe": 8}, 0.93), "ivfpq": ({"nprobe": 8}, 0.9), "hnsw": ({"ef_search": 128}, 0.95)}
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq", "hnsw"])
+def test_every_index_type_round_trips_searches_groups_exactly_and_removes(kind, tmp_path):
+    vectors = clustered(2000, seed=5)
+    ids = [f"i{i}" for i in range(len(vectors))]
+    groups = [f"g{i % 5}" for i in range(len(vectors))]
+    queries = clustered(40, seed=6)
+    index = Index.from_embeddings(vectors, ids, groups=groups, index_type=kind)
+    index.save(tmp_path / kind)
+    loaded = Index.load(tmp_path / kind)
+    assert loaded.settings == index.settings and loaded.settings.index_type == kind
+    params, floor = APPROXIMATE.get(kind, ({}, 1.0))
+    truth, _ = brute_force(vectors, queries, 10)
+    found = ids_of(loaded.search(queries, k=10, **params))
+    recall = np.mean([len(set(f) & {ids[r] for r in t}) / 10 for f, t in zip(found, truth)])
+    assert recall >= floor, f"{kind}: recall@10 {recall:.3f} below {floor}"
+    # Group search is exact for every type: equal to brute force over the group, and to an index of the group alone.
+    members = np.array([i for i, g in enumerate(groups) if g == "g2"])
+    rows, _ = brute_force(vectors, queries, 10, members)
+    alone = Index.from_embeddings(vectors[members], [ids[i] for i in members], index_type="flat")
+    assert ids_of(loaded.search(queries, k=10, group="g2")) == [[ids[r] for r in row] for row in rows]
+    assert ids_of(loaded.search(queries, k=10, group="g2")) == ids_of(alone.search(queries, k=10))
+    # Removing items (IVF: remove_ids; HNSW: the graph is rebuilt) never returns them again.
+    gone = set(ids[::2])
+    loaded.remove(sorted(gone))
+    assert len(loaded) == 1000 and not gone & {h for row in ids_of(loaded.search(queries, k=10, **params)) for h in row}
+    loaded.save(tmp_path / kind)
+    assert Index.load(tmp_path / kind).ids == [i for i in ids if i not in gone]
+
+
+def test_auto_picks_by_size():
+    from rice.retrieval.ann import choose_index_type
+
+    assert choose_index_type(10_000, 512) == "flat"
+    assert choose_index_type(5_000_000, 512) == "ivf"
+    assert choose_index_type(10_000_000, 512) == "ivfpq"  # 20 GB of float32 vectors exceed the 8 GB budget
+    assert Index.from_embeddings(clustered(100), [str(i) for i in range(100)]).settings.index_type == "flat"
+
+
+def test_a_swap_killed_between_its_renames_is_finished_on_load(catalogue, tmp_path):
+    vectors, ids, groups = catalogue
+    Index.from_embeddings(vectors, ids).save(tmp_path / "idx")
+    Index.from_embeddings(vectors[:10], ids[:10]).save(tmp_path / "idx")  # a second save swaps the folder
+    assert len(Index.load(tmp_path / "idx")) == 10 and not list(tmp_path.glob(".idx*"))
+    (tmp_path / "idx").rename(tmp_path / ".idx.old")  # the state after the first rename of a swap
+    assert len(Index.load(tmp_path / "idx")) == 10

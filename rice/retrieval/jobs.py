@@ -1,0 +1,126 @@
+"""The library calls behind `rice embed`, `rice index build|add|sync` and `rice search` (the CLI only parses)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rice.retrieval import shards
+from rice.retrieval.catalogue import Index, SearchHit, model_identity
+from rice.retrieval.embed import embed_media
+from rice.retrieval.sources import CatalogueItem, read_items
+from rice.retrieval.sync import SyncReport, sync_index
+
+
+def _kind_of(items: Sequence[CatalogueItem], kind: str) -> str:
+    if kind != "auto":
+        return kind
+    from rice.retrieval.embed import media_kind
+
+    kinds = {media_kind(item.path) for item in items}
+    if len(kinds) > 1:
+        raise ValueError("the inputs mix images and videos; embed them in two runs with --kind image / --kind video")
+    return kinds.pop() if kinds else "image"
+
+
+def embed_inputs(model: Any, inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+                 kind: str = "auto", batch_size: int | None = None, workers: int = 0,
+                 shard: tuple[int, int] | None = None, shard_size: int = 1024, device: Any = None,
+                 checkpoint: str | os.PathLike[str] | None = None, group_by_folder: bool = False,
+                 num_frames: int | None = None, progress: bool = False) -> dict[str, int]:
+    """Embed every input file into shards under ``out`` (resumable); this process does its share only.
+
+    The share is ``shard`` = (I, N) when given, else the torchrun rank among the world (no process group is
+    needed: shards are assigned by number, so workers never wait for each other).
+    """
+    from rice.distributed import launched_by_torchrun
+
+    items = read_items(inputs, kind="image" if kind == "image" else ("video" if kind == "video" else "auto"),
+                       group_by_folder=group_by_folder)
+    kind = _kind_of(items, kind)
+    if shard is None:
+        shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if launched_by_torchrun() else (0, 1)
+    if shard[1] > 1 and device is not None and str(device).startswith("cuda") and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+        model = model.to(device)
+    extra = {"num_frames": num_frames} if kind == "video" else {}
+
+    def embed(chunk: list[CatalogueItem]):  # noqa: ANN202
+        return embed_media(model, [c.path for c in chunk], kind, batch_size, workers=workers, device=device,
+                           ids=[c.id for c in chunk], progress=progress, **extra)
+
+    meta = {"kind": kind, "model": model_identity(model, checkpoint)}
+    return shards.embed_to_folder(embed, items, out, meta, shard_size=shard_size, worker=shard[0], workers=shard[1])
+
+
+def build_index(out: str | os.PathLike[str], model: Any = None, inputs: Sequence[str | os.PathLike[str]] = (),
+                from_embeddings: str | os.PathLike[str] | None = None, index_type: str = "auto",
+                group_by_folder: bool = False, checkpoint: str | os.PathLike[str] | None = None,
+                batch_size: int = 64, workers: int = 0, progress: bool = False, **settings: Any) -> Index:
+    """Build and save an index from catalogue inputs (embedded with ``model``) or from a `rice embed` folder."""
+    if from_embeddings is not None:
+        merged = shards.read_folder(from_embeddings)
+        if merged["meta"]["kind"] != "image":
+            raise ValueError(f"{from_embeddings} holds {merged['meta']['kind']} embeddings; index shop images")
+        items = merged["items"]
+        if group_by_folder:
+            for item in items:
+                item.group = item.group or (item.id.split("/")[0] if "/" in item.id else "")
+        index = Index.from_embeddings(merged["embeddings"], [i.id for i in items], [i.path for i in items],
+                                      [i.group for i in items], [i.metadata for i in items], index_type=index_type,
+                                      model_info=merged["meta"]["model"], **settings)
+        index.skipped = merged["skipped"]
+        index.source = {"from_embeddings": str(Path(from_embeddings).resolve()), "group_by_folder": group_by_folder}
+    else:
+        if model is None:
+            raise ValueError("building from images needs the checkpoint (or pass --from-embeddings DIR)")
+        items = read_items(inputs, kind="image", group_by_folder=group_by_folder)
+        index = Index.build(model, [i.path for i in items], [i.id for i in items], [i.group for i in items],
+                            [i.metadata for i in items], index_type=index_type, batch_size=batch_size,
+                            workers=workers, checkpoint=checkpoint, progress=progress, **settings)
+        index.source = {"inputs": [str(Path(p).resolve()) for p in inputs], "group_by_folder": group_by_folder}
+    index.save(out)
+    return index
+
+
+def add_to_index(index_dir: str | os.PathLike[str], model: Any, inputs: Sequence[str | os.PathLike[str]],
+                 group_by_folder: bool = False, batch_size: int = 64, workers: int = 0,
+                 progress: bool = False) -> tuple[Index, list[str]]:
+    """Embed new shop items and append them (ids already in the index are an error: use sync to update)."""
+    index = Index.load(index_dir, model=model, mmap=False)
+    items = read_items(inputs, kind="image", group_by_folder=group_by_folder)
+    skipped = index.add([i.path for i in items], [i.id for i in items], [i.group for i in items],
+                        [i.metadata for i in items], batch_size=batch_size, workers=workers, progress=progress)
+    index.save(index_dir)
+    return index, skipped
+
+
+def sync_from_inputs(index_dir: str | os.PathLike[str], model: Any,
+                     inputs: Sequence[str | os.PathLike[str]] | None = None, group_by_folder: bool | None = None,
+                     batch_size: int = 64, workers: int = 0, progress: bool = False) -> SyncReport:
+    """`sync_index` with the catalogue read from ``inputs`` (default: the inputs the index was built from)."""
+    source = Index.load(index_dir).source if inputs is None or group_by_folder is None else {}
+    inputs = inputs or source.get("inputs")
+    if not inputs:
+        raise ValueError(f"{index_dir}: the index does not record its catalogue folder; pass --images DIR|MANIFEST")
+    by_folder = group_by_folder if group_by_folder is not None else bool(source.get("group_by_folder", False))
+    items = read_items(inputs, kind="image", group_by_folder=by_folder)
+    return sync_index(index_dir, items, model, batch_size=batch_size, workers=workers, progress=progress)
+
+
+def search_files(index: Index, model: Any, queries: Sequence[str | os.PathLike[str]], k: int = 10,
+                 group: str | None = None, rerank: int = 0, **params: Any) -> list[list[SearchHit]]:
+    """Embed each query file (the model loaded once) and search; ``rerank`` K re-scores the top K with PMD."""
+    from rice.retrieval.embed import embed_query
+
+    vectors = np.stack([embed_query(model, q) for q in queries])
+    hits = index.search(vectors, k=max(k, rerank), group=group, **params)
+    if rerank:
+        from rice.retrieval.rerank_hits import rerank_hits
+
+        hits = [rerank_hits(model, q, row[:rerank], index) + row[rerank:] for q, row in zip(queries, hits)]
+    return [row[:k] for row in hits]

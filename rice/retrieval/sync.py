@@ -1,0 +1,140 @@
+"""Bring an index in line with a changed catalogue without rebuilding it (`rice index sync`).
+
+An item is matched by id. Its file is re-embedded only when its content changed: equal size and mtime mean
+unchanged without reading the file; otherwise the sha256 decides (a file touched but not changed is not
+re-embedded). Items gone from the catalogue are removed; a changed path, group or metadata is updated in place.
+New embeddings go to shards in a work folder beside the index (resumed by the next run if this one is killed),
+and the new index is written beside the old one and swapped in (`Index.save`), so readers never see half of it.
+IVF quantisers are kept as trained (see `rice index info` for drift advice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rice.retrieval import shards
+from rice.retrieval.catalogue import Index, file_signature
+from rice.retrieval.sources import CatalogueItem
+
+
+@dataclass
+class SyncReport:
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (f"added {self.added}, updated {self.updated}, removed {self.removed}, unchanged {self.unchanged}"
+                + (f", skipped {len(self.skipped)} unreadable" if self.skipped else ""))
+
+
+@dataclass
+class SyncPlan:
+    embed: list[CatalogueItem]  # new items and items whose file content changed
+    replaced: list[str]  # ids among ``embed`` that are already in the index (their old vector goes)
+    removed: list[str]
+    relabel: list[tuple[CatalogueItem, dict[str, Any]]]  # same content, new path/group/metadata/stat
+    unchanged: int
+
+
+def plan_sync(index: Index, items: Sequence[CatalogueItem]) -> SyncPlan:
+    """Decide what to do for each item, reading only the files whose size or mtime changed."""
+    wanted = {item.id for item in items}
+    removed = [item.id for item in index.items if item.id not in wanted]
+    embed, replaced, relabel, unchanged = [], [], [], 0
+    known = {item.id: item for item in index.items}
+    for item in items:
+        old = known.get(item.id)
+        if old is None:
+            embed.append(item)
+            continue
+        path = str(Path(item.path).resolve())
+        try:
+            stat = os.stat(path)
+        except OSError:
+            embed.append(item)  # listed but missing: the embedding step reports it and drops the old vector
+            replaced.append(item.id)
+            continue
+        fields: dict[str, Any] = {}
+        if (stat.st_size, stat.st_mtime_ns) != (old.size, old.mtime_ns):
+            signature = file_signature(path)
+            if signature["sha256"] != old.sha256:
+                embed.append(item)
+                replaced.append(item.id)
+                continue
+            fields.update(signature)  # touched, not changed: remember the new mtime, keep the vector
+        if path != old.path or item.group != old.group or item.metadata != old.metadata:
+            fields.update(path=path, group=item.group, metadata=item.metadata)
+        if fields:
+            relabel.append((item, fields))
+        else:
+            unchanged += 1
+    return SyncPlan(embed, replaced, removed, relabel, unchanged)
+
+
+def _plan_key(plan: SyncPlan) -> str:
+    described = [(i.id, i.path, i.group, os.stat(i.path).st_mtime_ns if os.path.exists(i.path) else -1)
+                 for i in plan.embed]
+    return hashlib.sha256(json.dumps(described).encode()).hexdigest()
+
+
+def sync_index(index_dir: str | os.PathLike[str], items: Sequence[CatalogueItem], model: Any, batch_size: int = 64,
+               workers: int = 0, shard_size: int = 256, progress: bool = False) -> SyncReport:
+    """Sync the index folder with ``items`` (the whole new catalogue) using ``model`` (checked against the index)."""
+    from rice.retrieval.embed import embed_images
+
+    tic = time.perf_counter()
+    folder = Path(index_dir)
+    index = Index.load(folder, model=model, mmap=False)
+    plan = plan_sync(index, items)
+    report = SyncReport(removed=len(plan.removed), unchanged=plan.unchanged)
+    if not (plan.embed or plan.removed or plan.relabel):
+        report.seconds = time.perf_counter() - tic
+        return report
+
+    # 1. embed what is new or changed into resumable shards beside the index
+    work = folder.parent / f".{folder.name}.sync"
+    key = _plan_key(plan)
+    if (work / "plan.txt").is_file() and (work / "plan.txt").read_text() != key:
+        shutil.rmtree(work)  # a different catalogue since the interrupted run: its shards do not apply
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "plan.txt").write_text(key)
+
+    def embed(chunk: list[CatalogueItem]):  # noqa: ANN202
+        return embed_images(model, [c.path for c in chunk], batch_size, workers, ids=[c.id for c in chunk],
+                            progress=progress)
+
+    meta = {"kind": "image", "model": index.model_info}
+    shards.embed_to_folder(embed, plan.embed, work / "embeddings", meta, shard_size=shard_size)
+    fresh = shards.read_folder(work / "embeddings")
+
+    # 2. apply: drop removed and replaced vectors, relabel, append the new vectors; then swap the folder in
+    index.remove(plan.removed + plan.replaced)
+    index.update_items([(item.id, fields) for item, fields in plan.relabel])
+    new = fresh["items"]
+    if new:
+        index.add_embeddings(fresh["embeddings"], [i.id for i in new], [i.path for i in new],
+                             [i.group for i in new], [i.metadata for i in new])
+    index.save(folder)
+    shutil.rmtree(work, ignore_errors=True)
+    embedded = {i.id for i in new}
+    replaced = set(plan.replaced)
+    report.added = sum(1 for i in plan.embed if i.id in embedded and i.id not in replaced)
+    visible = sum(1 for _, fields in plan.relabel if "path" in fields)  # not just a new mtime on the same bytes
+    report.updated = len([i for i in plan.replaced if i in embedded]) + visible
+    report.unchanged += len(plan.relabel) - visible
+    report.removed += len([i for i in plan.replaced if i not in embedded])
+    report.skipped = fresh["skipped"]
+    report.seconds = time.perf_counter() - tic
+    return report

@@ -1,0 +1,135 @@
+"""`rice embed`, `rice index build|add|info|sync` and `rice search` end to end with a trained rice_tiny."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rice.cli import app
+from tests.retrieval.conftest import shop_clips
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+@pytest.fixture(scope="module")
+def built_index(trained_checkpoint, shop_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "index"
+    result = invoke("index", "build", trained_checkpoint, "--images", shop_data / "imgs", "--out", out,
+                    "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_search_finds_the_right_shop_image_first(built_index, shop_data, tmp_path):
+    clips = shop_clips(shop_data)
+    result = invoke("search", built_index, *[c for c, _ in clips], "--top-k", "5", "--json", tmp_path / "r.json",
+                    "--html", tmp_path / "page" / "r.html", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [q["query"] for q in data["queries"]] == [str(c) for c, _ in clips]
+    for query in data["queries"]:
+        assert [r["rank"] for r in query["results"]] == [1, 2, 3, 4, 5]
+        assert all(set(r) >= {"rank", "id", "path", "score"} and Path(r["path"]).is_file() for r in query["results"])
+        scores = [r["score"] for r in query["results"]]
+        assert scores == sorted(scores, reverse=True)
+    first = [q["results"][0]["id"] for q in data["queries"]]
+    correct = sum(found == truth for found, (_, truth) in zip(first, clips))
+    assert correct > len(clips) / 2, f"only {correct} of {len(clips)} clips found their shop image first"
+    # The page shows every query's frames and its hits, all referenced images exist next to it.
+    page = (tmp_path / "page" / "r.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == len(clips) * (4 + 5)  # 4 sampled frames (the model's T) + top 5 per query
+    assert all((tmp_path / "page" / src).is_file() for src in sources)
+    assert all(str(c) in page for c, _ in clips)
+
+
+def test_rerank_and_group(built_index, shop_data, tmp_path):
+    clip, _ = shop_clips(shop_data)[0]
+    result = invoke("search", built_index, clip, "--top-k", "3", "--rerank", "5", "--json", tmp_path / "r.json",
+                    "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    hits = json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"]
+    assert [h["rank"] for h in hits] == [1, 2, 3] and all(-1 <= h["score"] <= 1 for h in hits)
+    result = invoke("search", built_index, clip, "--group", "nope", "--device", "cpu")
+    assert result.exit_code == 2 and "unknown group 'nope'" in result.output
+
+
+def test_a_query_with_another_model_is_refused(built_index, shop_data, tmp_path):
+    import torch
+
+    from rice.api import load
+
+    ckpt = json.loads((built_index / "index.json").read_text())["model"]["checkpoint"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    first = next(iter(state["model"]))
+    state["model"][first] = state["model"][first] + 0.01
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    load(other)  # a valid checkpoint, just not the index's model
+    result = invoke("search", built_index, shop_clips(shop_data)[0][0], "--ckpt", other, "--device", "cpu")
+    assert result.exit_code == 2 and "differs from the index's" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_embed_shards_then_build_equals_a_direct_build(built_index, trained_checkpoint, shop_data, tmp_path):
+    from rice.retrieval.catalogue import Index
+
+    images = shop_data / "imgs"
+    for part in ("0/2", "1/2"):  # two SLURM-array tasks, each its share
+        result = invoke("embed", trained_checkpoint, images, "--out", tmp_path / "emb", "--shard", part,
+                        "--shard-size", "5", "--kind", "image", "--device", "cpu")
+        assert result.exit_code == 0, result.output
+    again = invoke("embed", trained_checkpoint, images, "--out", tmp_path / "emb", "--shard-size", "5",
+                   "--device", "cpu")
+    assert "0 shard(s) written" in again.output and "3 already done" in again.output  # resumes, redoes nothing
+    result = invoke("index", "build", "--from-embeddings", tmp_path / "emb", "--out", tmp_path / "merged")
+    assert result.exit_code == 0, result.output
+    merged, direct = Index.load(tmp_path / "merged"), Index.load(built_index)
+    assert merged.ids == direct.ids and merged.model_info["digest"] == direct.model_info["digest"]
+    np.testing.assert_allclose(np.asarray(merged.embeddings), np.asarray(direct.embeddings), atol=1e-6)
+
+
+def test_index_add_info_and_sync(trained_checkpoint, shop_data, tmp_path):
+    from rice.retrieval.catalogue import Index
+
+    catalogue = tmp_path / "catalogue"
+    shutil.copytree(shop_data / "imgs", catalogue)
+    late = sorted(catalogue.iterdir())[-3:]
+    holding = tmp_path / "later"
+    holding.mkdir()
+    for path in late:
+        path.rename(holding / path.name)
+    assert invoke("index", "build", trained_checkpoint, "--images", catalogue, "--out", tmp_path / "idx",
+                  "--device", "cpu").exit_code == 0
+    result = invoke("index", "add", tmp_path / "idx", "--images", holding, "--device", "cpu")
+    assert result.exit_code == 0 and "now 12 items" in result.output, result.output
+    info = invoke("index", "info", tmp_path / "idx")
+    assert info.exit_code == 0 and "rice_tiny" in info.output and "12" in info.output
+    for path in holding.iterdir():
+        shutil.move(path, catalogue / path.name)
+    first = sorted(catalogue.iterdir())[0]
+    first.unlink()
+    result = invoke("index", "sync", tmp_path / "idx", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "added 0, updated 3, removed 1, unchanged 8" in result.output  # the 3 added ones moved folders
+    assert sorted(Index.load(tmp_path / "idx").ids) == sorted(p.stem for p in catalogue.iterdir())
+
+
+def test_bad_inputs_are_one_line_errors(built_index, tmp_path):
+    result = invoke("index", "build", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "exactly one of" in result.output
+    result = invoke("index", "info", tmp_path / "missing")
+    assert result.exit_code == 2 and "not an index folder" in result.output
+    result = invoke("search", built_index, tmp_path / "nothing.mp4", "--device", "cpu")
+    assert result.exit_code == 2 and "nothing.mp4" in result.output
