@@ -168,7 +168,9 @@ def _launch_torchrun(cfg: RunConfig, nproc: int, nnodes: int, node_rank: int, ad
 
 @app.command("eval")
 def eval_(
-    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `rice train`, or a public rice_final.pth")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="checkpoint (rice train, public rice_final.pth), export folder or hf-hub:ORG/NAME")
+    ],
     root: Annotated[Optional[str], typer.Option(help=_help("data.root"))] = None,
     dataset: Annotated[Optional[str], typer.Option(help=_help("data.dataset"))] = None,
     split: Annotated[str, typer.Option(help="annotation split to evaluate")] = "test",
@@ -213,11 +215,21 @@ def synth(
     out: Annotated[Path, typer.Option(help="folder to write the dataset to (MovingFashion layout)")],
     products: Annotated[int, typer.Option(help="number of products")] = 96,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same files)")] = 0,
+    difficulty: Annotated[
+        str, typer.Option(help="normal, or hard: moving backgrounds, lighting changes, occlusions everywhere")
+    ] = "normal",
+    videos_per_product: Annotated[int, typer.Option(help="training videos per product")] = 2,
+    frames: Annotated[int, typer.Option(help="frames per video")] = 16,
+    size: Annotated[int, typer.Option(help="frame side in pixels (a multiple of 4)")] = 64,
 ) -> None:
     """Write a synthetic video-to-shop dataset in the MovingFashion layout."""
     from rice.data import write_synthetic_dataset
 
-    path = write_synthetic_dataset(out, num_products=products, seed=seed)
+    try:
+        path = write_synthetic_dataset(out, num_products=products, seed=seed, difficulty=difficulty,
+                                       videos_per_product=videos_per_product, frames=frames, size=size)
+    except ValueError as err:
+        _fail(str(err))
     console.print(f"synthetic dataset written to {path}")
 
 
@@ -264,6 +276,25 @@ def convert(
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(str(err))
     console.print(f"wrote {dest}")
+
+
+@app.command("export")
+def export_(
+    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `rice train`, or a public rice_final.pth")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for model.safetensors, config.json and README.md")],
+    results: Annotated[
+        Optional[Path], typer.Option(help="`rice eval --json` output for the model card (default: eval.json beside)")
+    ] = None,
+) -> None:
+    """Export a model to share: safetensors weights, config.json and a model card (load with rice.load(DIR))."""
+    from rice.models.export import export_model
+
+    try:
+        evaluation = json.loads(results.read_text()) if results else None
+        export_model(checkpoint, out_dir, evaluation)
+    except (ValueError, FileNotFoundError, ImportError, OSError) as err:
+        _fail(str(err))
+    console.print(f"exported to {out_dir}")
 
 
 # --- dataset commands (download, prepare) ---
