@@ -97,7 +97,7 @@ def test_hard_difficulty(tmp_path: Path) -> None:
         np.testing.assert_array_equal(clip(hard, product), clip(again, product))  # seeded
         for name, root in (("hard", hard), ("normal", normal)):
             frames = clip(root, product)
-            changes[name].append(np.abs(np.diff(frames, axis=0)).mean())
-    assert np.mean(changes["hard"]) > np.mean(changes["normal"])
+            changes[name].append(frames.mean(axis=(1, 2, 3)).std())  # the lighting swings over the clip
+    assert np.mean(changes["hard"]) > 1.5 * np.mean(changes["normal"]), changes
     with pytest.raises(ValueError, match="difficulty"):
         write_synthetic_dataset(tmp_path / "bad", difficulty="extreme", **kwargs)
