@@ -238,6 +238,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="where to put the data, the run and results.json")] = Path("rice-demo"),
     ablation: Annotated[bool, typer.Option(help="train ICL, ICL+PMD, ICL+PMD+PFR and print the table")] = False,
     steps: Annotated[Optional[int], typer.Option(help="training steps (default: the demo's budget)")] = None,
+    difficulty: Annotated[str, typer.Option(help="normal, or hard (see `rice synth --difficulty`)")] = "normal",
 ) -> None:
     """Synthetic data -> train rice_tiny on CPU -> evaluate against the untrained model and chance."""
     from rice.demo import run_ablation, run_demo
@@ -245,7 +246,9 @@ def demo(
     if ablation:
         run_ablation(out, steps=steps, console=console)
     else:
-        run_demo(out, steps=steps, console=console)
+        if difficulty not in ("normal", "hard"):
+            _fail(f"--difficulty {difficulty!r} is unknown; choose 'normal' or 'hard'")
+        run_demo(out, steps=steps, console=console, difficulty=difficulty)
 
 
 @app.command()
