@@ -16,9 +16,14 @@ from rice.models import RiceModel, build_model
 def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
     """Load a checkpoint into an eval-mode model with ``model.config`` (the RunConfig it was trained with).
 
-    Accepts checkpoints written by ``rice train`` / ``rice convert`` and the public RICE code's ``rice_final.pth``
-    files (all their layouts), which are detected from their keys.
+    Accepts checkpoints written by ``rice train`` / ``rice convert``, the public RICE code's ``rice_final.pth``
+    files (all their layouts), which are detected from their keys, and shared models: a folder written by
+    ``rice export`` or ``hf-hub:ORG/NAME`` (see `rice.models.export`).
     """
+    from rice.models.export import is_export_source, load_export
+
+    if is_export_source(path):
+        return load_export(path, device)
     path = Path(path)
     state = read_checkpoint(path)  # read once: native and public files alike are weights-only loads
     if is_native_checkpoint(state):

@@ -202,7 +202,9 @@ def _launch_torchrun(
 
 @app.command("eval")
 def eval_(
-    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `rice train`, or a public rice_final.pth")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="checkpoint (rice train, public rice_final.pth), export folder or hf-hub:ORG/NAME")
+    ],
     root: Annotated[Optional[str], typer.Option(help=_help("data.root"))] = None,
     dataset: Annotated[Optional[str], typer.Option(help=_help("data.dataset"))] = None,
     split: Annotated[str, typer.Option(help="annotation split to evaluate")] = "test",
@@ -258,11 +260,21 @@ def synth(
     out: Annotated[Path, typer.Option(help="folder to write the dataset to (MovingFashion layout)")],
     products: Annotated[int, typer.Option(help="number of products")] = 96,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same files)")] = 0,
+    difficulty: Annotated[
+        str, typer.Option(help="normal, or hard: moving backgrounds, lighting changes, occlusions everywhere")
+    ] = "normal",
+    videos_per_product: Annotated[int, typer.Option(help="training videos per product")] = 2,
+    frames: Annotated[int, typer.Option(help="frames per video")] = 16,
+    size: Annotated[int, typer.Option(help="frame side in pixels (a multiple of 4)")] = 64,
 ) -> None:
     """Write a synthetic video-to-shop dataset in the MovingFashion layout."""
     from rice.data import write_synthetic_dataset
 
-    path = write_synthetic_dataset(out, num_products=products, seed=seed)
+    try:
+        path = write_synthetic_dataset(out, num_products=products, seed=seed, difficulty=difficulty,
+                                       videos_per_product=videos_per_product, frames=frames, size=size)
+    except ValueError as err:
+        _fail(str(err))
     console.print(f"synthetic dataset written to {path}")
 
 
@@ -271,6 +283,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="where to put the data, the run and results.json")] = Path("rice-demo"),
     ablation: Annotated[bool, typer.Option(help="train ICL, ICL+PMD, ICL+PMD+PFR and print the table")] = False,
     steps: Annotated[Optional[int], typer.Option(help="training steps (default: the demo's budget)")] = None,
+    difficulty: Annotated[str, typer.Option(help="normal, or hard (see `rice synth --difficulty`)")] = "normal",
 ) -> None:
     """Synthetic data -> train rice_tiny on CPU -> evaluate against the untrained model and chance."""
     from rice.demo import run_ablation, run_demo
@@ -278,7 +291,9 @@ def demo(
     if ablation:
         run_ablation(out, steps=steps, console=console)
     else:
-        run_demo(out, steps=steps, console=console)
+        if difficulty not in ("normal", "hard"):
+            _fail(f"--difficulty {difficulty!r} is unknown; choose 'normal' or 'hard'")
+        run_demo(out, steps=steps, console=console, difficulty=difficulty)
 
 
 @app.command()
@@ -347,6 +362,25 @@ def serve(
         _fail(str(err))
     ready = lambda url: typer.echo(f"serving {len(service.index)} items on {url} (Ctrl-C stops)")  # noqa: E731
     run_server(service, host, port, max_upload_mb, on_ready=ready, log_level="info")
+
+
+@app.command("export")
+def export_(
+    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `rice train`, or a public rice_final.pth")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for model.safetensors, config.json and README.md")],
+    results: Annotated[
+        Optional[Path], typer.Option(help="`rice eval --json` output for the model card (default: eval.json beside)")
+    ] = None,
+) -> None:
+    """Export a model to share: safetensors weights, config.json and a model card (load with rice.load(DIR))."""
+    from rice.models.export import export_model
+
+    try:
+        evaluation = json.loads(results.read_text()) if results else None
+        export_model(checkpoint, out_dir, evaluation)
+    except (ValueError, FileNotFoundError, ImportError, OSError) as err:
+        _fail(str(err))
+    console.print(f"exported to {out_dir}")
 
 
 # --- dataset commands (download, prepare) ---

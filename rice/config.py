@@ -47,6 +47,9 @@ class DataConfig(_Section):
     tail_drop: Literal["any", "full"] = Field(
         "any", description="which clips a tail drop may cut: any, or only those with all T frames (full, public code)"
     )
+    color_jitter: float = Field(
+        0.0, ge=0.0, lt=1.0, description="training only: brightness/contrast/saturation factors in [1-j, 1+j]"
+    )
     clip_crops: Literal["clip", "frame"] = Field(
         "clip", description="training crop/flip: one per clip, or one per frame (frame, public code)"
     )

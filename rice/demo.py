@@ -31,25 +31,34 @@ DEMO_TRAIN = {
     "train": {"batch_size": 16, "seed": 0, "save_every": 100000, "log_every": 10, "device": "cpu", "amp": "none"},
     "eval": {"batch_size": 32},
 }
+# `rice demo --difficulty hard`: on cluttered, moving, relit clips the tiny model must learn the product, not the
+# clip. Stronger augmentation makes the clip's own look (lighting, framing) useless for telling pairs apart:
+# colour jitter and a crop/flip per frame.
+HARD_RECIPE = {"data": {"color_jitter": 0.4, "clip_crops": "frame"}}
 
 
-def prepare_demo_data(root: Path, console: Console) -> Path:
+def prepare_demo_data(root: Path, console: Console, difficulty: str = "normal") -> Path:
     """Write the synthetic dataset once; a later demo reuses it when its parameters match."""
+    wanted = {**DEMO_DATA, "difficulty": difficulty}
     meta_file = root / "synthetic.json"
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
-        if all(meta.get(k) == v for k, v in DEMO_DATA.items()):
+        if all(meta.get(k, "normal" if k == "difficulty" else None) == v for k, v in wanted.items()):
             console.print(f"using cached synthetic data in {root}")
             return root
     console.print(f"writing synthetic data to {root} ...")
     tic = time.perf_counter()
-    write_synthetic_dataset(root, **DEMO_DATA)
+    write_synthetic_dataset(root, **wanted)
     console.print(f"  {DEMO_DATA['num_products']} products in {time.perf_counter() - tic:.0f} s")
     return root
 
 
-def demo_config(out: Path, data_root: Path, steps: int, losses: list[str] | None = None, run: str = "run") -> RunConfig:
+def demo_config(
+    out: Path, data_root: Path, steps: int, losses: list[str] | None = None, run: str = "run", hard: bool = False
+) -> RunConfig:
     base = copy.deepcopy(DEMO_TRAIN)
+    if hard:
+        base["data"].update(HARD_RECIPE["data"])
     base["data"]["root"] = str(data_root)
     base["train"]["out"] = str(out / run)
     base["train"]["max_steps"] = steps
@@ -81,12 +90,15 @@ def _train_and_eval(cfg: RunConfig, console: Console) -> dict[str, Any]:
     return results
 
 
-def run_demo(out: Path, steps: int | None = None, console: Console | None = None) -> dict[str, Any]:
+def run_demo(
+    out: Path, steps: int | None = None, console: Console | None = None, difficulty: str = "normal"
+) -> dict[str, Any]:
     console = console or Console()
     tic = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    data_root = prepare_demo_data(out / "data", console)
-    cfg = demo_config(out, data_root, steps or DEMO_STEPS)
+    data_dir = out / ("data" if difficulty == "normal" else f"data-{difficulty}")
+    data_root = prepare_demo_data(data_dir, console, difficulty)
+    cfg = demo_config(out, data_root, steps or DEMO_STEPS, hard=difficulty == "hard")
 
     torch.manual_seed(cfg.train.seed)  # the untrained model is the trained one's starting point
     untrained, emb = evaluate_model(build_model(cfg.model), cfg.data, cfg.eval)

@@ -95,7 +95,7 @@ def build_data_transform(cfg: DataConfig, preprocess: Preprocess, train: bool) -
         resize_size = getattr(preprocess, "resize_size", None)
     return build_transform(
         image_size, train, tuple(preprocess.mean), tuple(preprocess.std), resize_size,
-        per_frame_crops=train and cfg.clip_crops == "frame",
+        per_frame_crops=train and cfg.clip_crops == "frame", color_jitter=cfg.color_jitter if train else 0.0,
     )  # fmt: skip
 
 

@@ -8,6 +8,11 @@ white. ``source`` 0 ("hard") products get more clutter, distractors, occlusion a
 
 Because train and test share products, a small model can learn them: the test gallery is the test products' images.
 Everything is seeded: the same arguments give byte-identical JSON and identical decoded frames.
+
+``difficulty="hard"`` makes every video hard and harder still: the background scrolls on its own and carries
+moving blobs, the lighting swings (gain and a colour cast that drift over the clip), two larger occluders cross
+the screen, the product is smaller and moves more. A model that learns what a clip looks like rather than what
+the product looks like does poorly on the test clips (new clips of the training products).
 """
 
 from __future__ import annotations
@@ -230,11 +235,14 @@ def render_video(
     num_frames: int,
     size: int,
     rng: np.random.Generator,
+    extreme: bool = False,
 ) -> np.ndarray:
     """Frames (num_frames, size, size, 3) uint8 of the product moving through a cluttered scene.
 
     Rendered at 2x and box-downsampled. World -> screen is a moving, zooming camera; the product also drifts,
     scales and rotates in the world; an occluder crosses the screen; global lighting and tint change over time.
+    ``extreme`` (``difficulty="hard"``) adds a background that scrolls on its own with moving blobs, stronger
+    lighting changes, a second occluder and a smaller, faster product.
     """
     res = 2 * size  # supersampled render size
     world = 3 * res
@@ -243,14 +251,15 @@ def render_video(
         side = int(res * rng.uniform(0.3, 0.5))
         _paste(canvas, other, *rng.uniform(0.2 * world, 0.8 * world, size=2), side)
 
-    motion = 2.0 if hard else 1.0
+    motion = (2.5 if extreme else 2.0) if hard else 1.0
     t = np.linspace(0.0, 1.0, num_frames, dtype=np.float32)
     centre = world / 2 + rng.uniform(-0.1, 0.1, size=2) * res
     drift = rng.uniform(-0.25, 0.25, size=2) * res * motion
     wobble, phase = rng.uniform(0.02, 0.06) * res * motion, rng.uniform(0, 2 * math.pi)
     cam_pan = rng.uniform(-0.2, 0.2, size=2) * res * motion
     zoom = np.linspace(*rng.uniform(0.8, 1.25, size=2), num_frames)  # camera zoom in/out
-    obj_scale = res * rng.uniform(0.55, 0.75) * (1 + 0.1 * motion * np.sin(2 * math.pi * t + phase))
+    obj_scale = res * rng.uniform(*((0.45, 0.65) if extreme else (0.55, 0.75)))
+    obj_scale = obj_scale * (1 + 0.1 * motion * np.sin(2 * math.pi * t + phase))
     angle = rng.uniform(-0.15, 0.15) * motion * np.sin(2 * math.pi * t * rng.uniform(0.5, 1.5))
     gain = 1 + rng.uniform(0.1, 0.3 if hard else 0.15) * np.sin(2 * math.pi * t + rng.uniform(0, 2 * math.pi))
     tint = rng.uniform(-0.06, 0.06, size=3).astype(np.float32)
@@ -258,6 +267,7 @@ def render_video(
     occ_colour = rng.uniform(0.2, 0.9, size=3).astype(np.float32)
     occ_radius = res * (rng.uniform(0.12, 0.2) if hard else rng.uniform(0.06, 0.12))
     occ_start, occ_end = rng.uniform(-0.2, 1.2, size=(2, 2)) * res
+    scene = _extreme_scene(num_frames, res, rng) if extreme else None
 
     p = sprite.alpha.shape[0]
     grid = np.arange(res, dtype=np.float32) - res / 2 + 0.5
@@ -268,7 +278,12 @@ def render_video(
         cam = (centre + cam_pan * t[i]).tolist()
         inv_zoom, scale, ti = 1.0 / float(zoom[i]), float(obj_scale[i]), float(t[i])
         wx, wy = sx * inv_zoom + cam[0], sy * inv_zoom + cam[1]  # screen -> world
-        frame = canvas[np.clip(wy, 0, world - 1).astype(np.int64), np.clip(wx, 0, world - 1).astype(np.int64)]
+        bx, by = (wx, wy) if scene is None else (wx + scene["scroll"][i, 0], wy + scene["scroll"][i, 1])
+        frame = canvas[np.clip(by, 0, world - 1).astype(np.int64), np.clip(bx, 0, world - 1).astype(np.int64)]
+        if scene is not None:  # blobs moving across the background, behind the product
+            for colour, radius, start, end in scene["blobs"]:
+                c = (start + (end - start) * ti - res / 2).tolist()
+                frame = np.where((((sx - c[0]) ** 2 + (sy - c[1]) ** 2) < radius**2)[..., None], colour, frame)
         obj = (centre + drift * ti + wobble * math.sin(2 * math.pi * ti * 2 + phase)).tolist()
         cos, sin = math.cos(angle[i]), math.sin(angle[i])
         dx, dy = wx - obj[0], wy - obj[1]
@@ -281,10 +296,37 @@ def render_video(
         occ = (occ_start + (occ_end - occ_start) * ti - res / 2).tolist()
         occluded = ((sx - occ[0]) / 1.6) ** 2 + (sy - occ[1]) ** 2 < occ_radius**2
         frame = np.where(occluded[..., None], occ_colour, frame)
+        if scene is not None:
+            c = (scene["occ2"][2] + (scene["occ2"][3] - scene["occ2"][2]) * ti - res / 2).tolist()
+            covered = (sx - c[0]) ** 2 + ((sy - c[1]) / 1.8) ** 2 < scene["occ2"][1] ** 2
+            frame = np.where(covered[..., None], scene["occ2"][0], frame)
+            frame = frame * scene["gain"][i] + scene["cast"][i]
         frame = frame * float(gain[i]) + tint
         frame = (frame[0::2, 0::2] + frame[1::2, 0::2] + frame[0::2, 1::2] + frame[1::2, 1::2]) * 0.25
         frames[i] = np.clip(frame * 255 + 0.5, 0, 255).astype(np.uint8)
     return frames
+
+
+def _extreme_scene(num_frames: int, res: int, rng: np.random.Generator) -> dict:
+    """The extra, seeded randomness of ``difficulty="hard"`` videos (see `render_video`)."""
+    t = np.linspace(0.0, 1.0, num_frames, dtype=np.float32)[:, None]
+    blobs = [
+        (rng.uniform(0, 1, size=3).astype(np.float32), float(res * rng.uniform(0.08, 0.2)),
+         rng.uniform(-0.3, 1.3, size=2) * res, rng.uniform(-0.3, 1.3, size=2) * res)
+        for _ in range(int(rng.integers(3, 6)))
+    ]  # fmt: skip
+    occ2 = (rng.uniform(0.1, 0.9, size=3).astype(np.float32), float(res * rng.uniform(0.12, 0.2)),
+            rng.uniform(-0.2, 1.2, size=2) * res, rng.uniform(-0.2, 1.2, size=2) * res)  # fmt: skip
+    flicker = rng.uniform(0.0, 0.12, size=(num_frames, 1)).astype(np.float32)
+    swing = rng.uniform(0.25, 0.45) * np.sin(2 * np.pi * (t * rng.uniform(0.5, 1.5) + rng.uniform(0, 1)))
+    cast_a, cast_b = rng.uniform(-0.15, 0.15, size=(2, 3)).astype(np.float32)
+    return {
+        "scroll": (rng.uniform(-0.6, 0.6, size=2) * res * t).astype(np.float32),  # background's own motion
+        "blobs": blobs,
+        "occ2": occ2,
+        "gain": (1.0 + swing - flicker).astype(np.float32).reshape(-1).tolist(),
+        "cast": (cast_a + (cast_b - cast_a) * t).astype(np.float32),  # (num_frames, 3) colour cast drifting
+    }
 
 
 def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
@@ -341,6 +383,7 @@ def write_synthetic_dataset(
     seed: int = 0,
     image_size: int | None = None,
     hard_fraction: float = 0.3,
+    difficulty: str = "normal",
 ) -> Path:
     """Write a synthetic dataset in the MovingFashion layout under ``out`` and return ``out``.
 
@@ -356,7 +399,13 @@ def write_synthetic_dataset(
         seed: everything derives from it.
         image_size: shop image side; ``None`` = 2 * size.
         hard_fraction: share of products with ``source`` 0 (hard).
+        difficulty: "normal", or "hard": every product hard, moving backgrounds, lighting swings, two occluders
+            (``hard_fraction`` is then 1).
     """
+    if difficulty not in ("normal", "hard"):
+        raise ValueError(f"difficulty {difficulty!r} is unknown; choose 'normal' or 'hard'")
+    extreme = difficulty == "hard"
+    hard_fraction = 1.0 if extreme else hard_fraction
     if num_products < 1 or videos_per_product < 1 or frames < 1:
         raise ValueError("num_products, videos_per_product and frames must all be >= 1")
     if size < 16 or size % 4:
@@ -381,7 +430,9 @@ def write_synthetic_dataset(
             rng = np.random.default_rng([seed, 1, i, k])
             others = [j for j in rng.permutation(num_products).tolist() if j != i]
             count = int(rng.integers(2, 4)) if spec.source == 0 else int(rng.integers(0, 2))
-            video = render_video(sprite, [sprites[j] for j in others[:count]], spec.source == 0, frames, size, rng)
+            video = render_video(
+                sprite, [sprites[j] for j in others[:count]], spec.source == 0, frames, size, rng, extreme
+            )
             rel = f"videos/{_video_name(seed, product_id, k)}"
             write_mp4(root / rel, video, fps=fps)
             paths.append(rel)
@@ -395,7 +446,7 @@ def write_synthetic_dataset(
         "generator": "rice.data.synthetic.write_synthetic_dataset",
         "num_products": num_products, "videos_per_product": videos_per_product, "num_test_products": num_test,
         "frames": frames, "size": size, "fps": fps, "seed": seed, "image_size": image_size or 2 * size,
-        "hard_fraction": hard_fraction,
+        "hard_fraction": hard_fraction, "difficulty": difficulty,
     }  # fmt: skip
     (root / "synthetic.json").write_text(json.dumps(meta, indent=1) + "\n")
     return root

@@ -32,6 +32,7 @@ class CropParams:
     top: int
     left: int
     flip: bool
+    jitter: tuple[float, float, float] = (1.0, 1.0, 1.0)  # brightness, contrast, saturation factors (1 = none)
 
 
 def _to_pil(img: ImageLike) -> Image.Image:
@@ -52,6 +53,8 @@ class ImageTransform:
         mean, std: per-channel normalisation (RGB, in [0, 1] units).
         resize_size: the square resize before cropping; ``None`` = round(S * 256 / 224).
         per_frame_crops: `ClipTransform` draws a crop/flip per frame instead of one per clip (train only).
+        color_jitter: train only: brightness, contrast and saturation factors drawn uniformly in
+            [1 - j, 1 + j] (0 = off), so the model cannot rely on a clip's lighting.
     """
 
     def __init__(
@@ -62,9 +65,13 @@ class ImageTransform:
         std: Sequence[float] = CLIP_STD,
         resize_size: int | None = None,
         per_frame_crops: bool = False,
+        color_jitter: float = 0.0,
     ) -> None:
         self.image_size = int(image_size)
         self.per_frame_crops = bool(per_frame_crops) and train
+        if not 0.0 <= color_jitter < 1.0:
+            raise ValueError(f"color_jitter={color_jitter} must lie in [0, 1)")
+        self.color_jitter = float(color_jitter) if train else 0.0
         self.resize_size = int(resize_size) if resize_size is not None else default_resize_size(self.image_size)
         if self.resize_size < self.image_size:
             raise ValueError(f"resize_size {self.resize_size} must be >= image_size {self.image_size}")
@@ -88,8 +95,17 @@ class ImageTransform:
             return CropParams(top=offset, left=offset, flip=False)
         if rng is None:
             top, left, flip = torch.randint(0, margin + 1, (2,)).tolist() + [bool(torch.rand(()) < 0.5)]
-            return CropParams(top=int(top), left=int(left), flip=bool(flip))
-        return CropParams(top=rng.randint(0, margin), left=rng.randint(0, margin), flip=rng.random() < 0.5)
+            params = CropParams(top=int(top), left=int(left), flip=bool(flip))
+        else:
+            params = CropParams(top=rng.randint(0, margin), left=rng.randint(0, margin), flip=rng.random() < 0.5)
+        if self.color_jitter:  # drawn after the crop, so crops stay what they were without jitter
+            low, high = 1.0 - self.color_jitter, 1.0 + self.color_jitter
+            if rng is None:
+                factors = tuple(torch.empty(3).uniform_(low, high).tolist())
+            else:
+                factors = (rng.uniform(low, high), rng.uniform(low, high), rng.uniform(low, high))
+            params = CropParams(params.top, params.left, params.flip, factors)  # type: ignore[arg-type]
+        return params
 
     def to_array(self, img: ImageLike, params: CropParams) -> np.ndarray:
         """Resize, crop and flip; uint8 (S, S, 3)."""
@@ -98,6 +114,8 @@ class ImageTransform:
         if pil.size != (size, size):
             pil = pil.resize((size, size), Image.BILINEAR)
         array = np.asarray(pil)[params.top : params.top + self.image_size, params.left : params.left + self.image_size]
+        if params.jitter != (1.0, 1.0, 1.0):
+            array = _jitter(array, *params.jitter)
         return array[:, ::-1] if params.flip else array
 
     def normalize(self, arrays: np.ndarray) -> torch.Tensor:
@@ -110,6 +128,15 @@ class ImageTransform:
 
     def __call__(self, img: ImageLike, rng: random.Random | None = None) -> torch.Tensor:
         return self.apply(img, self.sample_params(rng))
+
+
+def _jitter(array: np.ndarray, brightness: float, contrast: float, saturation: float) -> np.ndarray:
+    """uint8 (S, S, 3) -> uint8: scale brightness, then contrast about the mean, then saturation about the grey."""
+    x = array.astype(np.float32) * brightness
+    x = (x - x.mean()) * contrast + x.mean()
+    grey = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    x = grey[..., None] + (x - grey[..., None]) * saturation
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
 class ClipTransform:
@@ -145,6 +172,7 @@ def build_transform(
     std: Sequence[float] = CLIP_STD,
     resize_size: int | None = None,
     per_frame_crops: bool = False,
+    color_jitter: float = 0.0,
 ) -> ImageTransform:
     """The image transform; wrap it in `ClipTransform` for clips (datasets do this themselves)."""
-    return ImageTransform(image_size, train, mean, std, resize_size, per_frame_crops)
+    return ImageTransform(image_size, train, mean, std, resize_size, per_frame_crops, color_jitter)

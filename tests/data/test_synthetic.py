@@ -74,3 +74,30 @@ def test_partial_test_split(tmp_path: Path) -> None:
     root = write_synthetic_dataset(tmp_path, num_products=3, num_test_products=1, frames=4, size=16)
     assert len(json.loads((root / "test.json").read_text())) == 1
     assert all(len(r.video_paths) == 2 for r in load_split(root, "train"))
+
+
+def test_hard_difficulty(tmp_path: Path) -> None:
+    """difficulty="hard": every product hard, test clips are new clips of training products, seeded, and the
+    clips change more over time than normal ones (moving background, lighting swings, occluders)."""
+    kwargs = dict(num_products=3, videos_per_product=1, frames=6, size=32, seed=2)
+    hard = write_synthetic_dataset(tmp_path / "hard", difficulty="hard", **kwargs)
+    again = write_synthetic_dataset(tmp_path / "again", difficulty="hard", **kwargs)
+    normal = write_synthetic_dataset(tmp_path / "normal", **kwargs)
+    train, test = (json.loads((hard / f"{s}.json").read_text()) for s in ("train", "test"))
+    assert set(train) == set(test) and all(r["source"] == 0 for r in train.values())
+    assert all(set(train[p]["video_paths"]).isdisjoint(test[p]["video_paths"]) for p in train)
+    assert json.loads((hard / "synthetic.json").read_text())["difficulty"] == "hard"
+
+    def clip(root: Path, product: str) -> np.ndarray:
+        path = root / json.loads((root / "train.json").read_text())[product]["video_paths"][0]
+        return read_video_frames(path).astype(np.float32)
+
+    changes = {"hard": [], "normal": []}
+    for product in train:
+        np.testing.assert_array_equal(clip(hard, product), clip(again, product))  # seeded
+        for name, root in (("hard", hard), ("normal", normal)):
+            frames = clip(root, product)
+            changes[name].append(frames.mean(axis=(1, 2, 3)).std())  # the lighting swings over the clip
+    assert np.mean(changes["hard"]) > 1.5 * np.mean(changes["normal"]), changes
+    with pytest.raises(ValueError, match="difficulty"):
+        write_synthetic_dataset(tmp_path / "bad", difficulty="extreme", **kwargs)

@@ -190,3 +190,21 @@ def test_collate_batch() -> None:
     assert batch["skipped"] == ["bad1.mp4: x", "bad2.mp4: x", "bad2.mp4: x"]
     with pytest.raises(ValueError):
         collate_batch([])
+
+
+def test_color_jitter_matches_a_numpy_reference_and_is_train_only() -> None:
+    transform = build_transform(32, train=True, resize_size=32, color_jitter=0.4)
+    image = _image(3)
+    params = transform.sample_params(random.Random(7))
+    b, c, s = params.jitter
+    assert all(0.6 <= f <= 1.4 for f in params.jitter) and params.jitter != (1.0, 1.0, 1.0)
+    # the reference: brightness, contrast about the mean, saturation about the luma grey, round and clip
+    x = np.asarray(Image.fromarray(image).resize((32, 32), Image.BILINEAR)).astype(np.float64) * b
+    x = (x - x.mean()) * c + x.mean()
+    grey = x @ np.array([0.299, 0.587, 0.114])
+    x = grey[..., None] + (x - grey[..., None]) * s
+    expected = np.clip(x + 0.5, 0, 255).astype(np.uint8)
+    expected = expected[:, ::-1] if params.flip else expected
+    got = transform.to_array(image, params)
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # float32 vs float64 rounding
+    assert build_transform(32, train=False, resize_size=32, color_jitter=0.4).sample_params().jitter == (1.0, 1.0, 1.0)

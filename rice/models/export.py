@@ -1,0 +1,166 @@
+"""Share a model: ``rice export CKPT OUT_DIR`` writes weights only, the config and a model card; `load_export`
+reads such a folder, or a copy of it on the Hugging Face Hub (``hf-hub:ORG/NAME[@REVISION]``).
+
+An export folder holds three files:
+
+- ``model.safetensors``: the model's state dict (no optimizer, no pickled objects);
+- ``config.json``: ``{"format": "rice-export", "rice_version", "model", "decoder", "reconstruction", "config"}``,
+  ``config`` being the RunConfig the model was trained with;
+- ``README.md``: a model card (recipe, data, the evaluation table when one is known).
+
+safetensors and huggingface_hub come with the ``hub`` extra (``pip install "rice-retrieval[hub]"``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+EXPORT_FORMAT = "rice-export"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+HUB_PREFIX = "hf-hub:"
+
+
+def _need(module: str) -> Any:
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError:
+        raise ImportError(
+            f"{module} is needed to export or load shared models; pip install 'rice-retrieval[hub]'"
+        ) from None
+
+
+def is_export_source(source: str | Path) -> bool:
+    """``hf-hub:ORG/NAME`` or a folder written by `export_model`."""
+    text = str(source)
+    if text.startswith(HUB_PREFIX):
+        return True
+    folder = Path(source)
+    return folder.is_dir() and (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+
+
+def export_model(
+    checkpoint: str | Path, out_dir: str | Path, results: dict[str, Any] | None = None
+) -> Path:
+    """Write the export folder of ``checkpoint`` (ours or a public rice_final.pth) into ``out_dir``.
+
+    Args:
+        results: an evaluation result (``rice eval --json``) for the card; by default the ``eval.json`` that
+            ``rice train`` wrote beside the checkpoint, when there is one.
+    """
+    from rice.api import load  # lazy: reading checkpoints lives with the API
+
+    safetensors_torch = _need("safetensors.torch")
+    checkpoint = Path(checkpoint)
+    model = load(checkpoint)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder; pass a new or empty folder as OUT_DIR")
+    out.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    safetensors_torch.save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    if results is None and (checkpoint.parent / "eval.json").is_file():
+        results = json.loads((checkpoint.parent / "eval.json").read_text())
+    import rice
+
+    meta = {
+        "format": EXPORT_FORMAT,
+        "rice_version": rice.__version__,
+        "model": model.config.model.name,
+        "decoder": model.decoder is not None,
+        "reconstruction": getattr(model.decoder, "head_merge", None) is not None,
+        "config": model.config.to_dict(),
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    (out / CARD_FILE).write_text(model_card(meta, results, source=checkpoint.name))
+    return out
+
+
+def model_card(meta: dict[str, Any], results: dict[str, Any] | None, source: str) -> str:
+    """The README.md of an export: what the model is, how it was trained, on what, and how well it does."""
+    cfg = meta["config"]
+    losses = "+".join(name.upper() for name in cfg["loss"]["losses"])
+    lines = [
+        "---",
+        "library_name: rice",
+        "tags: [video-to-shop, product-retrieval, rice]",
+        "---",
+        f"# {meta['model']} ({losses})",
+        "",
+        "A video-to-shop retrieval model (RICE, ICCV 2023) exported with `rice export` from "
+        f"`{source}` (rice {meta['rice_version']}).",
+        "",
+        "```python",
+        "import rice",
+        'model = rice.load("hf-hub:ORG/NAME")  # or the folder holding this file',
+        'video = model.embed_video("clip.mp4"); image = model.embed_image("shop.jpg")',
+        "score = float(video @ image)",
+        "```",
+        "",
+        "## Recipe",
+        f"- model: `{meta['model']}`, losses {losses} (weights {cfg['loss']['weights']})",
+        f"- optimizer: AdamW, lr {cfg['optim']['lr']} (encoder) / {cfg['optim']['head_lr']} (heads), "
+        f"weight decay {cfg['optim']['weight_decay']}, {cfg['train']['max_steps']} steps, "
+        f"batch {cfg['train']['batch_size']} per process, precision {cfg['train']['amp']}",
+        "",
+        "## Data",
+        f"- dataset: {cfg['data']['dataset']}, {cfg['data']['num_frames']} frames per clip",
+        "",
+        "## Evaluation",
+    ]
+    ks = [key for key in (results or {}) if key.startswith("R@")]
+    if results and ks:
+        lines += [f"{results.get('num_queries', '?')} queries, {results.get('gallery_size', '?')} gallery images.", ""]
+        lines += ["| queries | " + " | ".join(ks) + " |", "|---|" + "---|" * len(ks)]
+        lines.append("| all | " + " | ".join(f"{results[k]:.2f}" for k in ks) + " |")
+        for name, sub in results.get("subsets", {}).items():
+            lines.append(f"| {name} | " + " | ".join(f"{sub[k]:.2f}" for k in ks if k in sub) + " |")
+    else:
+        lines.append("Not evaluated at export time: run `rice eval` on this folder.")
+    return "\n".join(lines) + "\n"
+
+
+def resolve_hub(spec: str) -> Path:
+    """``hf-hub:ORG/NAME[@REVISION]`` -> the local snapshot folder (downloaded once, then from the cache;
+    ``HF_HUB_OFFLINE=1`` reads the cache only)."""
+    hub = _need("huggingface_hub")
+    repo, _, revision = spec[len(HUB_PREFIX) :].partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise ValueError(f"{spec!r}: expected hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION")
+    try:
+        folder = hub.snapshot_download(
+            repo_id=repo, revision=revision or None, allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, CARD_FILE]
+        )
+    except Exception as err:  # hub errors come in many types (offline, not found, HTTP)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise FileNotFoundError(
+            f"{spec}: could not get it from the Hugging Face Hub or its cache ({type(err).__name__}: {first}); "
+            "check the name, or run once with network access"
+        ) from None
+    return Path(folder)
+
+
+def load_export(source: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """An eval-mode model from an export folder or ``hf-hub:ORG/NAME``, with ``model.config`` set."""
+    from rice.config import RunConfig
+    from rice.models import build_model
+
+    safetensors_torch = _need("safetensors.torch")
+    folder = resolve_hub(str(source)) if str(source).startswith(HUB_PREFIX) else Path(source)
+    try:
+        meta = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{folder / CONFIG_FILE}: unreadable ({err}); export the model again") from None
+    if meta.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{folder / CONFIG_FILE}: not a rice export (format {meta.get('format')!r})")
+    cfg = RunConfig.model_validate(meta["config"])
+    model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_file": None})
+    model = build_model(model_cfg, with_decoder=meta["decoder"], with_reconstruction=meta["reconstruction"])
+    model.load_state_dict(safetensors_torch.load_file(str(folder / WEIGHTS_FILE)), strict=True)
+    model.config = cfg
+    return model.to(device).eval()
