@@ -1,6 +1,9 @@
 import json
 
+import av
+import numpy as np
 import torch
+from PIL import Image
 
 import rice
 from rice.config import build_config
@@ -8,6 +11,35 @@ from rice.data import MovingFashionGallery, MovingFashionQueries, build_data_tra
 from rice.models import build_model
 from rice.train.checkpoint import save_checkpoint
 from rice.train.optim import build_optimizer, build_scheduler
+
+
+def _preprocess_by_hand(model, rgb: np.ndarray) -> torch.Tensor:
+    """Eval preprocessing written out: square bilinear resize, centre crop, scale to [0, 1], mean/std."""
+    pre = model.preprocess
+    size = pre.resize_size or round(pre.input_size * 256 / 224)  # documented default: the 256/224 ratio
+    resized = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+    top = round((size - pre.input_size) / 2)
+    crop = resized[top : top + pre.input_size, top : top + pre.input_size].astype(np.float32) / 255.0
+    return (torch.from_numpy(crop).permute(2, 0, 1) - torch.tensor(pre.mean)[:, None, None]) / torch.tensor(
+        pre.std
+    )[:, None, None]
+
+
+@torch.no_grad()
+def _by_hand_video(model, path, num_frames: int) -> torch.Tensor:
+    """PyAV decodes every frame; the centre frame of each of num_frames equal segments is kept."""
+    with av.open(str(path)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    n = len(frames)
+    bounds = [i * n // num_frames for i in range(num_frames + 1)]
+    picked = [frames[(a + b) // 2] for a, b in zip(bounds[:-1], bounds[1:])] if n > num_frames else frames
+    clip = torch.stack([_preprocess_by_hand(model, f) for f in picked])[None]
+    return model.encode_video(clip, torch.ones(1, len(picked), dtype=torch.bool))[0]
+
+
+@torch.no_grad()
+def _by_hand_image(model, path) -> torch.Tensor:
+    return model.encode_image(_preprocess_by_hand(model, np.asarray(Image.open(path).convert("RGB")))[None])[0]
 
 
 def _checkpoint(tmp_path, root):
@@ -32,7 +64,11 @@ def test_embed_files_match_the_evaluation_datasets(tmp_path, synthetic_root):
     clip = rice.embed_video(model, video)
     shop = rice.embed_image(model, synthetic_root / record["img_path"])
     assert clip.shape == (model.embed_dim,) and abs(float(clip.norm()) - 1) < 1e-5
-    assert torch.equal(model.embed_video(str(video)), clip)  # the method form of the design card
+    # the method form of the design card, against the file decoded and preprocessed by hand
+    torch.testing.assert_close(model.embed_video(str(video)), _by_hand_video(model, video, cfg.data.num_frames),
+                               rtol=0, atol=2e-3)  # fmt: skip
+    image = synthetic_root / record["img_path"]
+    torch.testing.assert_close(model.embed_image(str(image)), _by_hand_image(model, image), rtol=0, atol=2e-3)
 
     queries = MovingFashionQueries(synthetic_root, num_frames=cfg.data.num_frames,
                                    transform=build_data_transform(cfg.data, model.preprocess, train=False))

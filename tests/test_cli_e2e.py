@@ -64,21 +64,24 @@ def test_multi_node_flags_two_nodes_on_loopback(tmp_path, synthetic_root):
     """Two `rice train --nnodes 2 --node-rank r` launches (one process each) meet at --master-addr/--master-port."""
     from tests.distributed_utils import free_port
 
-    port = str(free_port())
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    common = [
-        sys.executable, "-m", "rice", "train", "--root", str(synthetic_root), "--model", "rice_tiny",
-        "--max-steps", "2", "--batch-size", "4", "--out", str(tmp_path / "run"), "--workers", "0",
-        "--nnodes", "2", "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", port,
-    ]  # fmt: skip
-    nodes = [
-        subprocess.Popen([*common, "--node-rank", str(rank)], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        for rank in range(2)
-    ]
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    for attempt in range(3):  # the port is free when picked but is bound later: retry if another process took it
+        out = tmp_path / f"run{attempt}"
+        common = [
+            sys.executable, "-m", "rice", "train", "--root", str(synthetic_root), "--model", "rice_tiny",
+            "--max-steps", "2", "--batch-size", "4", "--out", str(out), "--workers", "0",
+            "--nnodes", "2", "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+        ]  # fmt: skip
+        nodes = [
+            subprocess.Popen([*common, "--node-rank", str(rank)], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+            for rank in range(2)
+        ]
+        outputs = [node.communicate(timeout=300)[0] for node in nodes]
+        if not any("address already in use" in text.lower() for text in outputs):
+            break
     assert all(node.returncode == 0 for node in nodes), outputs
-    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    state = torch.load(out / "last.pt", weights_only=False)
     assert state["step"] == 2
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +81,7 @@ def test_ids() -> None:
 
 
 def test_items_follow_the_contract(lpr_root: Path) -> None:
-    start = time.perf_counter()
-    pairs = LPRTrainPairs(lpr_root, num_frames=4, seed=0)
-    assert time.perf_counter() - start < 1.0
+    pairs = LPRTrainPairs(lpr_root, num_frames=4, seed=0)  # opening speed: benchmarks/lpr_open.py
     assert len(pairs) == 6
     item = pairs[0]
     assert item["frames"].shape == (4, 3, 224, 224) and item["frame_mask"].all()

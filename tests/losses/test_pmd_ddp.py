@@ -8,15 +8,12 @@ back through ``all_gather_with_grad``. Expected relations (docs in PairwiseMatch
 - the rank-average of the decoder parameter gradients (what DDP computes) equals the single-process gradients.
 """
 
-import socket
-
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from rice.losses.matching import PairwiseMatchingLoss
 from rice.models.decoder import PairwiseMatchingDecoder
+from tests.distributed_utils import run_gloo
 
 WORLD, B, T, L, W, D = 2, 4, 3, 4, 16, 8
 
@@ -50,31 +47,21 @@ def _run(batch, decoder, loss_fn):
     return loss.detach(), batch["image_tokens"].grad, batch["video_tokens"].grad, grads
 
 
-def _worker(rank, port, out_dir):
+def _worker(rank, world_size, out_dir):
     from rice import distributed
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
-        local = {k: v[rank * B : (rank + 1) * B] for k, v in _global_batch().items()}
-        loss_fn = PairwiseMatchingLoss(
-            num_negatives=3,
-            chunk_size=5,
-            gather_with_grad=distributed.all_gather_with_grad,
-            gather_no_grad=distributed.all_gather_no_grad,
-        )  # rank comes from rice.distributed.world_info()
-        torch.save(_run(local, _decoder(), loss_fn), f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    local = {k: v[rank * B : (rank + 1) * B] for k, v in _global_batch().items()}
+    loss_fn = PairwiseMatchingLoss(
+        num_negatives=3,
+        chunk_size=5,
+        gather_with_grad=distributed.all_gather_with_grad,
+        gather_no_grad=distributed.all_gather_no_grad,
+    )  # rank comes from rice.distributed.world_info()
+    torch.save(_run(local, _decoder(), loss_fn), f"{out_dir}/rank{rank}.pt")
 
 
 def test_two_rank_gloo_matches_single_process(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    run_gloo(_worker, WORLD, (str(tmp_path),))  # real gloo processes; the rendezvous port is bound first
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     loss, img_grad, vid_grad, param_grads = _run(_global_batch(), _decoder(), PairwiseMatchingLoss(3, 5, rank=0))
 

@@ -47,9 +47,10 @@ def test_pretrained_file_missing_is_a_clear_error(tmp_path):
         create_model("rice_vit_b32", pretrained_file=str(tmp_path / "missing.pt"))
 
 
-def test_offline_hub_error_names_the_alternatives():
+def test_offline_hub_error_names_the_alternatives(tmp_path):
     code = "import rice.models as m; m.create_model('rice_vit_b32', pretrained=True)"
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    # an empty Hugging Face cache: a machine that already holds the CLIP weights must not turn this into a load
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0
     assert "--pretrained-file" in proc.stderr and "--no-pretrained" in proc.stderr

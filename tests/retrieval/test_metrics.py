@@ -2,8 +2,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rice.retrieval.evaluate import EmbeddingSet, evaluate_embeddings
+from rice.retrieval.evaluate import EmbeddingSet, evaluate_embeddings, rank_gallery
 from rice.retrieval.metrics import first_hit_rank, recall_at_k
+from rice.retrieval.protocols import first_hit_ranks
 
 
 def brute_force_recall(scores: np.ndarray, gallery_ids, gt, ks):
@@ -30,30 +31,54 @@ def _embedding_set(q, g, gt, gallery_ids):
     )  # fmt: skip
 
 
-def test_recall_matches_brute_force_with_ties_and_several_positives():
+def _half_grid(rng, n: int) -> np.ndarray:
+    """Unit vectors with four entries of +-0.5 among 6 dims: every inner product is a multiple of 0.25, exact in
+    float32 for numpy and FAISS alike, so ties are real ties on both sides."""
+    out = np.zeros((n, 6), dtype=np.float32)
+    for row in out:
+        dims = rng.choice(6, size=4, replace=False)
+        row[dims] = rng.choice([-0.5, 0.5], size=4)
+    return out
+
+
+def tie_bounds(scores: np.ndarray, positive: np.ndarray, k: int) -> tuple[bool, bool]:
+    """(worst, best) hit@k of one query over every order of the tied scores.
+
+    Items scoring above the k-th score are in the top k whatever the order; the items tied with it share the
+    remaining slots. Best order: a tied positive takes a slot. Worst: the tied non-positives take them first.
+    """
+    kth = np.sort(scores)[::-1][k - 1]
+    above, tied = scores > kth, scores == kth
+    slots = k - int(above.sum())
+    sure = bool((positive & above).any())
+    best = sure or bool((positive & tied).any())
+    worst = sure or int((~positive & tied).sum()) < slots
+    return worst, best
+
+
+def test_recall_with_exact_ties_lies_within_the_tie_bounds_query_by_query():
     rng = np.random.default_rng(0)
-    # Embeddings on a coarse grid so that many scores tie exactly.
-    gallery = _unit(rng.integers(-2, 3, size=(40, 6)).astype(np.float64) + 1e-9)
-    queries = _unit(rng.integers(-2, 3, size=(25, 6)).astype(np.float64) + 1e-9)
+    gallery, queries = _half_grid(rng, 40), _half_grid(rng, 25)
     gallery[5] = gallery[3]  # exact duplicates: a guaranteed tie
     gallery_ids = [f"img{i // 2}" for i in range(40)]  # two gallery rows per image id
     gt = [[f"img{j}" for j in rng.choice(20, size=rng.integers(1, 4), replace=False)] for _ in range(25)]
     ks = [1, 3, 5, 10]
-    ours = evaluate_embeddings(_embedding_set(queries, gallery, gt, gallery_ids), ks)
-    ref = brute_force_recall(queries.astype(np.float32) @ gallery.astype(np.float32).T, gallery_ids, gt, ks)
-    # Ties may be ordered differently by FAISS; recall only differs if a tie straddles the cut-off, so compare
-    # against the best and worst tie orders.
+    emb = _embedding_set(queries, gallery, gt, gallery_ids)
+    ours = evaluate_embeddings(emb, ks)
+    ranks = first_hit_ranks(rank_gallery(emb, max(ks)), gallery_ids, gt)  # the per-query ranks behind `ours`
+    scores = queries.astype(np.float64) @ gallery.T.astype(np.float64)  # exact: multiples of 0.25
+    straddling = 0
     for k in ks:
-        assert abs(ours[f"R@{k}"] - ref[f"R@{k}"]) <= 100.0 * _ties_at_cutoff(queries, gallery, k) / 25
-
-
-def _ties_at_cutoff(queries, gallery, k):
-    scores = (queries @ gallery.T).astype(np.float32)
-    count = 0
-    for row in scores:
-        kth = np.sort(row)[::-1][k - 1]
-        count += int(np.sum(np.isclose(row, kth)) > 1)
-    return count
+        hits = 0
+        for q in range(25):
+            positive = np.array([gid in gt[q] for gid in gallery_ids])
+            worst, best = tie_bounds(scores[q], positive, k)
+            hit = 0 <= ranks[q] < k
+            assert worst <= hit <= best, (q, k, worst, hit, best)
+            straddling += worst != best
+            hits += hit
+        assert ours[f"R@{k}"] == 100.0 * hits / 25  # exact, from the same ranks
+    assert straddling >= 3, "the data must put ties across the cut-off for the bounds to matter"
 
 
 def test_recall_exact_without_ties():
