@@ -23,7 +23,7 @@ def suite():
         sys.path.remove(str(BENCH))
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # about 60 s on 2 idle cores; much more when they are shared
 def test_every_benchmark_runs_at_smoke_size(suite, tmp_path):
     present = [name for name in suite.BENCHMARKS if (BENCH / f"{name}.py").exists()]
     assert {"startup", "clip_reading", "prepare_frames", "input_pipeline", "eval_extraction", "gpu"} <= set(present)
