@@ -24,14 +24,14 @@ from rice.train.engine import fit
 
 
 def run(smoke: bool = False, products: int = 48, steps: int = 120) -> list[dict]:
-    products, steps = (8, 2) if smoke else (products, steps)
+    products, steps = (4, 1) if smoke else (products, steps)
     with tempfile.TemporaryDirectory(prefix="rice-bench-precision-") as tmp:
         root = write_synthetic_dataset(Path(tmp) / "data", num_products=products, videos_per_product=2, frames=16,
                                        size=64, seed=0)  # fmt: skip
         cfg = build_config(base={
             "model": {"name": "rice_tiny", "pretrained": False},
             "data": {"root": str(root), "workers": 0 if smoke else 2},
-            "train": {"batch_size": 4 if smoke else 16, "max_steps": steps, "out": str(Path(tmp) / "run"),
+            "train": {"batch_size": 2 if smoke else 16, "max_steps": steps, "out": str(Path(tmp) / "run"),
                       "device": "cpu", "amp": "none", "log_every": 10, "save_every": 100000},
             "eval": {"batch_size": 32},
         })  # fmt: skip

@@ -54,9 +54,9 @@ def _time_steps(step, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - tic) / steps
 
 
-def _fits(name: str, batch: int, size: int, device: torch.device, amp) -> bool:
+def _fits(name: str, batch: int, size: int, frames: int, device: torch.device, amp) -> bool:
     task, optimizer = build_task(name, LOSSES, device)
-    data = {k: v.to(device) for k, v in random_batch(batch, NUM_FRAMES, size).items()}
+    data = {k: v.to(device) for k, v in random_batch(batch, frames, size).items()}
     try:
         train_step(task, optimizer, data, device, amp)
         train_step(task, optimizer, data, device, amp)  # the optimizer state exists from the second step on
@@ -70,10 +70,10 @@ def _fits(name: str, batch: int, size: int, device: torch.device, amp) -> bool:
             torch.cuda.empty_cache()
 
 
-def largest_batch(name: str, size: int, device: torch.device, amp, candidates: list[int]) -> int:
+def largest_batch(name: str, size: int, frames: int, device: torch.device, amp, candidates: list[int]) -> int:
     """The largest candidate batch whose training step fits (candidates tried from the largest down)."""
     for batch in sorted(candidates, reverse=True):
-        if _fits(name, batch, size, device, amp):
+        if _fits(name, batch, size, frames, device, amp):
             return batch
     raise RuntimeError(f"not even batch {min(candidates)} fits on {device}")
 
@@ -86,9 +86,9 @@ def step_flops(task, optimizer, data, device, amp) -> float:
     return float(counter.get_total_flops())
 
 
-def training(name: str, size: int, device: torch.device, amp, candidates: list[int], steps: int, compile_too: bool):
-    batch = largest_batch(name, size, device, amp, candidates)
-    data = {k: v.to(device) for k, v in random_batch(batch, NUM_FRAMES, size).items()}
+def training(name, size, frames, device: torch.device, amp, candidates: list[int], steps: int, compile_too: bool):
+    batch = largest_batch(name, size, frames, device, amp, candidates)
+    data = {k: v.to(device) for k, v in random_batch(batch, frames, size).items()}
     task, optimizer = build_task(name, LOSSES, device)
     for _ in range(2):
         train_step(task, optimizer, data, device, amp)
@@ -107,14 +107,14 @@ def training(name: str, size: int, device: torch.device, amp, candidates: list[i
 
 
 @torch.no_grad()
-def eval_throughput(name: str, size: int, device: torch.device, amp, image_batch: int, clip_batch: int, steps: int):
+def eval_throughput(name, size, frames, device: torch.device, amp, image_batch: int, clip_batch: int, steps: int):
     from rice.config import ModelConfig
     from rice.models import build_model
 
     model = build_model(ModelConfig(name=name, pretrained=False)).to(device).eval()
     images = torch.randn(image_batch, 3, size, size, device=device)
-    clips = torch.randn(clip_batch, NUM_FRAMES, 3, size, size, device=device)
-    mask = torch.ones(clip_batch, NUM_FRAMES, dtype=torch.bool, device=device)
+    clips = torch.randn(clip_batch, frames, 3, size, size, device=device)
+    mask = torch.ones(clip_batch, frames, dtype=torch.bool, device=device)
     autocast = torch.autocast(device.type, dtype=amp, enabled=amp is not None)
     with autocast:
         model.encode_image(images), model.encode_video(clips, mask)  # warm-up
@@ -143,14 +143,16 @@ def run(smoke: bool = False) -> list[dict]:
     if not cuda and not smoke:
         return [skipped_row("gpu", "no CUDA device here: the GPU figures are still to be measured")]
     if smoke:
-        device, name, size, amp = torch.device("cpu"), "rice_tiny", 64, None
+        device, name, size, frames, amp = torch.device("cpu"), "rice_tiny", 64, 2, None
         candidates, steps, image_batch, clip_batch, compile_too = [2], 1, 2, 1, False
     else:
-        device, name, size, amp = torch.device("cuda"), "rice_vit_b32", 224, torch.bfloat16
+        device, name, size, frames, amp = torch.device("cuda"), "rice_vit_b32", 224, NUM_FRAMES, torch.bfloat16
         candidates, steps, image_batch, clip_batch, compile_too = [512, 384, 256, 192, 128, 64, 32], 10, 512, 64, True
     device_name = torch.cuda.get_device_name(device) if cuda and not smoke else "CPU (smoke)"
-    batch, eager_s, compiled_s, flops, peak_mem = training(name, size, device, amp, candidates, steps, compile_too)
-    note = f"{name} {','.join(LOSSES)}, batch {batch} clips x {NUM_FRAMES} frames + {batch} images, {device_name}"
+    batch, eager_s, compiled_s, flops, peak_mem = training(
+        name, size, frames, device, amp, candidates, steps, compile_too
+    )
+    note = f"{name} {','.join(LOSSES)}, batch {batch} clips x {frames} frames + {batch} images, {device_name}"
     rows = [info_row("gpu: train clips/s, eager", batch / eager_s, batch / eager_s, "clips/s", note)]
     best_s = eager_s
     if compiled_s is not None:
@@ -166,9 +168,11 @@ def run(smoke: bool = False) -> list[dict]:
         rows.append(skipped_row("gpu: MFU (bf16)", f"no bf16 peak known for {device_name}"))
     if peak_mem is not None:
         rows.append(info_row("gpu: peak memory (train)", peak_mem, peak_mem, "GiB", note))
-    images_s, clips_s = eval_throughput(name, size, device, amp, image_batch, clip_batch, steps)
-    rows.append(info_row("gpu: eval images/s", images_s, images_s, "img/s", f"batch {image_batch}, bf16"))
-    rows.append(info_row("gpu: eval clips/s", clips_s, clips_s, "clips/s", f"batch {clip_batch} x {NUM_FRAMES}"))
+    images_s, clips_s = eval_throughput(name, size, frames, device, amp, image_batch, clip_batch, steps)
+    rows.append(
+        info_row("gpu: eval images/s", images_s, images_s, "img/s", f"batch {image_batch}, {'bf16' if amp else 'fp32'}")
+    )
+    rows.append(info_row("gpu: eval clips/s", clips_s, clips_s, "clips/s", f"batch {clip_batch} x {frames} frames"))
     gpus = torch.cuda.device_count() if cuda and not smoke else 0
     if gpus > 1:
         ok, seconds, tail = nccl_two_steps(gpus)

@@ -26,7 +26,7 @@ from rice.train.engine import build_train_loader
 
 def run(smoke: bool = False, steps: int = 6, batch_size: int = 4, workers: int = 2) -> list[dict]:
     name, losses = ("rice_tiny", ["icl"]) if smoke else ("rice_vit_b32", ["icl"])
-    steps = 2 if smoke else steps
+    steps, batch_size = (1, 2) if smoke else (steps, batch_size)
     with tempfile.TemporaryDirectory(prefix="rice-bench-pipeline-") as tmp:
         root = Path(tmp)
         # 12 s videos at 8 fps -> 12 prepared frames each, enough for 10-frame clips; frames stored at 256 px.

@@ -27,7 +27,8 @@ from rice.data.synthetic import write_synthetic_dataset
 
 def _dataset(root: Path, videos: int, clip: Path) -> list[Path]:
     """A MovingFashion-layout dataset whose every video is a copy of ``clip``."""
-    write_synthetic_dataset(root, num_products=videos, videos_per_product=1, num_test_products=max(1, videos // 5),
+    test = max(1, videos // 5)
+    write_synthetic_dataset(root, num_products=videos - test, videos_per_product=1, num_test_products=test,
                             frames=4, size=32)  # fmt: skip
     rels = dict.fromkeys(v for split in ("train", "test") for rec in load_split(root, split) for v in rec.video_paths)
     paths = [root / rel for rel in rels]

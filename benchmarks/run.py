@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import sys
 import time
@@ -44,8 +45,9 @@ def run_one(name: str, smoke: bool) -> list[dict[str, Any]]:
     if not (Path(__file__).resolve().parent / f"{name}.py").exists():
         return [skipped_row(name, "not in this tree yet")]
     module = importlib.import_module(name)
-    if not hasattr(module, "run"):
-        return [skipped_row(name, "has no run(smoke) function")]
+    entry = getattr(module, "run", None)
+    if entry is None or "smoke" not in inspect.signature(entry).parameters:
+        return [skipped_row(name, "has no run(smoke: bool) -> list[dict] entry yet")]
     tic = time.perf_counter()
     try:
         rows = module.run(smoke=smoke)
