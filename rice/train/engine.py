@@ -38,9 +38,10 @@ from rice.train.checkpoint import (
     truncate_metrics,
 )
 from rice.train.grad_cache import BatchPlan, average_gradients_over_ranks, grad_cache_step, plan_batches
-from rice.train.logging import RunLogger
+from rice.train.logging import RunLogger, run_summary
 from rice.train.metrics import MetricWindow
 from rice.train.optim import build_optimizer, build_scheduler
+from rice.train.validation import Validator
 
 
 class ResumableSampler(DistributedSampler):
@@ -238,10 +239,15 @@ def fit(cfg: RunConfig) -> Path:
     # caching back-propagates outside one forward, so it averages the gradients itself (grad_cache.py).
     train_module = DistributedDataParallel(task) if world.world_size > 1 and plan.chunk is None else task
     saver = Saver(out_dir, model, optimizer, scheduler, scaler, cfg, world)
+    # Validation runs on rank 0 only; the other ranks wait for it at their next collective.
+    validator = Validator(cfg, out_dir, device, model.preprocess) if cfg.train.eval_every and world.is_main else None
 
     # --- train -----------------------------------------------------------------------------------------------
     with RunLogger(out_dir, world.is_main, cfg.train.max_steps, progress.step, cfg.train.tensorboard) as log, \
             StopRequest() as stop:  # fmt: skip
+        for line in run_summary(device=device, world_size=world.world_size, plan=plan, train_pairs=len(loader.dataset),
+                                model=model, optimizer=optimizer, amp_dtype=amp_dtype, cfg=cfg):  # fmt: skip
+            log.print(line)
         if point is not None:
             log.print(f"resumed from {point.path} at step {progress.step}")
         for note in filter(None, [*notes, plan.warning]):
@@ -250,7 +256,7 @@ def fit(cfg: RunConfig) -> Path:
         while progress.step < cfg.train.max_steps and not progress.stopped:
             start_epoch(loader, progress.epoch, cfg.train.seed, world.rank)
             train_one_epoch(train_module, task, loader, optimizer, scheduler, scaler, amp_dtype, device, cfg,
-                            progress, log, skipped, window, saver, stop, plan)  # fmt: skip
+                            progress, log, skipped, window, saver, stop, plan, validator)  # fmt: skip
             skipped.flush(progress.epoch, log)
             if progress.step < cfg.train.max_steps and not progress.stopped:
                 progress.epoch, progress.batches_done = progress.epoch + 1, 0
@@ -321,7 +327,7 @@ def _evaluate_at_end(model: RiceModel, cfg: RunConfig, device: torch.device, out
 def train_one_epoch(
     train_module, task: RiceTask, loader: DataLoader, optimizer, scheduler, scaler, amp_dtype, device, cfg: RunConfig,
     progress: Progress, log: RunLogger, skipped: SkipReport, window: MetricWindow, saver: Saver, stop: StopRequest,
-    plan: BatchPlan | None = None,
+    plan: BatchPlan | None = None, validator: Validator | None = None,
 ) -> None:  # fmt: skip
     """Run optimizer steps over the rest of ``loader``'s epoch (or until ``max_steps``), updating ``progress``.
 
@@ -398,6 +404,8 @@ def train_one_epoch(
             log.advance(step)
         if save_now:
             saver.save(Path(tcfg.out) / f"step_{step}.pt", progress)
+        if validator is not None and validator.due(step):
+            validator.run(step, progress.epoch, saver, log)
         if stop_now:
             if saver.saved_step != step:
                 saver.save(Path(tcfg.out) / "last.pt", progress)
