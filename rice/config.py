@@ -121,14 +121,28 @@ class OptimConfig(_Section):
 
 class TrainConfig(_Section):
     out: str = Field("runs/rice", description="run directory (checkpoints, config.yaml, metrics.jsonl)")
-    batch_size: int = Field(32, ge=1, description="clip-image pairs per rank per micro-step")
-    grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
+    batch_size: int = Field(
+        32, ge=1, description="clip-image pairs per rank per micro-step; ignored when global_batch_size is set"
+    )
+    global_batch_size: int | None = Field(
+        None, ge=1, description="pairs per optimizer step over all ranks (the recipe's); per-rank = this / ranks"
+    )
+    grad_accum: int = Field(
+        1, ge=1, description="micro-steps per optimizer step (each contrasts only its micro-batch: fewer negatives)"
+    )
+    grad_cache: bool = Field(
+        False, description="exact large-batch contrastive step: embed the batch in chunks, back-propagate per chunk"
+    )
+    grad_cache_chunk: int = Field(16, ge=1, description="pairs per forward/backward chunk with train.grad_cache")
     max_steps: int = Field(5000, ge=1, description="optimizer steps")
     seed: int = 0
     amp: Literal["auto", "bf16", "fp16", "none"] = Field("auto", description="auto = bf16 on GPU, none on CPU")
     device: str = Field("auto", description="auto, cpu or cuda")
     save_every: int = Field(1000, ge=1, description="keep a step_N.pt checkpoint every N steps (last.pt always)")
-    log_every: int = Field(10, ge=1)
+    log_every: int = Field(10, ge=1, description="log (and print a line when not on a terminal) every N steps")
+    eval_every: int | None = Field(
+        None, ge=1, description="score the val (else test) split every N steps on rank 0; keeps best.pt by R@1"
+    )
     eval_at_end: bool = Field(False, description="run eval on the test split after training")
     tensorboard: bool = False
     resume: str | None = Field(None, description="`latest` (<out>/last.pt if present) or a checkpoint path")

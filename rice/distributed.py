@@ -141,3 +141,22 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def average_gradients(parameters) -> None:
+    """Average ``.grad`` over ranks in place, as DDP's reducer does (used where DDP does not wrap the model:
+    gradient caching back-propagates outside a DDP forward). Parameters without a gradient on every rank count
+    as zero; one flat all-reduce, so the cost is one collective per optimizer step."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return
+    params = [p for p in parameters if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+        offset += p.numel()

@@ -57,6 +57,14 @@ class RiceTask(nn.Module):
         """Args: images (B, 3, S, S), frames (B, T, 3, S, S), frame_mask (B, T); product_ids (B,) int64 (see
         `product_keys`) when ``loss.mask_same_product`` is on, so duplicates of a product are not negatives."""
         out = self.model(images, frames, frame_mask, return_tokens=self.needs_tokens)
+        return self.losses_from_outputs(out, frame_mask, product_ids)
+
+    def losses_from_outputs(
+        self, out: dict[str, torch.Tensor], frame_mask: torch.Tensor, product_ids: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The losses of a batch from the model's training outputs (``RiceModel.forward``); gradient caching
+        (rice.train.grad_cache) calls it on embeddings computed chunk by chunk."""
+        batch = frame_mask.shape[0]
         if self.mask_same_product:
             if product_ids is None:
                 raise ValueError("loss.mask_same_product needs product_ids: pass product_keys(batch['image_id'])")
@@ -64,7 +72,7 @@ class RiceTask(nn.Module):
         results: dict[str, torch.Tensor] = {}
         if "pfr" in self.losses:
             # PMD and PFR share one decoder pass over the positive pairs (PFR needs its cross-attention)
-            local = torch.arange(images.shape[0], device=images.device)
+            local = torch.arange(batch, device=frame_mask.device)
             positives = score_pairs(
                 self.model.decoder, out["image_tokens"], out["video_tokens"], frame_mask, local, local,
                 self.chunk_size, return_attention=True,

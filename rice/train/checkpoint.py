@@ -96,7 +96,7 @@ def _read_training_state(path: Path) -> dict[str, Any]:
 
 
 # Files a run writes into its folder; any of them means the folder already holds a run.
-_RUN_FILES = ("last.pt", "metrics.jsonl", "config.yaml", "eval.json")
+_RUN_FILES = ("last.pt", "metrics.jsonl", "config.yaml", "eval.json", "best.pt", "best.json")
 
 
 def existing_run_files(out_dir: str | Path) -> list[str]:

@@ -37,9 +37,11 @@ from rice.train.checkpoint import (
     set_rng_state,
     truncate_metrics,
 )
-from rice.train.logging import RunLogger
+from rice.train.grad_cache import BatchPlan, average_gradients_over_ranks, grad_cache_step, plan_batches
+from rice.train.logging import RunLogger, run_summary
 from rice.train.metrics import MetricWindow
 from rice.train.optim import build_optimizer, build_scheduler
+from rice.train.validation import Validator
 
 
 class ResumableSampler(DistributedSampler):
@@ -129,13 +131,15 @@ class StopRequest:
         self.requested = True
 
 
-def build_train_loader(cfg: RunConfig, model: RiceModel, world: distributed.WorldInfo) -> DataLoader:
+def build_train_loader(cfg: RunConfig, model: RiceModel, world: distributed.WorldInfo,
+                       plan: BatchPlan | None = None) -> DataLoader:  # fmt: skip
     dataset = build_train_dataset(cfg.data, model.preprocess, seed=cfg.train.seed)
-    per_rank = cfg.train.batch_size
+    plan = plan or plan_batches(cfg.train, world.world_size)
+    per_rank = plan.loader_batch
     if len(dataset) < per_rank * world.world_size:
         raise ValueError(
             f"the training set has {len(dataset)} pairs, fewer than one global batch "
-            f"({per_rank} x {world.world_size} ranks); lower --batch-size"
+            f"({per_rank} x {world.world_size} ranks); lower train.global_batch_size or --batch-size"
         )
     # drop_last: the contrastive loss gathers equal-sized batches from every rank.
     sampler = ResumableSampler(
@@ -206,7 +210,8 @@ def fit(cfg: RunConfig) -> Path:
         cfg.model, with_decoder="pmd" in cfg.loss.losses, with_reconstruction="pfr" in cfg.loss.losses
     ).to(device)
     task = RiceTask(model, cfg.loss).to(device)
-    loader = build_train_loader(cfg, model, world)
+    plan = plan_batches(cfg.train, world.world_size)  # the recipe's global batch -> this launch's per-rank batch
+    loader = build_train_loader(cfg, model, world, plan)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.max_steps)
     amp_dtype = autocast_dtype(cfg.train, device)
@@ -224,28 +229,34 @@ def fit(cfg: RunConfig) -> Path:
             scaler.load_state_dict(state["scaler"])
         progress.step, progress.epoch = state["step"], state["epoch"]
         progress.batches_done = state.get("batches_done", _batches_done_of_old_checkpoint(state, cfg, len(loader)))
-        loader.sampler.skip = progress.batches_done * cfg.train.batch_size
+        loader.sampler.skip = progress.batches_done * plan.loader_batch
         notes += [point.note] if point.note else []
         notes += [_restore_rng(state.get("rng"), world)]
         if world.is_main:
             truncate_metrics(out_dir / "metrics.jsonl", progress.step)
 
-    # DDP wraps the task so the losses' gathered features and the parameters' all-reduce line up.
-    train_module = DistributedDataParallel(task) if world.world_size > 1 else task
+    # DDP wraps the task so the losses' gathered features and the parameters' all-reduce line up. Gradient
+    # caching back-propagates outside one forward, so it averages the gradients itself (grad_cache.py).
+    train_module = DistributedDataParallel(task) if world.world_size > 1 and plan.chunk is None else task
     saver = Saver(out_dir, model, optimizer, scheduler, scaler, cfg, world)
+    # Validation runs on rank 0 only; the other ranks wait for it at their next collective.
+    validator = Validator(cfg, out_dir, device, model.preprocess) if cfg.train.eval_every and world.is_main else None
 
     # --- train -----------------------------------------------------------------------------------------------
     with RunLogger(out_dir, world.is_main, cfg.train.max_steps, progress.step, cfg.train.tensorboard) as log, \
             StopRequest() as stop:  # fmt: skip
+        for line in run_summary(device=device, world_size=world.world_size, plan=plan, train_pairs=len(loader.dataset),
+                                model=model, optimizer=optimizer, amp_dtype=amp_dtype, cfg=cfg):  # fmt: skip
+            log.print(line)
         if point is not None:
             log.print(f"resumed from {point.path} at step {progress.step}")
-        for note in filter(None, notes):
+        for note in filter(None, [*notes, plan.warning]):
             log.print(f"[yellow]{note}")
         skipped, window = SkipReport(), MetricWindow(progress.step)
         while progress.step < cfg.train.max_steps and not progress.stopped:
             start_epoch(loader, progress.epoch, cfg.train.seed, world.rank)
             train_one_epoch(train_module, task, loader, optimizer, scheduler, scaler, amp_dtype, device, cfg,
-                            progress, log, skipped, window, saver, stop)  # fmt: skip
+                            progress, log, skipped, window, saver, stop, plan, validator)  # fmt: skip
             skipped.flush(progress.epoch, log)
             if progress.step < cfg.train.max_steps and not progress.stopped:
                 progress.epoch, progress.batches_done = progress.epoch + 1, 0
@@ -316,6 +327,7 @@ def _evaluate_at_end(model: RiceModel, cfg: RunConfig, device: torch.device, out
 def train_one_epoch(
     train_module, task: RiceTask, loader: DataLoader, optimizer, scheduler, scaler, amp_dtype, device, cfg: RunConfig,
     progress: Progress, log: RunLogger, skipped: SkipReport, window: MetricWindow, saver: Saver, stop: StopRequest,
+    plan: BatchPlan | None = None, validator: Validator | None = None,
 ) -> None:  # fmt: skip
     """Run optimizer steps over the rest of ``loader``'s epoch (or until ``max_steps``), updating ``progress``.
 
@@ -340,12 +352,18 @@ def train_one_epoch(
         last_micro = micro % tcfg.grad_accum == 0
         # Skip the gradient all-reduce on accumulation micro-steps; it runs once, on the last one.
         sync = contextlib.nullcontext() if last_micro or world.world_size == 1 else train_module.no_sync()
-        with sync, torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            product_ids = product_keys(batch["image_id"]).to(device) if task.mask_same_product else None
-            losses = train_module(images, frames, frame_mask, product_ids)
-            loss = losses["loss"] / tcfg.grad_accum
-        with sync:
-            (scaler.scale(loss) if scaler else loss).backward()
+        product_ids = product_keys(batch["image_id"]).to(device) if task.mask_same_product else None
+        autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+        if plan is not None and plan.chunk is not None:  # train.grad_cache: the whole batch, chunk by chunk
+            losses, _ = grad_cache_step(task, images, frames, frame_mask, product_ids, plan.chunk, autocast,
+                                        scaler.scale if scaler else None)  # fmt: skip
+            average_gradients_over_ranks(task)
+        else:
+            with sync, autocast:
+                losses = train_module(images, frames, frame_mask, product_ids)
+                loss = losses["loss"] / tcfg.grad_accum
+            with sync:
+                (scaler.scale(loss) if scaler else loss).backward()
         window.add_micro_step(losses, tcfg.grad_accum, images.shape[0] * world.world_size)
         if not last_micro:
             continue
@@ -386,6 +404,8 @@ def train_one_epoch(
             log.advance(step)
         if save_now:
             saver.save(Path(tcfg.out) / f"step_{step}.pt", progress)
+        if validator is not None and validator.due(step):
+            validator.run(step, progress.epoch, saver, log)
         if stop_now:
             if saver.saved_step != step:
                 saver.save(Path(tcfg.out) / "last.pt", progress)
