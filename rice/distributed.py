@@ -160,3 +160,13 @@ def average_gradients(parameters) -> None:
     for p in params:
         p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
         offset += p.numel()
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers to every rank, as DDP does when it wraps a module (for the
+    gradient-cached step, which DDP does not wrap: each rank seeds its RNG differently, so the inits differ)."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=src)

@@ -238,6 +238,8 @@ def fit(cfg: RunConfig) -> Path:
     # DDP wraps the task so the losses' gathered features and the parameters' all-reduce line up. Gradient
     # caching back-propagates outside one forward, so it averages the gradients itself (grad_cache.py).
     train_module = DistributedDataParallel(task) if world.world_size > 1 and plan.chunk is None else task
+    if train_module is task:
+        distributed.broadcast_module(task)  # what DDP's wrapping does: every rank starts from rank 0's weights
     saver = Saver(out_dir, model, optimizer, scheduler, scaler, cfg, world)
     # Validation runs on rank 0 only; the other ranks wait for it at their next collective.
     validator = Validator(cfg, out_dir, device, model.preprocess) if cfg.train.eval_every and world.is_main else None

@@ -7,6 +7,11 @@ here, with autograd over the whole batch, never with rice.train.grad_cache.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -20,7 +25,9 @@ from rice.task import RiceTask
 from rice.train.checkpoint import read_checkpoint
 from rice.train.engine import fit
 from rice.train.grad_cache import grad_cache_step, plan_batches
+from tests.training_watch import watch_model
 
+REPO = Path(__file__).resolve().parents[2]
 BATCH, FRAMES, SIZE = 10, 3, 32
 
 
@@ -153,3 +160,38 @@ def test_a_grad_cache_run_resumed_from_a_step_checkpoint_repeats_the_run(synthet
     assert a["step"] == b["step"] == 3
     for name, value in a["model"].items():
         assert torch.equal(value, b["model"][name]), name
+
+
+def test_two_ranks_with_grad_cache_equal_one_process_on_the_whole_batch(synthetic_root, tmp_path):
+    """Real torchrun (gloo): 2 ranks x 2 pairs embedded one pair at a time, the gradients averaged by
+    rice.distributed (no DDP wrapper), equal one process taking the 4 pairs in one plain pass. ``timesformer_tiny``
+    has no BatchNorm and the decoder's dropout is off, so the two are the same computation. The step is read as
+    a gradient (lr = eps = 1e6: AdamW's first update is -g), so fp32 rounding is not magnified by Adam."""
+    from tests.train.test_training_behaviour import GRADIENT_READOUT, _assert_vectors_close, _flat
+    from tests.train.test_training_behaviour import run_config as behaviour_config
+
+    common = ["train.max_steps=1", "train.global_batch_size=4", "loss.losses=[icl,pmd]", "model.decoder_attn_drop=0",
+              *GRADIENT_READOUT]  # fmt: skip
+    ddp = behaviour_config(synthetic_root, tmp_path / "ddp", *common, "train.grad_cache=true",
+                           "train.grad_cache_chunk=1", model="timesformer_tiny")  # fmt: skip
+    ddp.save(tmp_path / "ddp.yaml")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         "-m", "tests.ddp_fit_worker", str(tmp_path / "ddp.yaml"), str(tmp_path / "weights")],
+        cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"weights.rank{r}.pt", weights_only=True) for r in range(2)]
+    with watch_model() as single:
+        fit(behaviour_config(synthetic_root, tmp_path / "single", *common, model="timesformer_tiny"))
+    names = [name for name, p in single.model.named_parameters() if p.requires_grad]
+    for name in names:
+        assert torch.equal(ranks[0]["final"][name], ranks[1]["final"][name]), f"ranks disagree on {name}"
+        assert torch.equal(ranks[0]["initial"][name], single.initial[name]), f"different starts for {name}"
+    step = {"ranks": {}, "single": {}}
+    for name in names:
+        step["ranks"][name] = ranks[0]["final"][name] - ranks[0]["initial"][name]
+        step["single"][name] = single.final()[name] - single.initial[name]
+    moved = sum(int(step["single"][name].abs().max() > 0) for name in names)
+    assert moved > 0.8 * len(names), f"only {moved} of {len(names)} parameters moved: the comparison would mean little"
+    _assert_vectors_close(_flat(step["ranks"]), _flat(step["single"]))
