@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-TRAIN_STEPS = 40
+TRAIN_STEPS = 120
 
 
 @pytest.fixture(scope="session")
