@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-TRAIN_STEPS = 40
+TRAIN_STEPS = 120
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,22 @@ def trained_checkpoint(shop_data: Path, tmp_path_factory: pytest.TempPathFactory
                   "amp": "none", "save_every": 100000, "log_every": 1000},
     })  # fmt: skip
     return Path(fit(cfg))
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A native rice_tiny checkpoint with a PMD decoder, random weights (for format and plumbing tests)."""
+    import torch
+
+    from rice.config import build_config
+    from rice.models import build_model
+
+    torch.manual_seed(0)
+    cfg = build_config(base={"model": {"name": "rice_tiny", "pretrained": False}, "data": {"num_frames": 4}})
+    model = build_model(cfg.model, with_decoder=True)
+    path = tmp_path_factory.mktemp("untrained") / "tiny.pt"
+    torch.save({"format": "rice-checkpoint", "model": model.state_dict(), "config": cfg.to_dict()}, path)
+    return path
 
 
 def shop_clips(shop_data: Path) -> list[tuple[Path, str]]:
