@@ -147,7 +147,7 @@ def test_auto_picks_by_size():
     from rice.retrieval.ann import choose_index_type
 
     assert choose_index_type(10_000, 512) == "flat"
-    assert choose_index_type(5_000_000, 512) == "ivf"
+    assert choose_index_type(3_000_000, 512) == "ivf"  # 6 GB of vectors fit the budget
     assert choose_index_type(10_000_000, 512) == "ivfpq"  # 20 GB of float32 vectors exceed the 8 GB budget
     assert Index.from_embeddings(clustered(100), [str(i) for i in range(100)]).settings.index_type == "flat"
 

@@ -34,6 +34,7 @@ def independent_rerank(model, data_cfg: DataConfig, k: int):
     image_tokens = [model.encode_image_tokens(item["image"][None])[1] for item in items]
     image_emb = torch.cat([model.encode_image(item["image"][None]) for item in items]).numpy()
     state, heads = model.decoder.state_dict(), model.decoder.heads
+    norm_kv = model.decoder.cross_block.norm_context  # the public block (default) normalises the queries only
     orders, gts, ok = [], [], []
     for q in range(len(queries)):
         item = queries[q]
@@ -44,7 +45,10 @@ def independent_rerank(model, data_cfg: DataConfig, k: int):
         cosine = image_emb[candidates] @ clip
         top = [candidates[i] for i in np.argsort(-cosine, kind="stable")[:k]]
         if item["ok"]:  # an unreadable clip (no frames) is a miss whatever its order
-            pmd = {j: reference_scores(state, image_tokens[j], clip_tokens, mask, heads)[0].item() for j in top}
+            pmd = {
+                j: reference_scores(state, image_tokens[j], clip_tokens, mask, heads, normalize_context=norm_kv)[0].item()
+                for j in top
+            }
             top = sorted(top, key=lambda j: -pmd[j])
         ranked = top
         orders.append(ranked + [-1] * (k - len(ranked)))
