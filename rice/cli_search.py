@@ -78,8 +78,11 @@ def embed(
                               checkpoint=checkpoint, group_by_folder=group_by_folder, progress=True)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    console.print(f"{out}: {counts['written']} shard(s) written ({counts['embedded']} items), "
-                  f"{counts['done_before']} already done, {counts['skipped']} unreadable file(s) skipped")
+    console.print(
+        f"{out}: {counts['written']} shard(s) written ({counts['embedded']} items), "
+        f"{counts['done_before']} already done, {counts['skipped']} unreadable file(s) skipped",
+        soft_wrap=True,
+    )
 
 
 def _settings(nlist: Optional[int], nprobe: Optional[int], ef_search: Optional[int]) -> dict[str, int]:
@@ -127,7 +130,8 @@ def index_build(
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     _report_skipped(index.skipped)
-    console.print(f"{out}: {len(index)} items, {index.settings.index_type}, {len(index.groups)} group(s)")
+    summary = f"{out}: {len(index)} items, {index.settings.index_type}, {len(index.groups)} group(s)"
+    console.print(summary, soft_wrap=True)
 
 
 @index_app.command("add")
@@ -149,7 +153,7 @@ def index_add(
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(str(err))
     _report_skipped(skipped)
-    console.print(f"{index_dir}: now {len(index)} items")
+    console.print(f"{index_dir}: now {len(index)} items", soft_wrap=True)
 
 
 @index_app.command("info")
@@ -201,7 +205,7 @@ def index_sync(
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     _report_skipped(report.skipped)
-    console.print(f"{index_dir}: {report.summary()} ({report.seconds:.1f} s)")
+    console.print(f"{index_dir}: {report.summary()} ({report.seconds:.1f} s)", soft_wrap=True)
 
 
 def search(
@@ -246,7 +250,7 @@ def search(
 
         frames = [query_frames(q, default_num_frames(model)) for q in queries]
         write_search_page(html_out, queries, frames, results, title=f"rice search: {index_dir.name}")
-        console.print(f"page written to {html_out}")
+        console.print(f"page written to {html_out}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

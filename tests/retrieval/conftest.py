@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-TRAIN_STEPS = 120
+TRAIN_STEPS = 40
 
 
 @pytest.fixture(scope="session")

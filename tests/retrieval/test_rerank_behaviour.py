@@ -46,10 +46,10 @@ def independent_rerank(model, data_cfg: DataConfig, k: int):
         top = [candidates[i] for i in np.argsort(-cosine, kind="stable")[:k]]
         if item["ok"]:  # an unreadable clip (no frames) is a miss whatever its order
             pmd = {
-                j: reference_scores(state, image_tokens[j], clip_tokens, mask, heads, normalize_context=norm_kv)[0].item()
+                j: reference_scores(state, image_tokens[j], clip_tokens, mask, heads, normalize_context=norm_kv)[0]
                 for j in top
             }
-            top = sorted(top, key=lambda j: -pmd[j])
+            top = sorted(top, key=lambda j: -pmd[j].item())
         ranked = top
         orders.append(ranked + [-1] * (k - len(ranked)))
         gts.append(set(item["gt_ids"]))
