@@ -58,7 +58,13 @@ def init_from_env(device_type: str, timeout_minutes: float = 30.0) -> WorldInfo:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    timeout = datetime.timedelta(minutes=timeout_minutes)
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))
+    # torchrun's agent keeps one TCP store across --max-restarts, so the previous workers' addresses are still
+    # in it: without a fresh namespace a restarted rank may read a dead peer's address and gloo's connect fails.
+    store = dist.PrefixStore(f"rice/attempt_{restart_count()}/", store)
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     return world_info()
 
 

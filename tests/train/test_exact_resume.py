@@ -169,10 +169,6 @@ def worker_pid(marker: str, local_rank: int) -> int | None:
     return None
 
 
-@pytest.mark.skip(
-    reason="known failure on main: after torchrun restarts the workers, gloo's connectFullMesh is refused "
-    "(issue 7 item 9 stays open)"
-)
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker pid through /proc")
 def test_max_restarts_a_killed_worker_is_restarted_and_the_run_matches(synthetic_root, tmp_path, ddp_reference):
     out = tmp_path / "run"
