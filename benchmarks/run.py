@@ -44,12 +44,12 @@ BENCHMARKS = [
 def run_one(name: str, smoke: bool) -> list[dict[str, Any]]:
     if not (Path(__file__).resolve().parent / f"{name}.py").exists():
         return [skipped_row(name, "not in this tree yet")]
-    module = importlib.import_module(name)
-    entry = getattr(module, "run", None)
-    if entry is None or "smoke" not in inspect.signature(entry).parameters:
-        return [skipped_row(name, "has no run(smoke: bool) -> list[dict] entry yet")]
     tic = time.perf_counter()
     try:
+        module = importlib.import_module(name)
+        entry = getattr(module, "run", None)
+        if entry is None or "smoke" not in inspect.signature(entry).parameters:
+            return [skipped_row(name, "has no run(smoke: bool) -> list[dict] entry yet")]
         rows = module.run(smoke=smoke)
     except Exception as err:  # one broken benchmark must not hide the others' figures
         traceback.print_exc()

@@ -158,6 +158,10 @@ def train(
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
+    if batch_size is not None and cfg.train.global_batch_size is not None:
+        _fail(f"--batch-size {batch_size} would be ignored: the config sets train.global_batch_size="
+              f"{cfg.train.global_batch_size}, which fixes the per-rank batch; pass --set train.global_batch_size=N "
+              "instead, or --set train.global_batch_size=null to use --batch-size")  # fmt: skip
     if nproc_per_node > 1 or nnodes > 1 or max_restarts > 0:
         from rice.train.checkpoint import check_run_dir  # refuse here, before torchrun starts the workers
 

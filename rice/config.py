@@ -151,6 +151,9 @@ class TrainConfig(_Section):
         30.0, gt=0, description="how long a rank waits for the others in a collective before the run fails"
     )
     compile: bool = Field(False, description="torch.compile the training model (GPU runs; first steps compile)")
+    compile_backend: str = Field(
+        "inductor", description="torch.compile backend when train.compile is on (aot_eager: no C++ compiler needed)"
+    )
 
 
 class EvalConfig(_Section):

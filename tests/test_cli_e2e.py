@@ -108,6 +108,8 @@ def _bad_inputs(tmp_path):
         ("invalid value", [*train, "--set", "train.batch_size=0"], "train.batch_size"),
         ("unknown loss", [*train, "--losses", "icl,foo"], "unknown loss"),
         ("unknown loss weight", [*train, "--loss-weights", "icl=1,pmdd=2"], "pmdd"),
+        ("--batch-size under a global batch", [*train, "--set", "train.global_batch_size=8", "--batch-size", "4"],
+         "train.global_batch_size=8"),
         ("non-numeric loss weight", [*train, "--loss-weights", "icl=high"], "name=number"),
         ("out holds a run", [*train[:-1], str(held)], "already holds a run"),
         ("out holds a run (torchrun)", [*train[:-1], str(held), "--nproc-per-node", "2"], "already holds a run"),

@@ -9,8 +9,9 @@ The index folder is self-describing and can be copied to another machine::
     items.jsonl      one item per line: key, id, path, group, metadata, and the file's size/mtime/sha256 (sync)
 
 A folder is written beside its final place and swapped in by renames (`save`), so a reader never sees half of one.
-Search within a group is exact for every index type: it ranks the group's own rows (`protocols.member_topk`, the
-same code the LPR4M per-livestream protocol runs), which is faster than a filtered FAISS search (docs/search.md).
+Search within a group is exact for every index type. It ranks the group's own rows (`protocols.member_topk`, the
+same code the LPR4M per-livestream protocol runs), except for a few queries into a large group of a flat index,
+where FAISS's filtered search (an ID selector, exact on a flat index) is faster (`group_method`, docs/search.md).
 """
 
 from __future__ import annotations
@@ -266,21 +267,43 @@ class Index:
 
     # ------------------------------------------------------------------------------------------------- searching
     def search(self, queries: np.ndarray | Sequence[str | os.PathLike[str]], k: int = 10, group: str | None = None,
-               nprobe: int | None = None, ef_search: int | None = None) -> list[list[SearchHit]]:
+               nprobe: int | None = None, ef_search: int | None = None,
+               group_method: str = "auto") -> list[list[SearchHit]]:  # fmt: skip
         """Top-k hits per query, best first.
 
         Args:
             queries: (Q, D) embeddings, or query files (video, folder of frames, image) embedded with the model.
             group: rank only this group's items, exactly (unknown group: ValueError).
             nprobe / ef_search: IVF lists probed / HNSW candidate list size, overriding the stored defaults.
+            group_method: how a group search runs: ``"per_group"`` (rank the group's rows), ``"selector"`` (FAISS
+                filtered search; flat indexes only) or ``"auto"`` (`choose_group_method`). All give the same hits.
         """
         vectors = self._query_vectors(queries)
         if group is not None:
-            scores, rows = member_topk(self.embeddings, self._group_rows(group), vectors, k)
+            scores, rows = self._group_topk(vectors, group, k, group_method)
         else:
             scores, rows = self._ann_topk(vectors, k, nprobe, ef_search)
         return [[self._hit(rank + 1, int(r), float(s)) for rank, (r, s) in enumerate(zip(rr, ss)) if r >= 0]
                 for rr, ss in zip(rows, scores)]
+
+    def _group_topk(self, vectors: np.ndarray, group: str, k: int, method: str):
+        rows = self._group_rows(group)
+        if method == "auto":
+            method = choose_group_method(self.settings.index_type, len(rows), len(self), len(vectors))
+        if method == "per_group":
+            return member_topk(self.embeddings, rows, vectors, k)
+        if method != "selector":
+            raise ValueError(f"unknown group_method {method!r}; choose from ['auto', 'per_group', 'selector']")
+        if self.settings.index_type != "flat":
+            raise ValueError(f"group_method 'selector' is exact on a flat index only, not {self.settings.index_type}")
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.ascontiguousarray(self._keys[rows])))
+        found, keys = self.faiss_index.search(vectors, max(1, min(k, len(rows))), params=params)
+        scores = np.full((len(vectors), k), -np.inf, dtype=np.float32)
+        out = np.full((len(vectors), k), -1, dtype=np.int64)
+        valid = keys >= 0
+        out[:, : keys.shape[1]] = np.where(valid, np.searchsorted(self._keys, np.maximum(keys, 0)), -1)
+        scores[:, : keys.shape[1]] = np.where(valid, found, -np.inf)
+        return scores, out
 
     def _ann_topk(self, vectors: np.ndarray, k: int, nprobe: int | None, ef_search: int | None):
         refine = self.settings.refine if self.settings.index_type == "ivfpq" else 1
@@ -396,6 +419,20 @@ class Index:
             shown = ", ".join(self.groups[:10]) + (" ..." if len(self.groups) > 10 else "")
             raise ValueError(f"unknown group {group!r}; this index has {len(self.groups)} groups: {shown or 'none'}")
         return self._rows_by_group[group]
+
+
+# A FAISS ID-selector search visits every item of the index (testing its key) and scores the selected ones one by
+# one; the per-group search copies the group's rows out and scores them with one matrix product, which pays off
+# once several queries share the copy. Measured crossover (benchmarks/ann.py --group-sizes, docs/search.md): the
+# selector wins for one or two queries into a group holding at least this share of a flat catalogue.
+SELECTOR_MIN_SHARE = 0.05
+SELECTOR_MAX_QUERIES = 2
+
+
+def choose_group_method(index_type: str, group_size: int, catalogue_size: int, num_queries: int) -> str:
+    """``"selector"`` where FAISS's filtered search is exact (flat) and faster, else ``"per_group"``."""
+    large = group_size >= SELECTOR_MIN_SHARE * catalogue_size
+    return "selector" if index_type == "flat" and large and num_queries <= SELECTOR_MAX_QUERIES else "per_group"
 
 
 def _pick(values: Sequence[Any] | None, positions: list[int]) -> list[Any] | None:

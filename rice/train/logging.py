@@ -88,7 +88,8 @@ def run_summary(*, device, world_size: int, plan, train_pairs: int, model, optim
     split += f" in chunks of {plan.chunk} (grad_cache)" if plan.chunk else ""
     t, o, m = cfg.train, cfg.optim, cfg.model
     return [
-        f"device {device}, world size {world_size}, precision {precision}",
+        f"device {device}, world size {world_size}, precision {precision}"
+        + (f", torch.compile ({t.compile_backend})" if t.compile and not plan.chunk else ""),
         f"batch: global {plan.global_batch} = {world_size} rank(s) x {plan.per_rank} per rank{split}",
         f"training pairs {train_pairs:,} ({cfg.data.dataset}, {cfg.data.num_frames} frames per clip), "
         f"{train_pairs // plan.global_batch:,} steps per epoch",

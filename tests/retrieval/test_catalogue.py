@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rice.retrieval.catalogue import Index, hits_to_json, model_digest
+from rice.retrieval.catalogue import Index, choose_group_method, hits_to_json, model_digest
 
 
 def clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 0, spread: float = 0.35) -> np.ndarray:
@@ -65,6 +65,28 @@ def test_group_search_equals_an_index_of_that_group_alone(catalogue):
         assert ids_of(index.search(queries, k=5, group=group)) == [[ids[r] for r in row] for row in rows]
     with pytest.raises(ValueError, match="unknown group 'nope'"):
         index.search(queries, group="nope")
+
+
+@pytest.mark.parametrize("k", [5, 60])  # 60: more than the group's 43 items, so the rows are padded
+def test_both_group_search_methods_equal_an_index_of_that_group_alone(catalogue, k):
+    vectors, ids, groups = catalogue
+    index = Index.from_embeddings(vectors, ids, groups=groups)
+    members = np.array([i for i, g in enumerate(groups) if g == "shop4"])
+    alone = Index.from_embeddings(vectors[members], [ids[i] for i in members], index_type="flat")
+    for count in (1, 10):  # one query (auto picks the selector for a group this large), then a batch (per group)
+        queries = clustered(count, seed=7)
+        expected = alone.search(queries, k=k)
+        for method in ("per_group", "selector", "auto"):
+            hits = index.search(queries, k=k, group="shop4", group_method=method)
+            assert ids_of(hits) == ids_of(expected), method
+            np.testing.assert_allclose([[h.score for h in r] for r in hits], [[h.score for h in r] for r in expected],
+                                       rtol=1e-5, atol=1e-6)  # fmt: skip
+    assert choose_group_method("flat", len(members), len(index), 1) == "selector"
+    assert choose_group_method("flat", len(members), len(index), 10) == "per_group"
+    assert choose_group_method("flat", 10, 10_000, 1) == "per_group"  # a small shop of a big catalogue
+    assert choose_group_method("ivf", 5_000, 10_000, 1) == "per_group"  # a selector is not exact on IVF
+    with pytest.raises(ValueError, match="unknown group_method"):
+        index.search(clustered(1), group="shop4", group_method="fast")
 
 
 def test_add_equals_a_build_of_the_union(catalogue, tmp_path):
@@ -135,6 +157,9 @@ def test_every_index_type_round_trips_searches_groups_exactly_and_removes(kind, 
     alone = Index.from_embeddings(vectors[members], [ids[i] for i in members], index_type="flat")
     assert ids_of(loaded.search(queries, k=10, group="g2")) == [[ids[r] for r in row] for row in rows]
     assert ids_of(loaded.search(queries, k=10, group="g2")) == ids_of(alone.search(queries, k=10))
+    if kind != "flat":  # FAISS's filtered search is approximate on these: refused rather than inexact
+        with pytest.raises(ValueError, match="exact on a flat index only"):
+            loaded.search(queries, k=10, group="g2", group_method="selector")
     # Removing items (IVF: remove_ids; HNSW: the graph is rebuilt) never returns them again.
     gone = set(ids[::2])
     loaded.remove(sorted(gone))
