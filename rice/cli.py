@@ -7,31 +7,33 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from rice.config import DataConfig, RunConfig, build_config
+if TYPE_CHECKING:
+    from rice.config import RunConfig
+
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Video-to-shop product retrieval: RICE and its baselines.",
+    rich_markup_mode=None,  # plain help: Rich's help formatter imports Markdown and Pygments (+0.25 s per call)
 )
 console = Console()
 
 
 def _help(dotted: str) -> str:
     """A flag's help is its config field's description, its default and its config key: one definition per
-    hyperparameter. ``\\[`` keeps Rich from reading ``[config: ...]`` as markup and dropping it."""
-    section, name = dotted.split(".")
-    field = RunConfig.model_fields[section].annotation.model_fields[name]
-    default = field.get_default(call_default_factory=True)
-    shown = "" if default is None else f" (default: {default})"
-    return f"{field.description or name}{shown} \\[config: {dotted}]"
+    hyperparameter, read from the table generated from rice/config.py (importing pydantic here would double the
+    start-up time of every command, `--help` included)."""
+    from rice.flag_help import HELP
+
+    return HELP[dotted]
 
 
 def _version(value: bool) -> None:
@@ -146,6 +148,8 @@ def train(
     overrides = [*(set_ or []), *_weight_overrides(loss_weights)]
     if precision is not None and precision not in _PRECISION:
         _fail(f"--precision {precision!r} is unknown; choose from {list(_PRECISION)}")
+    from rice.config import build_config
+
     try:
         cfg = build_config(
             config, overrides,
@@ -392,6 +396,8 @@ _DATASET_CHOICES = ("movingfashion", "lpr750k", "lpr4m")
 
 
 def _dataset_root(root: Optional[Path]) -> Path:
+    from rice.config import DataConfig
+
     try:
         return DataConfig(root=str(root) if root else None).resolved_root()  # --root, else $RICE_DATA
     except ValueError as err:

@@ -38,6 +38,15 @@ def test_help_shows_defaults_and_config_keys():
     assert "[config: data.root]" in text and "[config: train.amp]" in text
 
 
+def test_the_generated_flag_help_matches_the_config_fields():
+    from rice.config import flag_help_table
+    from rice.flag_help import HELP
+
+    assert HELP == flag_help_table(), (
+        "rice/flag_help.py is stale: run python -c 'import rice.config as c; c.write_flag_help()'"
+    )
+
+
 def test_precision_flag_checks_its_value():
     result = runner.invoke(app, ["train", "--precision", "fp8", "--max-steps", "1"])
     assert result.exit_code == 2 and "--precision 'fp8' is unknown" in result.output

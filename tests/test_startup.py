@@ -32,6 +32,14 @@ def test_cli_start_up_imports_no_torch(code):
     assert not modules & {"torch", "timm", "torchvision", "numpy", "faiss", "decord", "av"}, code
 
 
+def test_help_imports_neither_pydantic_nor_richs_help_formatter():
+    # pydantic (the config) and typer.rich_utils (Markdown, Pygments) each cost about a fifth of a second per call.
+    code = "from rice.cli import app; app(['train', '--help'], standalone_mode=False)"
+    run = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True)
+    imported = {line.rsplit("|", 1)[1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "rice.cli" in imported and "typer.rich_utils" not in imported and "pydantic" not in imported
+
+
 def test_public_names_load_on_first_use():
     code = "import sys, rice; assert 'torch' not in sys.modules; print(rice.RiceModel.__module__, sorted(dir(rice)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
