@@ -32,12 +32,12 @@ def test_cli_start_up_imports_no_torch(code):
     assert not modules & {"torch", "timm", "torchvision", "numpy", "faiss", "decord", "av"}, code
 
 
-def test_help_imports_neither_pydantic_nor_richs_help_formatter():
-    # pydantic (the config) and typer.rich_utils (Markdown, Pygments) each cost about a fifth of a second per call.
+def test_help_imports_neither_the_config_nor_richs_help_formatter():
+    # rice.config (pydantic models) and typer.rich_utils (Markdown, Pygments) each cost about a fifth of a second.
     code = "from rice.cli import app; app(['train', '--help'], standalone_mode=False)"
     run = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True)
     imported = {line.rsplit("|", 1)[1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
-    assert "rice.cli" in imported and "typer.rich_utils" not in imported and "pydantic" not in imported
+    assert "rice.cli" in imported and "typer.rich_utils" not in imported and "rice.config" not in imported
 
 
 def test_public_names_load_on_first_use():
