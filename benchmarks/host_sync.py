@@ -32,7 +32,7 @@ def make_task(losses: list[str], device: torch.device) -> RiceTask:
     return RiceTask(model, LossConfig(losses=losses)).to(device).train()
 
 
-def run(task: RiceTask, batch: tuple, steps: int, grad_accum: int, log_every: int, per_step_reads: bool) -> float:
+def time_loop(task: RiceTask, batch: tuple, steps: int, grad_accum: int, log_every: int, per_step_reads: bool) -> float:
     """Seconds per optimizer step."""
     optimizer = build_optimizer(task.model, OptimConfig(lr=1e-4, head_lr=1e-4))
     window = MetricWindow(0)
@@ -66,10 +66,41 @@ def count_syncs(task: RiceTask, batch: tuple, steps: int, grad_accum: int, log_e
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            run(task, batch, steps, grad_accum, log_every, per_step)
+            time_loop(task, batch, steps, grad_accum, log_every, per_step)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def measure(steps: int = 10, batch_size: int = 4, frames: int = 4, grad_accum: int = 2, log_every: int = 10,
+            losses: str = "icl,pmd,pfr", device: str = "cpu", repeats: int = 2) -> dict:
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    task = make_task(losses.split(","), dev)
+    size = task.model.preprocess.input_size
+    batch = (torch.randn(batch_size, 3, size, size, device=dev),
+             torch.randn(batch_size, frames, 3, size, size, device=dev),
+             torch.ones(batch_size, frames, dtype=torch.bool, device=dev))  # fmt: skip
+    common = (task, batch, steps, grad_accum, log_every)
+    time_loop(task, batch, 3, grad_accum, log_every, False)  # warm-up
+    timings = {flag: [] for flag in (True, False)}
+    for _ in range(repeats):  # interleaved, so load changes on a shared machine hit both loops alike
+        for flag in (True, False):
+            timings[flag].append(time_loop(*common, flag))
+    out = {"per_step": min(timings[True]), "deferred": min(timings[False])}
+    if dev.type == "cuda":
+        out["syncs"] = {flag: count_syncs(*common, flag) for flag in (True, False)}
+    return out
+
+
+def run(smoke: bool = False) -> list[dict]:
+    """The suite's entry: CPU proxy (a read costs little on a CPU, so no target; the GPU run counts the syncs)."""
+    from _common import info_row
+
+    steps, batch_size, repeats = (2, 2, 1) if smoke else (10, 4, 2)
+    m = measure(steps=steps, batch_size=batch_size, repeats=repeats)
+    return [info_row("training loop: reads every 10 steps vs every micro-step (CPU proxy)", m["deferred"],
+                     m["per_step"], "s", f"rice_tiny icl,pmd,pfr, batch {batch_size}x4 frames, grad_accum 2")]
 
 
 def main() -> None:
@@ -83,27 +114,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each loop; the best is kept")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    task = make_task(args.losses.split(","), device)
-    size = task.model.preprocess.input_size
-    b, t = args.batch_size, args.frames
-    batch = (torch.randn(b, 3, size, size, device=device), torch.randn(b, t, 3, size, size, device=device),
-             torch.ones(b, t, dtype=torch.bool, device=device))  # fmt: skip
-    common = (task, batch, args.steps, args.grad_accum, args.log_every)
-    run(*common[:2], 3, args.grad_accum, args.log_every, False)  # warm-up
-    timings = {flag: [] for flag in (True, False)}
-    for _ in range(args.repeats):  # interleaved, so load changes on a shared machine hit both loops alike
-        for flag in (True, False):
-            timings[flag].append(run(*common, flag))
-    per_step, deferred = min(timings[True]), min(timings[False])
-    print(f"{args.device}, rice_tiny {args.losses}, batch {b}x{t} frames, grad_accum {args.grad_accum}, "
-          f"{args.steps} steps, best of {args.repeats}")  # fmt: skip
+    m = measure(args.steps, args.batch_size, args.frames, args.grad_accum, args.log_every, args.losses, args.device,
+                args.repeats)  # fmt: skip
+    per_step, deferred = m["per_step"], m["deferred"]
+    print(f"{args.device}, rice_tiny {args.losses}, batch {args.batch_size}x{args.frames} frames, grad_accum "
+          f"{args.grad_accum}, {args.steps} steps, best of {args.repeats}")  # fmt: skip
     print(f"reads every micro-step: {1000 * per_step:.1f} ms/step; reads every {args.log_every} steps: "
           f"{1000 * deferred:.1f} ms/step; ratio {per_step / deferred:.2f}x")  # fmt: skip
-    if device.type == "cuda":
-        syncs = {flag: count_syncs(*common, flag) for flag in (True, False)}
-        print(f"host syncs in {args.steps} steps: {syncs[True]} with per-step reads, {syncs[False]} without")
+    if "syncs" in m:
+        print(f"host syncs in {args.steps} steps: {m['syncs'][True]} with per-step reads, {m['syncs'][False]} without")
 
 
 if __name__ == "__main__":

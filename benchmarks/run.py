@@ -34,9 +34,10 @@ BENCHMARKS = [
     "eval_extraction",  # extract_embeddings vs a bare forward loop; LPR4M protocol vs per-query sort + JSON
     "eval_precision",  # R@k fp32 vs bf16 autocast on a trained tiny model
     "grouped_search",  # per-livestream FAISS indexes vs one masked search
-    "host_sync",  # training loop host syncs (train helper)
-    "decoder",  # icl,pmd,pfr step vs icl step (decoder helper)
-    "ann",  # approximate search (search helper)
+    "host_sync",  # training loop: values read every log_every steps vs every micro-step
+    "decoder",  # icl,pmd,pfr step vs icl step at batch 4 and 16
+    "ann",  # approximate search vs exact; group search methods
+    "sync",  # index sync vs a full rebuild
     "gpu",  # training clips/s, MFU, eval throughput on a GPU
 ]
 

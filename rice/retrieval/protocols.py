@@ -174,17 +174,29 @@ def first_hit_ranks(
     if topk.dtype.kind in "iu":
         if gallery_ids is None:
             raise ValueError("gallery_ids is required when topk holds gallery indices")
-        ids = np.asarray(list(gallery_ids), dtype=object)
+        return _first_hit_ranks_of_indices(topk, gallery_ids, gt_ids_per_query)
     for q, (row, gts) in enumerate(zip(topk, gt_ids_per_query)):
         wanted = set(gts)
         if not wanted:
             continue
         for rank, item in enumerate(row):
-            if topk.dtype.kind in "iu":
-                if item < 0:
-                    continue
-                item = ids[item]
             if item in wanted:
                 ranks[q] = rank
                 break
     return ranks
+
+
+def _first_hit_ranks_of_indices(
+    topk: np.ndarray, gallery_ids: Sequence[str], gt_ids_per_query: Sequence[Iterable[str]]
+) -> np.ndarray:
+    """`first_hit_ranks` for gallery indices, vectorised: ids become integer codes, hits one array comparison
+    per (query, ground-truth id) pair (a Python loop over 20,079 x 10 LPR4M ranks took a quarter of the protocol)."""
+    codes: dict[str, int] = {}
+    gallery_codes = np.array([codes.setdefault(g, len(codes)) for g in gallery_ids] + [-1], dtype=np.int64)
+    ranked = gallery_codes[np.where(topk >= 0, topk, -1)]  # index -1 -> the trailing -1 code: padding never hits
+    pairs = [(q, codes[g]) for q, gts in enumerate(gt_ids_per_query) for g in set(gts) if g in codes]
+    hit = np.zeros(topk.shape, dtype=bool)
+    if pairs:
+        rows, wanted = np.array(pairs, dtype=np.int64).T
+        np.logical_or.at(hit, rows, ranked[rows] == wanted[:, None])
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), -1).astype(np.int64)

@@ -117,3 +117,17 @@ def test_first_hit_ranks_accepts_id_strings_and_validates() -> None:
         first_hit_ranks(np.zeros((1, 2), dtype=np.int64), None, [["a"]])
     with pytest.raises(ValueError, match="lengths must match"):
         grouped_topk(np.zeros((2, 4)), ["a"], np.zeros((1, 4)), ["a"], 3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_first_hit_ranks_of_indices_equals_the_per_query_loop_over_ids(seed: int) -> None:
+    # The index path is vectorised; the id-string path is the plain loop: both must give the same ranks, with
+    # padding, duplicate gallery ids, several ground-truth ids, ids absent from the gallery and queries without any.
+    rng = np.random.default_rng(seed)
+    gallery_ids = [f"p{rng.integers(0, 15)}" for _ in range(60)]
+    topk = rng.integers(-1, 60, size=(50, 7))
+    gts = [[f"p{x}" for x in rng.integers(0, 20, size=rng.integers(0, 4))] for _ in range(50)]
+    as_ids = np.array([[gallery_ids[i] if i >= 0 else "" for i in row] for row in topk], dtype=object)
+    expected = first_hit_ranks(as_ids, None, gts)
+    assert (expected >= 0).sum() > 5 and (expected == -1).sum() > 5  # both outcomes are exercised
+    np.testing.assert_array_equal(first_hit_ranks(topk, gallery_ids, gts), expected)
