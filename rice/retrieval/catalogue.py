@@ -423,16 +423,17 @@ class Index:
 
 # A FAISS ID-selector search visits every item of the index (testing its key) and scores the selected ones one by
 # one; the per-group search copies the group's rows out and scores them with one matrix product, which pays off
-# once several queries share the copy. Measured crossover (benchmarks/ann.py --group-sizes, docs/search.md): the
-# selector wins for one or two queries into a group holding at least this share of a flat catalogue.
-SELECTOR_MIN_SHARE = 0.05
-SELECTOR_MAX_QUERIES = 2
+# once several queries share the copy. Measured on 100,000 items (`python benchmarks/ann.py --n 100000 --types flat
+# --no-sweep`, docs/search.md): the selector is faster for 1 query into a group of >= 5% of the catalogue and for 8
+# queries into a group of >= 10%; below that the per-group search is (up to 4x faster at 0.5%).
+SELECTOR_RULES = ((2, 0.05), (8, 0.10))  # (at most this many queries, at least this share of the catalogue)
 
 
 def choose_group_method(index_type: str, group_size: int, catalogue_size: int, num_queries: int) -> str:
     """``"selector"`` where FAISS's filtered search is exact (flat) and faster, else ``"per_group"``."""
-    large = group_size >= SELECTOR_MIN_SHARE * catalogue_size
-    return "selector" if index_type == "flat" and large and num_queries <= SELECTOR_MAX_QUERIES else "per_group"
+    share = group_size / max(1, catalogue_size)
+    faster = any(num_queries <= most and share >= least for most, least in SELECTOR_RULES)
+    return "selector" if index_type == "flat" and faster else "per_group"
 
 
 def _pick(values: Sequence[Any] | None, positions: list[int]) -> list[Any] | None:
