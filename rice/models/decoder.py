@@ -391,12 +391,17 @@ def score_pairs(
     states = decoder.image_states(image_tokens[images])  # (N_img', L, W)
     k, v, key_mask = decoder.clip_states(video_tokens[clips], frame_mask[clips])  # (N_clip', H, T*L, hd) ...
     scores, attentions = [], []
-    # When training without the attention maps (the PMD negatives), each chunk is recomputed in the backward pass
-    # instead of keeping its activations: memory then grows with the chunk size, not with the number of pairs.
+    # When training without the attention maps (the PMD negatives), every chunk but the last is recomputed in the
+    # backward pass instead of keeping its activations: memory then grows with the chunk size, not with the number
+    # of pairs. The last chunk keeps its activations: the backward reaches it first and frees them before any
+    # recomputation, so the peak is the same and its recompute is saved (one chunk of pairs: none at all). The
+    # remainder chunk comes first, so the one kept is a full chunk.
     recompute = torch.is_grad_enabled() and not return_attention
-    for start in range(0, image_index.numel(), chunk_size):
-        ii, jj = image_index[start : start + chunk_size], clip_index[start : start + chunk_size]
-        if recompute:
+    total = image_index.numel()
+    starts = [0, *range(total % chunk_size or chunk_size, total, chunk_size)]
+    for start, end in zip(starts, [*starts[1:], total]):
+        ii, jj = image_index[start:end], clip_index[start:end]
+        if recompute and end < total:
             scores.append(checkpoint(_chunk_scores, decoder, states, k, v, key_mask, ii, jj, use_reentrant=False))
             continue
         out = decoder.score_states(states[ii], k[jj], v[jj], key_mask[jj], return_attention=return_attention)
