@@ -63,8 +63,9 @@ def run(smoke: bool = False, n: int | None = None, changed: float = 0.01) -> lis
         assert a == b, "the synced index answers differently from a fresh build"
     print(f"{n} items (first build {first_build:.1f} s); change: {report.summary()}")
     print(f"sync {synced:.1f} s vs full rebuild {rebuilt:.1f} s: {rebuilt / synced:.1f}x faster")
-    return [{"name": "index_sync_vs_rebuild_s", "ours": synced, "baseline": rebuilt, "ratio": rebuilt / synced,
-             "target": 10.0, "met": rebuilt / synced >= 10.0}]
+    return [{"name": "index sync vs full rebuild", "ours": synced, "baseline": rebuilt, "ratio": synced / rebuilt,
+             "target": "ratio <= 0.1", "met": synced / rebuilt <= 0.1, "unit": "s",
+             "note": f"{n} items, {report.summary()}"}]
 
 
 def main() -> None:
