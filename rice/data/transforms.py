@@ -120,7 +120,8 @@ class ImageTransform:
 
     def normalize(self, arrays: np.ndarray) -> torch.Tensor:
         """uint8 (..., S, S, 3) -> float32 (..., 3, S, S) normalised."""
-        tensor = torch.from_numpy(np.ascontiguousarray(arrays)).movedim(-1, -3).float().div_(255.0)
+        # np.require copies only a read-only or strided input (torch refuses to wrap read-only memory silently).
+        tensor = torch.from_numpy(np.require(arrays, requirements=["C", "W"])).movedim(-1, -3).float().div_(255.0)
         return tensor.sub_(self._mean).mul_(self._inv_std)
 
     def apply(self, img: ImageLike, params: CropParams) -> torch.Tensor:
