@@ -15,24 +15,19 @@ from typing import Any
 _OPS = {"<=": operator.le, ">=": operator.ge}
 
 
-def best_of(fn: Callable[[], Any], repeats: int) -> float:
+def best_of(fn: Callable[[], Any], repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
     """Fastest of ``repeats`` wall-clock timings of ``fn()``: the least disturbed by other load on the machine."""
     best = float("inf")
     for _ in range(repeats):
-        tic = time.perf_counter()
+        tic = clock()
         fn()
-        best = min(best, time.perf_counter() - tic)
+        best = min(best, clock() - tic)
     return best
 
 
 def best_cpu_of(fn: Callable[[], Any], repeats: int) -> float:
     """Fewest CPU seconds (all threads of this process) over ``repeats`` calls: the work done, whatever the load."""
-    best = float("inf")
-    for _ in range(repeats):
-        tic = time.process_time()
-        fn()
-        best = min(best, time.process_time() - tic)
-    return best
+    return best_of(fn, repeats, clock=time.process_time)
 
 
 def row(

@@ -1,7 +1,9 @@
-"""Test media for the benchmarks: an H.264 clip shaped like a MovingFashion video, generated once and cached."""
+"""Test media for the benchmarks: an H.264 clip shaped like a MovingFashion video (generated once and cached), and
+a MovingFashion-layout dataset whose every video is a copy of it."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,3 +47,20 @@ def h264_clip(width: int = 1280, height: int = 720, seconds: float = 15.0, fps: 
             container.mux(packet)
     partial.rename(path)
     return path
+
+
+def copies_dataset(root: Path, videos: int, clip: Path, test: int | None = None) -> list[Path]:
+    """A MovingFashion-layout dataset of ``videos`` videos, each a copy of ``clip``, ``test`` of them (default a
+    fifth, at least one) in the test split; returns the video paths. Rendering synthetic scenes at camera sizes
+    takes longer than most benchmarks, so the synthetic generator only writes the annotations and shop images."""
+    from rice.data.movingfashion import load_split
+    from rice.data.synthetic import write_synthetic_dataset
+
+    test = max(1, videos // 5) if test is None else test
+    write_synthetic_dataset(root, num_products=videos - test, videos_per_product=1, num_test_products=test,
+                            frames=4, size=32)  # fmt: skip
+    rels = dict.fromkeys(v for split in ("train", "test") for rec in load_split(root, split) for v in rec.video_paths)
+    paths = [root / rel for rel in rels]
+    for path in paths:
+        shutil.copyfile(clip, path)
+    return paths

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 from _common import row
-from _media import h264_clip
+from _media import copies_dataset, h264_clip
 from _train import build_task, train_step
-from prepare_frames import _dataset
 
 from rice import distributed
 from rice.config import RunConfig
@@ -33,9 +32,8 @@ def run(smoke: bool = False, steps: int = 6, batch_size: int = 4, workers: int =
         # Every video a copy of one 12 s textured H.264 clip (rendering synthetic scenes at this size takes longer
         # than the benchmark): 12 prepared frames each, enough for 10-frame clips; frames stored at 256 px.
         size = 64 if smoke else 320
-        items = batch_size * (steps + 2)  # training videos needed; _dataset keeps a fifth of the videos for test
-        _dataset(root, items + items // 4 + 1, h264_clip(size, size, seconds=3.0 if smoke else 12.0, fps=8,
-                                                                 gop=16))  # fmt: skip
+        clip = h264_clip(size, size, seconds=3.0 if smoke else 12.0, fps=8, gop=16)
+        copies_dataset(root, batch_size * (steps + 2) + 1, clip, test=1)
         prepare_movingfashion(root, workers=workers, progress=False)
         cfg = RunConfig.model_validate({
             "model": {"name": name, "pretrained": False},

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
+
+from _common import best_of
 
 from rice.data.lpr import LPRTrainPairs, build_videoinfo_index, parse_videoinfo_line
 
@@ -35,27 +36,18 @@ def write_videoinfo(root: Path, lines: int) -> Path:
     return path
 
 
-def _best(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - tic)
-    return best
-
-
 def run(scale: float = 0.1, repeats: int = 3) -> dict:
     lines = max(10, int(FULL_LINES * scale))
     with tempfile.TemporaryDirectory() as tmp:
         path = write_videoinfo(Path(tmp), lines)
-        ours = _best(lambda: LPRTrainPairs(tmp, num_frames=10, seed=0), repeats)
+        ours = best_of(lambda: LPRTrainPairs(tmp, num_frames=10, seed=0), repeats)
 
         def parse_all() -> None:
             with open(path) as fh:
                 for line in fh:
                     parse_videoinfo_line(line)
 
-        baseline = _best(parse_all, repeats)
+        baseline = best_of(parse_all, repeats)
         assert len(LPRTrainPairs(tmp, num_frames=10, seed=0)) == lines
     return {"name": "lpr_open", "lines": lines, "ours": ours, "baseline": baseline, "ratio": baseline / ours}
 

@@ -18,23 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _common import row, skipped_row
-from _media import h264_clip
+from _media import copies_dataset, h264_clip
 
-from rice.data.movingfashion import load_split
 from rice.data.prepare import prepare_movingfashion
-from rice.data.synthetic import write_synthetic_dataset
-
-
-def _dataset(root: Path, videos: int, clip: Path) -> list[Path]:
-    """A MovingFashion-layout dataset whose every video is a copy of ``clip``."""
-    test = max(1, videos // 5)
-    write_synthetic_dataset(root, num_products=videos - test, videos_per_product=1, num_test_products=test,
-                            frames=4, size=32)  # fmt: skip
-    rels = dict.fromkeys(v for split in ("train", "test") for rec in load_split(root, split) for v in rec.video_paths)
-    paths = [root / rel for rel in rels]
-    for path in paths:
-        shutil.copyfile(clip, path)
-    return paths
 
 
 def _disk(folder: Path, pattern: str) -> int:
@@ -66,7 +52,7 @@ def run(smoke: bool = False, videos: int = 20, workers: int = 2) -> list[dict]:
     videos = 2 if smoke else videos
     with tempfile.TemporaryDirectory(prefix="rice-bench-prepare-") as tmp:
         root = Path(tmp) / "mf"
-        paths = _dataset(root, videos, clip)
+        paths = copies_dataset(root, videos, clip)
         tic = time.perf_counter()
         public_extraction(paths, Path(tmp) / "png", workers)
         public_s = time.perf_counter() - tic

@@ -300,22 +300,25 @@ class Index:
         found, keys = self.faiss_index.search(vectors, max(1, min(k, len(rows))), params=params)
         scores = np.full((len(vectors), k), -np.inf, dtype=np.float32)
         out = np.full((len(vectors), k), -1, dtype=np.int64)
-        valid = keys >= 0
-        out[:, : keys.shape[1]] = np.where(valid, np.searchsorted(self._keys, np.maximum(keys, 0)), -1)
-        scores[:, : keys.shape[1]] = np.where(valid, found, -np.inf)
+        out[:, : keys.shape[1]] = self._rows_of_keys(keys)
+        scores[:, : keys.shape[1]] = np.where(keys >= 0, found, -np.inf)
         return scores, out
 
     def _ann_topk(self, vectors: np.ndarray, k: int, nprobe: int | None, ef_search: int | None):
         refine = self.settings.refine if self.settings.index_type == "ivfpq" else 1
         fetch = min(max(1, k * refine), max(1, len(self)))
         scores, keys = ann.search(self.faiss_index, self.settings, vectors, fetch, nprobe, ef_search)
-        rows = np.where(keys >= 0, np.searchsorted(self._keys, np.maximum(keys, 0)), -1)
+        rows = self._rows_of_keys(keys)
         if refine > 1:  # PQ scores are approximate: re-score the candidates exactly from the stored vectors
             exact = np.einsum("qd,qkd->qk", vectors, np.asarray(self.embeddings)[np.maximum(rows, 0)])
             scores = np.where(rows >= 0, exact, -np.inf).astype(np.float32)
             order = np.argsort(-scores, axis=1, kind="stable")
             scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
         return scores[:, :k], rows[:, :k]
+
+    def _rows_of_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Rows of the item keys FAISS returned (keys increase with the row); -1 stays -1."""
+        return np.where(keys >= 0, np.searchsorted(self._keys, np.maximum(keys, 0)), -1)
 
     def _query_vectors(self, queries: np.ndarray | Sequence[str | os.PathLike[str]]) -> np.ndarray:
         if isinstance(queries, np.ndarray):
@@ -425,7 +428,7 @@ class Index:
 # one; the per-group search copies the group's rows out and scores them with one matrix product, which pays off
 # once several queries share the copy. Measured on 100,000 items (`python benchmarks/ann.py --n 100000 --types flat
 # --no-sweep`, docs/search.md): the selector is faster for 1 query into a group of >= 5% of the catalogue and for 8
-# queries into a group of >= 10%; below that the per-group search is (up to 4x faster at 0.5%).
+# queries into a group of >= 10%; below that the per-group search is (2-5x faster at 0.5%).
 SELECTOR_RULES = ((2, 0.05), (8, 0.10))  # (at most this many queries, at least this share of the catalogue)
 
 

@@ -170,11 +170,11 @@ def first_hit_ranks(
     topk = np.asarray(topk)
     if topk.ndim != 2 or len(topk) != len(gt_ids_per_query):
         raise ValueError(f"topk must be (Q, k) with Q = {len(gt_ids_per_query)} queries, got shape {topk.shape}")
-    ranks = np.full(len(topk), -1, dtype=np.int64)
     if topk.dtype.kind in "iu":
         if gallery_ids is None:
             raise ValueError("gallery_ids is required when topk holds gallery indices")
         return _first_hit_ranks_of_indices(topk, gallery_ids, gt_ids_per_query)
+    ranks = np.full(len(topk), -1, dtype=np.int64)
     for q, (row, gts) in enumerate(zip(topk, gt_ids_per_query)):
         wanted = set(gts)
         if not wanted:

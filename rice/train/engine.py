@@ -244,6 +244,8 @@ def fit(cfg: RunConfig) -> Path:
         # Compiled around DDP, as PyTorch advises: DDP's optimizer splits the graph at bucket boundaries so the
         # gradient all-reduce still overlaps the backward. The weights stay `model`'s (checkpoints are unchanged).
         train_module = torch.compile(train_module, backend=cfg.train.compile_backend)
+    elif cfg.train.compile:
+        notes.append("train.compile is not applied with train.grad_cache (its chunked passes run eagerly)")
     saver = Saver(out_dir, model, optimizer, scheduler, scaler, cfg, world)
     # Validation runs on rank 0 only; the other ranks wait for it at their next collective.
     validator = Validator(cfg, out_dir, device, model.preprocess) if cfg.train.eval_every and world.is_main else None
@@ -256,8 +258,6 @@ def fit(cfg: RunConfig) -> Path:
             log.print(line)
         if point is not None:
             log.print(f"resumed from {point.path} at step {progress.step}")
-        if cfg.train.compile and plan.chunk is not None:
-            notes.append("train.compile is not applied with train.grad_cache (its chunked passes run eagerly)")
         for note in filter(None, [*notes, plan.warning]):
             log.print(f"[yellow]{note}")
         skipped, window = SkipReport(), MetricWindow(progress.step)

@@ -8,6 +8,7 @@ from torch.nn.parallel import DistributedDataParallel
 from rice.distributed import all_gather_with_grad
 from rice.losses import InstanceContrastiveLoss
 from tests.distributed_utils import run_gloo
+from tests.linear_towers import LinearTowers, tower_inputs
 
 
 def reference_icl(videos: np.ndarray, images: np.ndarray, scale: float) -> float:
@@ -46,28 +47,9 @@ def test_icl_perfect_alignment_is_small_and_permutation_equivariant():
                           fn(image_features=u[perm], video_features=v[perm], logit_scale=s), atol=1e-6)
 
 
-class _Tower(torch.nn.Module):
-    """Two linear towers and a scale: enough to check gathered-loss gradients end to end."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.video = torch.nn.Linear(12, 8)
-        self.image = torch.nn.Linear(12, 8)
-        self.scale = torch.nn.Parameter(torch.tensor(4.0))
-
-    def forward(self, v, u):
-        return F.normalize(self.video(v), dim=-1), F.normalize(self.image(u), dim=-1), self.scale
-
-
-def _data(n: int):
-    gen = torch.Generator().manual_seed(42)
-    return torch.randn(n, 12, generator=gen), torch.randn(n, 12, generator=gen)
-
-
 def _ddp_worker(rank, world_size, out_dir, per_rank):
-    model = DistributedDataParallel(_Tower())
-    v, u = _data(per_rank * world_size)
+    model = DistributedDataParallel(LinearTowers())
+    v, u = tower_inputs(per_rank * world_size)
     sl = slice(rank * per_rank, (rank + 1) * per_rank)
     video_f, image_f, scale = model(v[sl], u[sl])
     loss = InstanceContrastiveLoss(gather=all_gather_with_grad)(
@@ -82,8 +64,8 @@ def test_two_gloo_ranks_equal_one_process_on_the_whole_batch(tmp_path):
     per_rank = 5
     run_gloo(_ddp_worker, 2, (str(tmp_path), per_rank))
 
-    model = _Tower()
-    v, u = _data(2 * per_rank)
+    model = LinearTowers()
+    v, u = tower_inputs(2 * per_rank)
     video_f, image_f, scale = model(v, u)
     loss = InstanceContrastiveLoss()(image_features=image_f, video_features=video_f, logit_scale=scale)
     loss.backward()

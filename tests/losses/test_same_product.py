@@ -13,6 +13,7 @@ from rice.losses.matching import mine_hard_negatives
 from rice.models.decoder import PairwiseMatchingDecoder
 from rice.task import product_keys
 from tests.distributed_utils import run_gloo
+from tests.linear_towers import LinearTowers, tower_inputs
 
 PRODUCTS = [0, 1, 0, 2, 1, 3, 0, 4]  # pairs 0, 2, 6 show one product, pairs 1 and 4 another
 
@@ -90,26 +91,9 @@ def test_product_keys_are_stable_and_equal_for_equal_ids():
     assert torch.equal(keys, product_keys(["imgs/a.jpg", "b", "imgs/a.jpg"]))
 
 
-class _Tower(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.video = torch.nn.Linear(12, 8)
-        self.image = torch.nn.Linear(12, 8)
-        self.scale = torch.nn.Parameter(torch.tensor(4.0))
-
-    def forward(self, v, u):
-        return F.normalize(self.video(v), dim=-1), F.normalize(self.image(u), dim=-1), self.scale
-
-
-def _data(n: int):
-    gen = torch.Generator().manual_seed(42)
-    return torch.randn(n, 12, generator=gen), torch.randn(n, 12, generator=gen)
-
-
 def _ddp_worker(rank, world_size, out_dir, per_rank):
-    model = DistributedDataParallel(_Tower())
-    v, u = _data(per_rank * world_size)
+    model = DistributedDataParallel(LinearTowers())
+    v, u = tower_inputs(per_rank * world_size)
     sl = slice(rank * per_rank, (rank + 1) * per_rank)
     video_f, image_f, scale = model(v[sl], u[sl])
     ids = torch.tensor(PRODUCTS)[sl]  # duplicates across the two ranks: only the gathered ids see them
@@ -124,8 +108,8 @@ def _ddp_worker(rank, world_size, out_dir, per_rank):
 def test_two_gloo_ranks_equal_one_process_with_the_mask(tmp_path):
     per_rank = 4
     run_gloo(_ddp_worker, 2, (str(tmp_path), per_rank))
-    model = _Tower()
-    v, u = _data(2 * per_rank)
+    model = LinearTowers()
+    v, u = tower_inputs(2 * per_rank)
     video_f, image_f, scale = model(v, u)
     loss = InstanceContrastiveLoss()(image_f, video_f, scale, product_ids=torch.tensor(PRODUCTS))
     loss.backward()
