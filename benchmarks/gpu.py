@@ -96,6 +96,8 @@ def training(name, size, frames, device: torch.device, amp, candidates: list[int
         torch.cuda.reset_peak_memory_stats(device)
     eager_s = _time_steps(lambda: train_step(task, optimizer, data, device, amp), steps, device)
     peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    # printed as they come, so a run cut short by a timeout still leaves its figures
+    print(f"gpu: batch {batch}, eager {eager_s:.4f} s/step", file=sys.stderr, flush=True)
     flops = step_flops(task, optimizer, data, device, amp)
     compiled_s = None
     if compile_too:
@@ -103,6 +105,7 @@ def training(name, size, frames, device: torch.device, amp, candidates: list[int
         for _ in range(3):  # compile, then warm
             train_step(compiled, optimizer, data, device, amp)
         compiled_s = _time_steps(lambda: train_step(compiled, optimizer, data, device, amp), steps, device)
+        print(f"gpu: compiled {compiled_s:.4f} s/step", file=sys.stderr, flush=True)
     return batch, eager_s, compiled_s, flops, peak_mem
 
 
