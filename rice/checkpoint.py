@@ -85,9 +85,32 @@ def is_native_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``. RNG states hold numpy arrays, so those types are allowed."""
+RUN_CHECKPOINT = "last.pt"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file that ``path`` names: a run directory of ``rice train`` stands for its ``last.pt``.
+
+    ``last.pt`` is the final (or latest) state of the run; ``best.pt`` is chosen on the split that validation
+    scored, so it is only ever read when named, never picked for the user.
+    """
     path = Path(path)
+    if path.is_dir():
+        if (path / RUN_CHECKPOINT).is_file():
+            return path / RUN_CHECKPOINT
+        raise FileNotFoundError(
+            f"{path} is a folder without {RUN_CHECKPOINT}; pass a run directory of `rice train`, a .pt file or a "
+            "folder written by `rice export`"
+        )
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``. RNG states hold numpy arrays, so those types are allowed.
+
+    ``path`` may be a run directory (its ``last.pt``, see `resolve_checkpoint`).
+    """
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found; pass a .pt file written by `rice train`")
     try:

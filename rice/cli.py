@@ -211,7 +211,10 @@ def _launch_torchrun(
 @app.command("eval")
 def eval_(
     checkpoint: Annotated[
-        Path, typer.Argument(help="checkpoint (rice train, public rice_final.pth), export folder or hf-hub:ORG/NAME")
+        Path,
+        typer.Argument(
+            help="checkpoint or run directory of rice train, public rice_final.pth, export folder or hf-hub:ORG/NAME"
+        ),
     ],
     root: Annotated[Optional[str], typer.Option(help=_help("data.root"))] = None,
     dataset: Annotated[Optional[str], typer.Option(help=_help("data.dataset"))] = None,
@@ -374,7 +377,9 @@ def serve(
 
 @app.command("export")
 def export_(
-    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `rice train`, or a public rice_final.pth")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="a checkpoint or run directory from `rice train`, or a public rice_final.pth")
+    ],
     out_dir: Annotated[Path, typer.Argument(help="folder for model.safetensors, config.json and README.md")],
     results: Annotated[
         Optional[Path], typer.Option(help="`rice eval --json` output for the model card (default: eval.json beside)")

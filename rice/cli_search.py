@@ -54,7 +54,9 @@ def _index_checkpoint(index_dir: Path, ckpt: Optional[Path]) -> str:
 
 
 def embed(
-    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `rice train` (or a public rice_final.pth)")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="a checkpoint or run directory from `rice train` (or a public rice_final.pth)")
+    ],
     inputs: Annotated[list[Path], typer.Argument(help="folders (recursive), list files (.txt), manifests or files")],
     out: Annotated[Path, typer.Option(help="folder for the embedding shards")],
     kind: Annotated[str, typer.Option(help="image, video (files or folders of frames) or auto")] = "auto",

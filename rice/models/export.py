@@ -56,7 +56,9 @@ def export_model(
     from rice.api import load  # lazy: reading checkpoints lives with the API
 
     safetensors_torch = _need("safetensors.torch")
-    checkpoint = Path(checkpoint)
+    from rice.checkpoint import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(checkpoint)  # a run directory: its last.pt, and the eval.json beside it
     model = load(checkpoint)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

@@ -20,8 +20,10 @@ from urllib.parse import quote
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from rice.checkpoint import resolve_checkpoint
 from rice.data.transforms import ClipTransform, build_transform
 from rice.data.video import MediaError
+from rice.models.export import is_export_source
 from rice.retrieval.catalogue import Index, hits_to_json
 from rice.retrieval.embed import default_num_frames, embed_images, embed_videos, media_kind, query_frames
 
@@ -146,7 +148,7 @@ def open_service(index_dir: str | Path, checkpoint: str | Path | None = None, de
         if not checkpoint:
             raise ValueError(f"{index_dir}: the index records no checkpoint; pass --ckpt CKPT (the model it was "
                              "built with)")
-    if not Path(checkpoint).is_file():
+    if not is_export_source(checkpoint) and not resolve_checkpoint(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} not found; pass --ckpt with the model the index was built "
                                 "with")
     if device == "auto":

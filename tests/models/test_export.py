@@ -72,6 +72,20 @@ def test_export_round_trip_gives_the_same_embeddings(checkpoint, tmp_path):
         assert torch.equal(a, b)
 
 
+def test_a_run_directory_stands_for_its_last_checkpoint(checkpoint, tmp_path):
+    run = checkpoint.parent
+    for a, b in zip(_embeddings(rice.load(checkpoint)), _embeddings(rice.load(run))):
+        assert torch.equal(a, b)
+    out = tmp_path / "export"
+    result = runner.invoke(app, ["export", str(run), str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| all | 41.50 | 80.00 |" in (out / "README.md").read_text()  # eval.json found in the run directory
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    result = runner.invoke(app, ["eval", str(empty)])
+    assert result.exit_code != 0 and "without last.pt" in result.output and len(result.output.splitlines()) == 1
+
+
 def _fill_hub_cache(hf_home: Path, repo: str, export_dir: Path) -> None:
     """The Hugging Face cache layout: hub/models--ORG--NAME/{refs/main, snapshots/<commit>/<files>}."""
     commit = "0123456789abcdef0123456789abcdef01234567"
