@@ -50,6 +50,9 @@ class DataConfig(_Section):
     color_jitter: float = Field(
         0.0, ge=0.0, lt=1.0, description="training only: brightness/contrast/saturation factors in [1-j, 1+j]"
     )
+    crop_scale: tuple[float, float] | None = Field(
+        None, description="training only: area share (low, high) of a random resized crop; none = a plain crop"
+    )
     clip_crops: Literal["clip", "frame"] = Field(
         "clip", description="training crop/flip: one per clip, or one per frame (frame, public code)"
     )

@@ -19,6 +19,7 @@ HELP = {
     'data.tail_drop_prob': "training only: chance to drop a clip's tail (default: 0.5) [config: data.tail_drop_prob]",
     'data.tail_drop': 'which clips a tail drop may cut: any, or only those with all T frames (full, public code) (default: any) [config: data.tail_drop]',
     'data.color_jitter': 'training only: brightness/contrast/saturation factors in [1-j, 1+j] (default: 0.0) [config: data.color_jitter]',
+    'data.crop_scale': 'training only: area share (low, high) of a random resized crop; none = a plain crop [config: data.crop_scale]',
     'data.clip_crops': 'training crop/flip: one per clip, or one per frame (frame, public code) (default: clip) [config: data.clip_crops]',
     'data.video_backend': 'mp4 decoder (default: auto) [config: data.video_backend]',
     'data.use_prepared_frames': 'read frames/ from `rice prepare` when present (default: True) [config: data.use_prepared_frames]',

@@ -96,6 +96,7 @@ def build_data_transform(cfg: DataConfig, preprocess: Preprocess, train: bool) -
     return build_transform(
         image_size, train, tuple(preprocess.mean), tuple(preprocess.std), resize_size,
         per_frame_crops=train and cfg.clip_crops == "frame", color_jitter=cfg.color_jitter if train else 0.0,
+        crop_scale=cfg.crop_scale if train else None,
     )  # fmt: skip
 
 

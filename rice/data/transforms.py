@@ -33,6 +33,7 @@ class CropParams:
     left: int
     flip: bool
     jitter: tuple[float, float, float] = (1.0, 1.0, 1.0)  # brightness, contrast, saturation factors (1 = none)
+    side: int | None = None  # crop side before the resize to the output size; None = the output size (no resize)
 
 
 def _to_pil(img: ImageLike) -> Image.Image:
@@ -55,6 +56,9 @@ class ImageTransform:
         per_frame_crops: `ClipTransform` draws a crop/flip per frame instead of one per clip (train only).
         color_jitter: train only: brightness, contrast and saturation factors drawn uniformly in
             [1 - j, 1 + j] (0 = off), so the model cannot rely on a clip's lighting.
+        crop_scale: train only: (low, high) share of the resized image's area that a square crop covers, drawn
+            uniformly, the crop then resized to S (torchvision's RandomResizedCrop, square). ``None`` = a plain
+            S x S crop. Scale changes of the product are what a clip's few pixels can not teach otherwise.
     """
 
     def __init__(
@@ -66,8 +70,12 @@ class ImageTransform:
         resize_size: int | None = None,
         per_frame_crops: bool = False,
         color_jitter: float = 0.0,
+        crop_scale: tuple[float, float] | None = None,
     ) -> None:
         self.image_size = int(image_size)
+        if crop_scale is not None and not 0.0 < crop_scale[0] <= crop_scale[1] <= 1.0:
+            raise ValueError(f"crop_scale={crop_scale} must satisfy 0 < low <= high <= 1")
+        self.crop_scale = tuple(float(c) for c in crop_scale) if crop_scale is not None and train else None
         self.per_frame_crops = bool(per_frame_crops) and train
         if not 0.0 <= color_jitter < 1.0:
             raise ValueError(f"color_jitter={color_jitter} must lie in [0, 1)")
@@ -93,18 +101,24 @@ class ImageTransform:
         if not self.train:
             offset = int(round(margin / 2.0))  # torchvision CenterCrop's rounding
             return CropParams(top=offset, left=offset, flip=False)
+        side = None
+        if self.crop_scale is not None:  # drawn first; without crop_scale the draws are what they always were
+            low, high = self.crop_scale
+            share = float(torch.empty(()).uniform_(low, high)) if rng is None else rng.uniform(low, high)
+            side = max(1, min(self.resize_size, int(round(self.resize_size * share**0.5))))
+            margin = self.resize_size - side
         if rng is None:
             top, left, flip = torch.randint(0, margin + 1, (2,)).tolist() + [bool(torch.rand(()) < 0.5)]
-            params = CropParams(top=int(top), left=int(left), flip=bool(flip))
+            params = CropParams(top=int(top), left=int(left), flip=bool(flip), side=side)
         else:
-            params = CropParams(top=rng.randint(0, margin), left=rng.randint(0, margin), flip=rng.random() < 0.5)
+            params = CropParams(rng.randint(0, margin), rng.randint(0, margin), rng.random() < 0.5, side=side)
         if self.color_jitter:  # drawn after the crop, so crops stay what they were without jitter
             low, high = 1.0 - self.color_jitter, 1.0 + self.color_jitter
             if rng is None:
                 factors = tuple(torch.empty(3).uniform_(low, high).tolist())
             else:
                 factors = (rng.uniform(low, high), rng.uniform(low, high), rng.uniform(low, high))
-            params = CropParams(params.top, params.left, params.flip, factors)  # type: ignore[arg-type]
+            params = CropParams(params.top, params.left, params.flip, factors, side)  # type: ignore[arg-type]
         return params
 
     def to_array(self, img: ImageLike, params: CropParams) -> np.ndarray:
@@ -113,7 +127,11 @@ class ImageTransform:
         size = self.resize_size
         if pil.size != (size, size):
             pil = pil.resize((size, size), Image.BILINEAR)
-        array = np.asarray(pil)[params.top : params.top + self.image_size, params.left : params.left + self.image_size]
+        side = params.side or self.image_size
+        array = np.asarray(pil)[params.top : params.top + side, params.left : params.left + side]
+        if side != self.image_size:
+            resized = Image.fromarray(array).resize((self.image_size, self.image_size), Image.BILINEAR)
+            array = np.asarray(resized)
         if params.jitter != (1.0, 1.0, 1.0):
             array = _jitter(array, *params.jitter)
         return array[:, ::-1] if params.flip else array
@@ -174,6 +192,7 @@ def build_transform(
     resize_size: int | None = None,
     per_frame_crops: bool = False,
     color_jitter: float = 0.0,
+    crop_scale: tuple[float, float] | None = None,
 ) -> ImageTransform:
     """The image transform; wrap it in `ClipTransform` for clips (datasets do this themselves)."""
-    return ImageTransform(image_size, train, mean, std, resize_size, per_frame_crops, color_jitter)
+    return ImageTransform(image_size, train, mean, std, resize_size, per_frame_crops, color_jitter, crop_scale)

@@ -208,3 +208,32 @@ def test_color_jitter_matches_a_numpy_reference_and_is_train_only() -> None:
     got = transform.to_array(image, params)
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # float32 vs float64 rounding
     assert build_transform(32, train=False, resize_size=32, color_jitter=0.4).sample_params().jitter == (1.0, 1.0, 1.0)
+
+
+def test_crop_scale_is_a_seeded_random_resized_crop_and_train_only() -> None:
+    transform = build_transform(32, train=True, resize_size=48, crop_scale=(0.25, 0.6))
+    image = _image(4)
+    sides = set()
+    for seed in range(40):
+        params = transform.sample_params(random.Random(seed))
+        assert params == transform.sample_params(random.Random(seed))  # seeded
+        assert 24 <= params.side <= 37  # 48 * sqrt(0.25) .. 48 * sqrt(0.6)
+        assert 0 <= params.top <= 48 - params.side and 0 <= params.left <= 48 - params.side
+        sides.add(params.side)
+        # the reference: PIL resize to 48, crop side x side at (top, left), PIL resize to 32, flip
+        resized = np.asarray(Image.fromarray(image).resize((48, 48), Image.BILINEAR))
+        crop = resized[params.top : params.top + params.side, params.left : params.left + params.side]
+        expected = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((32, 32), Image.BILINEAR))
+        expected = expected[:, ::-1] if params.flip else expected
+        assert np.array_equal(transform.to_array(image, params), expected)
+    assert len(sides) > 5  # the scale varies
+    # eval ignores it: the centre crop of the official preprocessing
+    evaluation = build_transform(32, train=False, resize_size=48, crop_scale=(0.25, 0.6))
+    assert evaluation.sample_params() == build_transform(32, train=False, resize_size=48).sample_params()
+    # without crop_scale the draws are the plain crop's, as before the setting existed
+    plain = build_transform(32, train=True, resize_size=48).sample_params(random.Random(1))
+    replay = random.Random(1)
+    assert plain.side is None
+    assert (plain.top, plain.left, plain.flip) == (replay.randint(0, 16), replay.randint(0, 16), replay.random() < 0.5)
+    with pytest.raises(ValueError, match="crop_scale"):
+        build_transform(32, train=True, crop_scale=(0.8, 0.5))
