@@ -167,6 +167,9 @@ class EvalConfig(_Section):
     frame_sampling: Literal["centre", "official"] = Field(
         "centre", description="query frames: segment centres, or floor(i*n/T) as the public code (official)"
     )
+    num_frames: int | None = Field(
+        None, ge=1, description="frames per query clip at evaluation; none = data.num_frames (the training T)"
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="embedding autocast: auto = bf16 on GPU, fp32 on CPU"
     )

@@ -62,5 +62,6 @@ HELP = {
     'eval.rerank': 're-score the top-K with the PMD decoder (0 = off) (default: 0) [config: eval.rerank]',
     'eval.rerank_fusion': 'weight of the dual-encoder score in re-ranking (default: 0.0) [config: eval.rerank_fusion]',
     'eval.frame_sampling': 'query frames: segment centres, or floor(i*n/T) as the public code (official) (default: centre) [config: eval.frame_sampling]',
+    'eval.num_frames': 'frames per query clip at evaluation; none = data.num_frames (the training T) [config: eval.num_frames]',
     'eval.precision': 'embedding autocast: auto = bf16 on GPU, fp32 on CPU (default: auto) [config: eval.precision]',
 }
