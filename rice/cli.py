@@ -122,7 +122,7 @@ def train(
     lr: Annotated[Optional[float], typer.Option(help=_help("optim.lr"))] = None,
     seed: Annotated[Optional[int], typer.Option(help=_help("train.seed"))] = None,
     precision: Annotated[
-        Optional[str], typer.Option(help="bf16, fp16, fp32 or auto (bf16 on GPU, fp32 on CPU) \\[config: train.amp]")
+        Optional[str], typer.Option(help="bf16, fp16, fp32 or auto (bf16 on GPU, fp32 on CPU) [config: train.amp]")
     ] = None,
     workers: Annotated[Optional[int], typer.Option(help=_help("data.workers"))] = None,
     device: Annotated[Optional[str], typer.Option(help=_help("train.device"))] = None,

@@ -38,6 +38,18 @@ def test_help_shows_defaults_and_config_keys():
     assert "[config: data.root]" in text and "[config: train.amp]" in text
 
 
+def test_no_help_text_shows_a_markup_escape():
+    """Help is plain click output: a Rich escape (``\\[config: ...]``) would be printed as typed."""
+    import typer
+
+    root = typer.main.get_command(app)
+    commands = [[name] for name in root.commands]
+    commands += [[name, sub] for name, group in root.commands.items() for sub in getattr(group, "commands", {})]
+    for args in commands:
+        result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0 and "\\[" not in result.output, (args, result.output)
+
+
 def test_the_generated_flag_help_matches_the_config_fields():
     from rice.config import flag_help_table
     from rice.flag_help import HELP
