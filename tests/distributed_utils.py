@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -20,9 +21,14 @@ def free_port() -> int:
 def _entry(rank: int, world_size: int, port: int, fn, args) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
     store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size)
+    # A bounded timeout: a rank that dies leaves the others failing in minutes, not hanging for gloo's 30.
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size, timeout=timedelta(minutes=5))
     try:
         fn(rank, world_size, *args)
+        # Every rank finishes before any closes its connections: a peer that tears down early can make gloo
+        # abort the other ("terminate called without an active exception", seen once in CI).
+        if dist.is_initialized():
+            dist.barrier()
     finally:
         dist.destroy_process_group()
 
