@@ -27,9 +27,7 @@ def evaluate_model(
     """Embed the split's queries and gallery with ``model`` and score them; deterministic for a given model.
 
     ``shard``: under torch.distributed every rank calls this, embeds its share and gets the gathered results."""
-    if eval_cfg.num_frames is not None:  # a model trained on few frames can still be scored on the protocol's 10
-        data_cfg = data_cfg.model_copy(update={"num_frames": eval_cfg.num_frames})
-    queries, gallery = build_eval_datasets(data_cfg, model.preprocess, split, eval_cfg.frame_sampling)
+    queries, gallery = build_eval_datasets(data_cfg, model.preprocess, split, eval_cfg)
     emb = extract_embeddings(
         model, queries, gallery, eval_cfg.batch_size, data_cfg.workers, device,
         keep_gallery_tokens=eval_cfg.rerank > 0, precision=eval_cfg.precision, shard=shard,

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from torch.utils.data import Dataset
 
-from ..config import DataConfig
+from ..config import DataConfig, EvalConfig
 from . import lpr as _lpr
 from .movingfashion import MovingFashionGallery, MovingFashionPairs, MovingFashionQueries
 from .sampling import FramePolicy
@@ -106,11 +106,17 @@ def build_train_dataset(data_cfg: DataConfig, preprocess: Preprocess, seed: int 
 
 
 def build_eval_datasets(
-    data_cfg: DataConfig, preprocess: Preprocess, split: str = "test", frame_sampling: str = "centre"
+    data_cfg: DataConfig, preprocess: Preprocess, split: str = "test", eval_cfg: EvalConfig | None = None
 ) -> tuple[Dataset, Dataset]:
-    """``(queries, gallery)`` of ``data_cfg.dataset`` for ``split``, with deterministic eval preprocessing;
-    ``frame_sampling`` is ``eval.frame_sampling`` ("centre" or "official")."""
+    """``(queries, gallery)`` of ``data_cfg.dataset`` for ``split``, with deterministic eval preprocessing.
+
+    ``eval_cfg`` (default: `EvalConfig()`) chooses the query frames: how they are sampled (``frame_sampling``) and
+    how many (``num_frames``, else the training ``data_cfg.num_frames``). Scoring and its report pass the same one,
+    so a report shows the frames that were scored."""
+    eval_cfg = eval_cfg or EvalConfig()
+    if eval_cfg.num_frames is not None:  # a model trained on few frames can still be scored on the protocol's 10
+        data_cfg = data_cfg.model_copy(update={"num_frames": eval_cfg.num_frames})
     spec = _spec(data_cfg)
     transform = build_data_transform(data_cfg, preprocess, train=False)
-    policy = FramePolicy(eval_sampling=frame_sampling)  # type: ignore[arg-type]
+    policy = FramePolicy(eval_sampling=eval_cfg.frame_sampling)
     return spec.queries(data_cfg, transform, split, policy), spec.gallery(data_cfg, transform, split)

@@ -54,10 +54,9 @@ def export_model(
             ``rice train`` wrote beside the checkpoint, when there is one.
     """
     from rice.api import load  # lazy: reading checkpoints lives with the API
-
-    safetensors_torch = _need("safetensors.torch")
     from rice.checkpoint import resolve_checkpoint
 
+    safetensors_torch = _need("safetensors.torch")
     checkpoint = resolve_checkpoint(checkpoint)  # a run directory: its last.pt, and the eval.json beside it
     model = load(checkpoint)
     out = Path(out_dir)

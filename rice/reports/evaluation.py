@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from rice.config import DataConfig
+from rice.config import DataConfig, EvalConfig
 from rice.reports.plots import plot_recall_curve
 from rice.retrieval.evaluate import EmbeddingSet, rank_gallery, score_rankings
 from rice.retrieval.protocols import first_hit_ranks
@@ -83,13 +83,16 @@ def select_examples(emb: EmbeddingSet, top: np.ndarray, num_hits: int, num_misse
     return [example(q) for q in chosen_hits], [example(q) for q in misses]
 
 
-def thumbnail_datasets(data_cfg: DataConfig, split: str, size: int = THUMB_SIZE) -> tuple[Dataset, Dataset]:
-    """The evaluation ``(queries, gallery)`` datasets again, yielding [0, 1] pictures of ``size`` px."""
+def thumbnail_datasets(
+    data_cfg: DataConfig, split: str, size: int = THUMB_SIZE, eval_cfg: EvalConfig | None = None
+) -> tuple[Dataset, Dataset]:
+    """The evaluation ``(queries, gallery)`` datasets again (the same query frames for the same ``eval_cfg``),
+    yielding [0, 1] pictures of ``size`` px."""
     from rice.data import build_eval_datasets
 
     cfg = data_cfg.model_copy(update={"image_size": size, "resize_size": size})
     return build_eval_datasets(DataConfig.model_validate(cfg.model_dump()), ThumbnailPreprocess(size, resize_size=size),
-                               split=split)
+                               split=split, eval_cfg=eval_cfg)
 
 
 def _save_picture(image: torch.Tensor, path: Path) -> None:
@@ -238,5 +241,5 @@ def write_checkpoint_report(
 
     config = load(checkpoint).config  # the same config (and overrides) evaluate_checkpoint used
     data_cfg = config.data.model_copy(update={k: v for k, v in (data_overrides or {}).items() if v is not None})
-    queries, gallery = thumbnail_datasets(DataConfig.model_validate(data_cfg.model_dump()), split)
+    queries, gallery = thumbnail_datasets(DataConfig.model_validate(data_cfg.model_dump()), split, eval_cfg=config.eval)
     return write_eval_report(out_dir, results, emb, queries, gallery, title=Path(checkpoint).name)

@@ -29,7 +29,7 @@ def validation_split(cfg: RunConfig, preprocess) -> str:
     from rice.data import build_eval_datasets
 
     try:
-        build_eval_datasets(cfg.data, preprocess, "val", cfg.eval.frame_sampling)
+        build_eval_datasets(cfg.data, preprocess, "val", cfg.eval)
     except (ValueError, FileNotFoundError):  # the dataset formats refuse a split they do not have
         return "test"
     return "val"

@@ -8,6 +8,7 @@ from rice.config import DataConfig, EvalConfig, ModelConfig
 from rice.data import write_synthetic_dataset
 from rice.evaluation import evaluate_model
 from rice.models import build_model
+from rice.reports.evaluation import thumbnail_datasets
 
 
 def test_eval_num_frames_overrides_the_training_frames(tmp_path):
@@ -22,3 +23,7 @@ def test_eval_num_frames_overrides_the_training_frames(tmp_path):
     np.testing.assert_array_equal(emb.gallery_embeddings, ref_emb.gallery_embeddings)
     assert overridden == reference
     assert not np.allclose(emb.query_embeddings, two.query_embeddings, atol=1e-4)  # 6 frames are not 2
+    # the report's pictures are the frames that were scored
+    queries, _ = thumbnail_datasets(train_t, "test", eval_cfg=EvalConfig(num_frames=6))
+    assert int(queries[0]["frame_mask"].sum()) == 6
+    assert int(thumbnail_datasets(train_t, "test")[0][0]["frame_mask"].sum()) == 2
