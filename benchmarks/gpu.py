@@ -1,9 +1,11 @@
-"""GPU figures in one run (about 1 minute on an H200 with --no-compile; compiling adds minutes):
+"""GPU figures in one run (about 2 minutes on an H200 with --no-compile; compiling the encoder adds ~30 s):
 
 - training clips/s of rice_vit_b32 (from scratch) with icl,pmd,pfr, bf16 autocast, at the largest batch (10
   frames + 1 image per clip) that fits, eager and with torch.compile (the ``train.compile`` setting);
 - model FLOPs utilisation (FLOPs of one step counted by torch's FlopCounterMode / step time / the card's dense
   bf16 peak; target >= 35%) and peak memory;
+- ``train.grad_cache`` against one pass at the MovingFashion recipe's batch (96 clips, icl,pmd): s/step, peak
+  memory, and the largest gradient difference of one fp32 step (rice_vit_b32 has no BatchNorm, so it must be ~0);
 - eval throughput: images/s (encode_image) and clips/s (encode_video, 10 frames) under bf16 autocast;
 - a 2-step NCCL training run through `rice train --nproc-per-node N` when several GPUs are visible.
 
@@ -26,6 +28,9 @@ from pathlib import Path
 import torch
 from _common import info_row, row, skipped_row
 from _train import build_task, random_batch, train_step
+
+from rice.train.engine import compile_encoder
+from rice.train.grad_cache import grad_cache_step
 
 # Dense bf16 tensor-core peaks (FLOP/s, no sparsity), matched against torch.cuda.get_device_name().
 BF16_PEAKS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12)]
@@ -101,12 +106,67 @@ def training(name, size, frames, device: torch.device, amp, candidates: list[int
     flops = step_flops(task, optimizer, data, device, amp)
     compiled_s = None
     if compile_too:
-        compiled = torch.compile(task)
+        compile_encoder(task.model)  # what train.compile does
+        tic = time.perf_counter()
         for _ in range(3):  # compile, then warm
-            train_step(compiled, optimizer, data, device, amp)
-        compiled_s = _time_steps(lambda: train_step(compiled, optimizer, data, device, amp), steps, device)
+            train_step(task, optimizer, data, device, amp)
+        _sync(device)
+        print(f"gpu: compiled the encoder and ran 3 steps in {time.perf_counter() - tic:.0f} s", file=sys.stderr,
+              flush=True)  # fmt: skip
+        compiled_s = _time_steps(lambda: train_step(task, optimizer, data, device, amp), steps, device)
         print(f"gpu: compiled {compiled_s:.4f} s/step", file=sys.stderr, flush=True)
     return batch, eager_s, compiled_s, flops, peak_mem
+
+
+def _grad_cache_run(task, optimizer, data, chunk, amp):
+    """One optimizer step, the whole batch at once (chunk None) or gradient-cached; returns the grads."""
+    images, frames, mask = data["image"], data["frames"], data["frame_mask"]
+    autocast = torch.autocast(images.device.type, dtype=amp, enabled=amp is not None)
+    if chunk is None:
+        with autocast:
+            loss = task(images, frames, mask)["loss"]
+        loss.backward()
+    else:
+        grad_cache_step(task, images, frames, mask, None, chunk, autocast)
+    grads = {n: p.grad.detach().clone() for n, p in task.named_parameters() if p.grad is not None}
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grads
+
+
+def grad_cache_figures(name, size, frames, device: torch.device, amp, batch: int, chunk: int, steps: int, check: int):
+    """train.grad_cache against the plain step at the recipe's batch: s/step and peak memory of each, and the
+    largest gradient difference (relative to the largest gradient) of one fp32 step on ``check`` pairs."""
+    losses = ["icl", "pmd"]
+    out = {}
+    for label, c in (("plain", None), ("grad_cache", chunk)):
+        task, optimizer = build_task(name, losses, device)
+        data = {k: v.to(device) for k, v in random_batch(batch, frames, size).items()}
+        _grad_cache_run(task, optimizer, data, c, amp)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = _time_steps(lambda: _grad_cache_run(task, optimizer, data, c, amp), steps, device)
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        out[label] = (seconds, peak)
+        del task, optimizer, data
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if check == 0:
+        return out["plain"], out["grad_cache"], None
+    # exactness: fp32, no TF32, the same weights and batch (rice_vit_b32 has LayerNorm only; rice_tiny's
+    # BatchNorm normalises each chunk with its own statistics, so there the two differ by design)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    data = {k: v.to(device) for k, v in random_batch(check, frames, size).items()}
+    grads = []
+    for c in (None, max(1, check // 4)):
+        task, optimizer = build_task(name, losses, device)
+        grads.append(_grad_cache_run(task, optimizer, data, c, None))
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    scale = max(g.abs().max().item() for g in grads[0].values())
+    worst = max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0]) / scale
+    print(f"gpu: grad_cache {out}, relative gradient difference {worst:.2e}", file=sys.stderr, flush=True)
+    return out["plain"], out["grad_cache"], worst
 
 
 @torch.no_grad()
@@ -172,6 +232,17 @@ def run(smoke: bool = False, compile_model: bool = True) -> list[dict]:
         rows.append(skipped_row("gpu: MFU (bf16)", f"no bf16 peak known for {device_name}"))
     if peak_mem is not None:
         rows.append(info_row("gpu: peak memory (train)", peak_mem, peak_mem, "GiB", note))
+    gc_batch, gc_chunk, gc_check = (4, 2, 0) if smoke else (96, 16, 8)
+    plain, cached, worst = grad_cache_figures(name, size, frames, device, amp, gc_batch, gc_chunk, steps, gc_check)
+    gc_note = f"{name} icl,pmd, batch {gc_batch} x {frames} frames, chunks of {gc_chunk}"
+    rows.append(info_row("gpu: grad_cache step time", cached[0], plain[0], "s", gc_note + "; baseline = one pass"))
+    if cached[1] is not None:
+        rows.append(info_row("gpu: grad_cache peak memory", cached[1], plain[1], "GiB", "baseline = one pass"))
+    if worst is None:
+        rows.append(skipped_row("gpu: grad_cache gradient difference", f"{name} has BatchNorm (chunks differ)"))
+    else:
+        rows.append(row("gpu: grad_cache gradient difference", worst, 1e-4, "<=", 1.0, unit="",
+                        note=f"fp32, {gc_check} pairs, max |diff| / max |grad|"))  # fmt: skip
     images_s, clips_s = eval_throughput(name, size, frames, device, amp, image_batch, clip_batch, steps)
     rows.append(
         info_row("gpu: eval images/s", images_s, images_s, "img/s", f"batch {image_batch}, {'bf16' if amp else 'fp32'}")
@@ -188,8 +259,8 @@ def run(smoke: bool = False, compile_model: bool = True) -> list[dict]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="CPU, rice_tiny, seconds")
-    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its compilation alone took "
-                        "over 2.5 minutes on an H200 with torch 2.11)")  # fmt: skip
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile of the encoder (26 s "
+                        "on an H200 with torch 2.11)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     out = run(smoke=args.smoke, compile_model=not args.no_compile)

@@ -38,6 +38,8 @@ BENCHMARKS = [
     "decoder",  # icl,pmd,pfr step vs icl step at batch 4 and 16
     "ann",  # approximate search vs exact; group search methods
     "sync",  # index sync vs a full rebuild
+    "lpr_open",  # LPR750K training set through its saved line index vs parsing every line
+    "safe_extract",  # hardened tar extraction vs tarfile's data filter; decord with stderr captured
     "gpu",  # training clips/s, MFU, eval throughput on a GPU
 ]
 

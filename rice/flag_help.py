@@ -55,7 +55,7 @@ HELP = {
     'train.resume': '`latest` (<out>/last.pt if present) or a checkpoint path [config: train.resume]',
     'train.overwrite': 'start afresh in an --out that holds a run, deleting its files (default: False) [config: train.overwrite]',
     'train.dist_timeout_minutes': 'how long a rank waits for the others in a collective before the run fails (default: 30.0) [config: train.dist_timeout_minutes]',
-    'train.compile': 'torch.compile the training model (GPU runs; first steps compile) (default: False) [config: train.compile]',
+    'train.compile': 'torch.compile the encoder, where the FLOPs are (GPU runs; first steps compile) (default: False) [config: train.compile]',
     'train.compile_backend': 'torch.compile backend when train.compile is on (aot_eager: no C++ compiler needed) (default: inductor) [config: train.compile_backend]',
     'eval.batch_size': 'clips (or images) per embedding batch (default: 32) [config: eval.batch_size]',
     'eval.ks': 'ks (default: [1, 3, 5, 10]) [config: eval.ks]',

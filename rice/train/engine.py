@@ -183,6 +183,19 @@ def start_epoch(loader: DataLoader, epoch: int, seed: int, rank: int) -> None:
     loader.generator.manual_seed(int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0]))
 
 
+def compile_encoder(model: RiceModel, backend: str = "inductor") -> None:
+    """`train.compile`: compile the encoder in place (`nn.Module.compile`; parameter names and checkpoints are
+    unchanged).
+
+    The encoder holds nearly all of a step's FLOPs and sees one static shape per batch (images and valid frames
+    concatenated). The rest of the step does not trace into one graph: boolean frame masks, ``unique`` over
+    product ids and PMD's hard-negative mining have data-dependent shapes, so compiling the whole task split it
+    into a dozen graphs (Dynamo: 11 breaks) and recompiled them as shapes moved. Compiling the encoder alone also
+    lets grad_cache's chunked passes use it.
+    """
+    model.encoder.compile(backend=backend)
+
+
 def fit(cfg: RunConfig) -> Path:
     """Train as ``cfg`` says; returns the path of the final checkpoint (``<out>/last.pt``)."""
     # --- setup: device, process group, seeds, run dir -------------------------------------------------------
@@ -240,12 +253,8 @@ def fit(cfg: RunConfig) -> Path:
     train_module = DistributedDataParallel(task) if world.world_size > 1 and plan.chunk is None else task
     if train_module is task:
         distributed.broadcast_module(task)  # what DDP's wrapping does: every rank starts from rank 0's weights
-    if cfg.train.compile and plan.chunk is None:
-        # Compiled around DDP, as PyTorch advises: DDP's optimizer splits the graph at bucket boundaries so the
-        # gradient all-reduce still overlaps the backward. The weights stay `model`'s (checkpoints are unchanged).
-        train_module = torch.compile(train_module, backend=cfg.train.compile_backend)
-    elif cfg.train.compile:
-        notes.append("train.compile is not applied with train.grad_cache (its chunked passes run eagerly)")
+    if cfg.train.compile:
+        compile_encoder(model, cfg.train.compile_backend)
     saver = Saver(out_dir, model, optimizer, scheduler, scaler, cfg, world)
     # Validation runs on rank 0 only; the other ranks wait for it at their next collective.
     validator = Validator(cfg, out_dir, device, model.preprocess) if cfg.train.eval_every and world.is_main else None

@@ -4,6 +4,7 @@ The test uses the ``aot_eager`` backend (the graph capture and autograd tracing 
 needed) so it runs on any CI machine; the GPU script (`benchmarks/gpu.py`) times the default inductor backend.
 """
 
+import pytest
 import torch
 import torch._dynamo
 
@@ -12,12 +13,13 @@ from rice.train.engine import fit
 from tests.train.test_training_behaviour import run_config
 
 
-def test_train_compile_runs_the_steps_through_torch_compile_and_matches_eager(synthetic_root, tmp_path):
-    eager = read_checkpoint(fit(run_config(synthetic_root, tmp_path / "eager", "train.max_steps=2")))
+@pytest.mark.parametrize("extra", [[], ["train.grad_cache=true", "train.grad_cache_chunk=2"]], ids=["plain", "grad_cache"])
+def test_train_compile_runs_the_steps_through_torch_compile_and_matches_eager(synthetic_root, tmp_path, extra):
+    eager = read_checkpoint(fit(run_config(synthetic_root, tmp_path / "eager", "train.max_steps=2", *extra)))
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     compiled_cfg = run_config(synthetic_root, tmp_path / "compiled", "train.max_steps=2", "train.compile=true",
-                              "train.compile_backend=aot_eager")  # fmt: skip
+                              "train.compile_backend=aot_eager", *extra)  # fmt: skip
     compiled = read_checkpoint(fit(compiled_cfg))
     frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     torch._dynamo.reset()
