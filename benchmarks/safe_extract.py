@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import info_row, row, skipped_row
 
 from rice.data.download import safe_extract

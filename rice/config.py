@@ -153,7 +153,9 @@ class TrainConfig(_Section):
     dist_timeout_minutes: float = Field(
         30.0, gt=0, description="how long a rank waits for the others in a collective before the run fails"
     )
-    compile: bool = Field(False, description="torch.compile the encoder, where the FLOPs are (GPU runs; first steps compile)")
+    compile: bool = Field(
+        False, description="torch.compile the encoder, where the FLOPs are (GPU runs; first steps compile)"
+    )
     compile_backend: str = Field(
         "inductor", description="torch.compile backend when train.compile is on (aot_eager: no C++ compiler needed)"
     )

@@ -13,7 +13,9 @@ from rice.train.engine import fit
 from tests.train.test_training_behaviour import run_config
 
 
-@pytest.mark.parametrize("extra", [[], ["train.grad_cache=true", "train.grad_cache_chunk=2"]], ids=["plain", "grad_cache"])
+@pytest.mark.parametrize(
+    "extra", [[], ["train.grad_cache=true", "train.grad_cache_chunk=2"]], ids=["plain", "grad_cache"]
+)
 def test_train_compile_runs_the_steps_through_torch_compile_and_matches_eager(synthetic_root, tmp_path, extra):
     eager = read_checkpoint(fit(run_config(synthetic_root, tmp_path / "eager", "train.max_steps=2", *extra)))
     torch._dynamo.reset()
