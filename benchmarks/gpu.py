@@ -118,8 +118,9 @@ def training(name, size, frames, device: torch.device, amp, candidates: list[int
     return batch, eager_s, compiled_s, flops, peak_mem
 
 
-def _grad_cache_run(task, optimizer, data, chunk, amp):
-    """One optimizer step, the whole batch at once (chunk None) or gradient-cached; returns the grads."""
+def _grad_cache_run(task, optimizer, data, chunk, amp, keep_grads: bool = False):
+    """One optimizer step, the whole batch at once (chunk None) or gradient-cached; returns a copy of the
+    gradients when ``keep_grads`` (not in the timed steps)."""
     images, frames, mask = data["image"], data["frames"], data["frame_mask"]
     autocast = torch.autocast(images.device.type, dtype=amp, enabled=amp is not None)
     if chunk is None:
@@ -128,7 +129,7 @@ def _grad_cache_run(task, optimizer, data, chunk, amp):
         loss.backward()
     else:
         grad_cache_step(task, images, frames, mask, None, chunk, autocast)
-    grads = {n: p.grad.detach().clone() for n, p in task.named_parameters() if p.grad is not None}
+    grads = {n: p.grad.detach().clone() for n, p in task.named_parameters() if p.grad is not None} if keep_grads else {}
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return grads
@@ -161,7 +162,7 @@ def grad_cache_figures(name, size, frames, device: torch.device, amp, batch: int
     grads = []
     for c in (None, max(1, check // 4)):
         task, optimizer = build_task(name, losses, device)
-        grads.append(_grad_cache_run(task, optimizer, data, c, None))
+        grads.append(_grad_cache_run(task, optimizer, data, c, None, keep_grads=True))
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     scale = max(g.abs().max().item() for g in grads[0].values())
     worst = max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0]) / scale

@@ -15,11 +15,10 @@ import io
 import shutil
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from _common import info_row, row, skipped_row
+from _common import best_of, info_row, row, skipped_row
 
 from rice.data.download import safe_extract
 
@@ -32,17 +31,6 @@ def _tar(path: Path, files: int, size: int) -> None:
             info = tarfile.TarInfo(f"training_video_00/clip{i // 10:05d}/{i:06d}.jpg")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-
-
-def _best(fn, repeats: int, setup=None) -> float:  # noqa: ANN001
-    times = []
-    for _ in range(repeats):
-        if setup is not None:
-            setup()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def bench_extract(files: int, size: int, repeats: int) -> dict:
@@ -61,10 +49,14 @@ def bench_extract(files: int, size: int, repeats: int) -> dict:
             with tarfile.open(archive) as tar:
                 tar.extractall(out, filter="data")
 
+        def timed(fn) -> float:  # noqa: ANN001
+            clear()
+            return best_of(fn, 1)
+
         # Alternate the two so disk write-back from one run weighs on both alike; keep each one's best.
         base = mine = float("inf")
         for _ in range(repeats):
-            base, mine = min(base, _best(baseline, 1, clear)), min(mine, _best(ours, 1, clear))
+            base, mine = min(base, timed(baseline)), min(mine, timed(ours))
         mb = files * size / 1e6
         # the checks and the staging move are worth a little time, not a slower download step
         return row("safe_extract: tar of small files", mine, base, "<=", 1.5,
@@ -96,7 +88,7 @@ def bench_decord(reads: int) -> dict:
 
         base = mine = float("inf")
         for _ in range(3):
-            base, mine = min(base, _best(direct, 1)), min(mine, _best(captured, 1))
+            base, mine = min(base, best_of(direct, 1)), min(mine, best_of(captured, 1))
         return info_row(name, mine / reads, base / reads, "s", "5 frames per read; baseline = a direct decord read")
 
 

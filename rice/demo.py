@@ -76,9 +76,9 @@ def prepare_demo_data(root: Path, console: Console, difficulty: str = "normal") 
     """
     wanted = {**DEMO_DATA, "difficulty": difficulty}
     meta_file = root / "synthetic.json"
-    cached = meta_file.is_file() and all(
-        json.loads(meta_file.read_text()).get(k, "normal" if k == "difficulty" else None) == v
-        for k, v in wanted.items()
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
+    cached = meta is not None and all(
+        meta.get(k, "normal" if k == "difficulty" else None) == v for k, v in wanted.items()
     )
     if cached:
         console.print(f"using cached synthetic data in {root}")
