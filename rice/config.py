@@ -56,6 +56,10 @@ class DataConfig(_Section):
     clip_crops: Literal["clip", "frame"] = Field(
         "clip", description="training crop/flip: one per clip, or one per frame (frame, public code)"
     )
+    shop_augment: Literal["frames", "crop_flip", "none"] = Field(
+        "frames", description="training shop images: the frames' augmentation, only a random crop and flip "
+        "(crop_flip), or none (the eval centre crop)"
+    )
     video_backend: Literal["auto", "decord", "pyav"] = Field("auto", description="mp4 decoder")
     use_prepared_frames: bool = Field(True, description="read frames/ from `rice prepare` when present")
     workers: int = Field(2, ge=0, description="DataLoader worker processes per rank")

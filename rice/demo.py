@@ -32,29 +32,15 @@ DEMO_TRAIN = {
     "eval": {"batch_size": 32},
 }
 # `rice demo --difficulty hard`: on cluttered, moving, relit clips the tiny model must learn the product, not the
-# clip. Stronger augmentation makes the clip's own look (lighting, framing, scale) useless for telling pairs apart:
-# colour jitter, a crop/flip per frame and a random resized crop.
-# Measured on 2 cores (96 products, batch 16, R@1 on the 96 test clips): the model is still learning at the budget's
-# end, so steps count most. 4 frames per clip make a step about 2x cheaper than 10 and score better than 2 at equal
-# time (10 frames 450 steps 18.8; 4 frames 900 steps 29.2; 2 frames 1500 steps 24.0). Reading extracted frames
-# instead of decoding the mp4 clips beside training took 900 steps from 285 s to 215 s, so 1200 steps fit in the
-# budget (279 s; 358 s on a busier machine; 250 s with the workers below). At 1200 steps, scored on 4 frames: crop
-# scale (0.35, 1) 34.4, (0.5, 1) 36.5, (0.35, 1) with jitter 0.2 37.5; the (0.5, 1) run scored on the protocol's 10
-# frames: 40.6 (this recipe at 1000 steps: 29.2). Batch 8 (1800 steps) and 48 (400) scored lower (12.5, 15.6), and
-# so did 6 training clips per product instead of 2 (22.9 at 900 steps).
-# 96 test clips make R@1 coarse (one standard error is ~5 points). On 384 new clips of the same products (4 per
-# product: its 96 and 288 more, rendered with its seeds) the demo's own model scores R@1 34.9 (R@5 72.7), and the
-# same recipe from another initialisation 24.0 (R@5 68.0): the demo's 40.6 is the lucky end of a wide spread. Also
-# on those 384 clips: a stem with its stride-1 conv at 16x16 instead of 32x32 (1.7x less compute) 28.4; 5 training
-# clips per product 29.4; 96-px data and input at equal time (700 steps) 19.0; a cross-batch memory of the last 96
-# embeddings as extra ICL negatives collapsed (1.3). On the 96 clips: lr 2e-3 13.5, 5e-4 19.8.
-# The demo model's errors on the 384 clips: most wrong top-1s share the colour scheme and/or pattern of the right
-# product but not its shape (71 of 250 share scheme and pattern); 19 differ by logo alone. Batches grouped by
-# colour scheme (an oracle for similar-product batches, same initialisation) scored worse: 10.4 whole, 19.5 half.
+# clip. Colour jitter, a crop per frame and a random resized crop make the clip's own look (lighting, framing,
+# scale) useless for telling pairs apart; the shop image keeps only a crop and flip, because at test time it
+# arrives clean and its colours and silhouette are what tells similar products apart. Every measurement behind
+# these values (and what did not help) is in docs/hard-demo.md.
 HARD_RECIPE = {
     # workers 0: with extracted frames a sample costs ~5 ms, and two worker processes beside the training
     # threads on 2 cores were slower than loading in the main process (61 vs 77 clips/s).
-    "data": {"color_jitter": 0.4, "clip_crops": "frame", "num_frames": 4, "crop_scale": (0.5, 1.0), "workers": 0},
+    "data": {"color_jitter": 0.4, "clip_crops": "frame", "num_frames": 4, "crop_scale": (0.5, 1.0),
+             "shop_augment": "crop_flip", "workers": 0},
     "eval": {"num_frames": 10},  # trained on 4 frames, scored on the protocol's 10
 }
 HARD_STEPS = 1200

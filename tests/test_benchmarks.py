@@ -53,3 +53,26 @@ def test_run_prints_table_and_writes_json(suite, tmp_path, capsys):
 def test_unknown_benchmark_name_is_refused(suite):
     with pytest.raises(SystemExit):
         suite.main(["no_such_benchmark"])
+
+
+def test_hard_demo_spread_regroups_the_demo_clips_and_scores_them(tmp_path, monkeypatch):
+    """benchmarks/hard_demo_spread.py at a tiny size: 4 test clips per product, the first of them the demo's own
+    test clip (the same file the demo renders), scored on all of them and on the demo's."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import hard_demo_spread
+
+    from rice.data import write_synthetic_dataset
+    from rice.demo import DEMO_DATA
+
+    rows = hard_demo_spread.main(["--work", str(tmp_path / "w"), "--seeds", "3", "--steps", "2", "--products", "4",
+                                  "--set", "train.batch_size=4"])
+    assert len(rows) == 1 and rows[0]["queries"] == 16 and rows[0]["demo clips"] == 4 and rows[0]["seed"] == 3
+    demo = write_synthetic_dataset(tmp_path / "demo", **{**DEMO_DATA, "num_products": 4}, difficulty="hard")
+    spread_test = json.loads((tmp_path / "w" / "data" / "test.json").read_text())
+    spread_train = json.loads((tmp_path / "w" / "data" / "train.json").read_text())
+    for product, record in json.loads((demo / "train.json").read_text()).items():
+        assert spread_train[product]["video_paths"] == record["video_paths"]  # the demo's training clips
+    for product, record in json.loads((demo / "test.json").read_text()).items():
+        ours = spread_test[product]["video_paths"]
+        assert len(ours) == 4 and ours[0] == record["video_paths"][0]
+        assert (demo / ours[0]).read_bytes() == (tmp_path / "w" / "data" / ours[0]).read_bytes()

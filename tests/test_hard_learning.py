@@ -1,16 +1,28 @@
 """The reduced learning check of `rice demo --difficulty hard`: on hard synthetic data (moving backgrounds,
 lighting swings, occlusions; the test clips are new clips of the training products) rice_tiny trained with the
-hard recipe (colour jitter, a crop per frame) ranks the right shop image far better than the same untrained model."""
+hard recipe (colour jitter and a crop per frame, a clean shop image) ranks the right shop image far better than
+the same untrained model."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from rich.console import Console
 
+from rice.api import load
 from rice.data import write_synthetic_dataset
-from rice.demo import _train_and_eval, chance_recall, demo_config
+from rice.demo import chance_recall, demo_config
 from rice.evaluation import evaluate_model
 from rice.models import build_model
+from rice.train.engine import fit
+
+
+def ranks_of_the_right_image(emb) -> np.ndarray:  # noqa: ANN001 - an EmbeddingSet
+    """1-based rank of each query's shop image by cosine, recomputed from the embeddings in numpy."""
+    scores = emb.query_embeddings.astype(np.float64) @ emb.gallery_embeddings.astype(np.float64).T
+    gallery = np.asarray(emb.gallery_ids)
+    right = np.array([[g in gt for g in gallery] for gt in emb.query_gt])
+    best_right = np.where(right, scores, -np.inf).max(1)
+    return 1 + (scores > best_right[:, None]).sum(1)
 
 
 def test_rice_tiny_learns_products_on_hard_synthetic_data(tmp_path):
@@ -19,16 +31,20 @@ def test_rice_tiny_learns_products_on_hard_synthetic_data(tmp_path):
     cfg = demo_config(tmp_path, root, steps=400, hard=True)
     cfg = cfg.model_copy(update={
         "data": cfg.data.model_copy(update={"workers": 0, "num_frames": 4}),
-        "train": cfg.train.model_copy(update={"batch_size": 8, "log_every": 1000}),
+        "train": cfg.train.model_copy(update={"log_every": 1000}),  # the recipe's batch of 16: 2 steps an epoch
     })  # fmt: skip
     assert cfg.data.color_jitter > 0 and cfg.data.clip_crops == "frame" and cfg.data.crop_scale  # the hard recipe
+    assert cfg.data.shop_augment == "crop_flip"  # ... and a clean shop image
     assert cfg.eval.num_frames == 10 and cfg.data.num_frames == 4  # trained on 4 frames, scored on 10
     torch.manual_seed(cfg.train.seed)  # the untrained model is the trained one's starting point
-    untrained, emb = evaluate_model(build_model(cfg.model), cfg.data, cfg.eval)
-    trained = _train_and_eval(cfg, Console(quiet=True))
-    chance = chance_recall(emb, [1])["R@1"]
+    untrained, untrained_emb = evaluate_model(build_model(cfg.model), cfg.data, cfg.eval)
+    trained, trained_emb = evaluate_model(load(fit(cfg)), cfg.data, cfg.eval)
     assert trained["num_queries"] == 16
-    # Seeded: measured R@1 31.25 trained, 12.5 untrained, chance 6.25 (16 queries, so one query is 6.25 points);
-    # R@5 75.0 and 37.5. The recipe's crop scales and colour jitter make the first 250 steps learn little here.
-    assert trained["R@1"] >= untrained["R@1"] + 12.5 and trained["R@1"] >= 4 * chance, (trained, untrained, chance)
-    assert trained["R@5"] >= untrained["R@5"] + 25.0, (trained, untrained)
+    before, after = ranks_of_the_right_image(untrained_emb), ranks_of_the_right_image(trained_emb)
+    assert 100.0 * float((after == 1).mean()) == trained["R@1"]  # the numpy ranks agree with rice's recall
+    # 16 queries make R@1 coarse (one query is 6.25 points), so the check is on every query's rank as well.
+    # Seeded, measured: mean rank 4.19 trained vs 7.38 untrained (8.5 is chance for 16 images); R@1 25.0 vs 12.5,
+    # R@5 75.0 vs 37.5. The same check with 800 steps of batch 8: mean rank 4.38, R@1 31.25, R@5 75.0.
+    chance = chance_recall(untrained_emb, [1, 5])
+    assert after.mean() <= 0.65 * before.mean(), (after, before)
+    assert trained["R@1"] >= 2 * chance["R@1"] and trained["R@5"] >= untrained["R@5"] + 25.0, (trained, untrained)

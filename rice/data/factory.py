@@ -15,7 +15,7 @@ from ..config import DataConfig, EvalConfig
 from . import lpr as _lpr
 from .movingfashion import MovingFashionGallery, MovingFashionPairs, MovingFashionQueries
 from .sampling import FramePolicy
-from .transforms import ImageTransform, build_transform
+from .transforms import ImageTransform, build_transform, shop_image_transform
 
 
 class Preprocess(Protocol):
@@ -46,6 +46,7 @@ def _mf_train(cfg: DataConfig, transform: ImageTransform, seed: int | None) -> D
         "train",
         num_frames=cfg.num_frames,
         transform=transform,
+        image_transform=shop_image_transform(transform, cfg.shop_augment),
         train=True,
         tail_drop_prob=cfg.tail_drop_prob,
         video_backend=cfg.video_backend,

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from .frames import load_frames, load_image
 from .sampling import FramePolicy, pad_clip
-from .transforms import ClipTransform, ImageTransform, build_transform
+from .transforms import ClipTransform, ImageTransform, build_transform, shop_image_transform
 from .video import MediaError
 
 log = logging.getLogger(__name__)
@@ -213,13 +213,15 @@ class LPRTrainPairs(Dataset):
         root: the LPR750K root (``annotations/``, ``training_video_0X/``, ``training_image/``).
         split: ``"train"``, ``"val"`` or a videoinfo file name under ``annotations/``.
         num_frames: T; transform: the image transform (default 224 px CLIP, train mode).
+        image_transform: the shop image's transform; None = ``transform`` (see `shop_image_transform`).
         train: random temporal offsets and tail dropping; tail_drop_prob: chance to keep only the head.
         seed: ``None``: torch's RNG (seeded per worker); an int: randomness depends on (seed, epoch, index).
     """
 
     def __init__(self, root: str | os.PathLike[str], split: str = "train", *, num_frames: int = 10,
-                 transform: ImageTransform | None = None, train: bool = True, tail_drop_prob: float = 0.5,
-                 seed: int | None = None, max_tries: int = 32, frame_policy: FramePolicy | None = None) -> None:
+                 transform: ImageTransform | None = None, image_transform: ImageTransform | None = None,
+                 train: bool = True, tail_drop_prob: float = 0.5, seed: int | None = None, max_tries: int = 32,
+                 frame_policy: FramePolicy | None = None) -> None:
         self.root = Path(root).expanduser()
         self.frame_policy = frame_policy or FramePolicy()
         if not self.root.is_dir():
@@ -232,6 +234,7 @@ class LPRTrainPairs(Dataset):
         self.tail_drop_prob = tail_drop_prob if train else 0.0
         self.transform = transform if transform is not None else build_transform(224, train=train)
         self.clip_transform = ClipTransform(self.transform)
+        self.image_transform = image_transform or self.transform
         self.max_tries = max(1, max_tries)
         self._fh: Any = None
         self._pid = -1
@@ -273,7 +276,7 @@ class LPRTrainPairs(Dataset):
                 )
                 frames = load_frames([self.root / rec.frames[i] for i in picks], self.transform.resize_size)
                 clip, mask = pad_clip(self.clip_transform(frames, rng), self.num_frames)
-                image = self.transform(load_image(self.root / rec.image_path, self.transform.resize_size), rng)
+                image = self.image_transform(load_image(self.root / rec.image_path, self.transform.resize_size), rng)
             except (MediaError, ValueError, UnicodeDecodeError) as err:
                 skipped.append(f"{self.path.name} line #{current}: {err}")
                 continue
@@ -432,7 +435,8 @@ def _check_split(split: str) -> None:
 
 def train_from_config(cfg: Any, transform: ImageTransform, seed: int | None) -> Dataset:
     """`DatasetSpec.train` for ``--dataset lpr`` (cfg: `rice.config.DataConfig`)."""
-    return LPRTrainPairs(cfg.resolved_root(), "train", num_frames=cfg.num_frames, transform=transform, train=True,
+    return LPRTrainPairs(cfg.resolved_root(), "train", num_frames=cfg.num_frames, transform=transform,
+                         image_transform=shop_image_transform(transform, cfg.shop_augment), train=True,
                          tail_drop_prob=cfg.tail_drop_prob, seed=seed,
                          frame_policy=FramePolicy(tail_drop=cfg.tail_drop))
 

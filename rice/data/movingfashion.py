@@ -125,6 +125,7 @@ class _MovingFashionBase(Dataset):
         self.train = train
         self.transform = transform if transform is not None else build_transform(224, train=train)
         self.clip_transform = ClipTransform(self.transform)
+        self.image_transform = self.transform  # the shop image's; training pairs may set their own
         resolve_backend(video_backend)  # checks the name now; "auto" stays "auto" so each file can fall back to PyAV
         self.video_backend = video_backend
         self.use_prepared_frames = use_prepared_frames
@@ -206,7 +207,7 @@ class _MovingFashionBase(Dataset):
         return self.transform.resize_size if self.transform.train else None
 
     def _read_image(self, img_path: str, rng: random.Random | None) -> torch.Tensor:
-        return self.transform(load_image(self.root / img_path, self._draft_size()), rng)
+        return self.image_transform(load_image(self.root / img_path, self._draft_size()), rng)
 
     def _zero_frames(self) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.transform.image_size
@@ -231,6 +232,7 @@ class MovingFashionPairs(_MovingFashionBase):
         seed: ``None``: randomness from torch's RNG (seeded per DataLoader worker and epoch). An int: each item's
             randomness depends only on (seed, epoch, index); call `set_epoch` every epoch.
         max_tries: how many consecutive associations to try before giving up.
+        image_transform: the shop image's transform; None = ``transform`` (see `shop_image_transform`).
     """
 
     def __init__(
@@ -240,6 +242,7 @@ class MovingFashionPairs(_MovingFashionBase):
         *,
         num_frames: int = 10,
         transform: ImageTransform | None = None,
+        image_transform: ImageTransform | None = None,
         train: bool = True,
         tail_drop_prob: float = 0.5,
         video_backend: str = "auto",
@@ -255,6 +258,7 @@ class MovingFashionPairs(_MovingFashionBase):
         self.seed = seed
         self.epoch = 0
         self.max_tries = max(1, max_tries)
+        self.image_transform = image_transform or self.transform
         self.pairs: list[tuple[str, str]] = [(v, r.img_path) for r in self.records for v in r.video_paths]
 
     def set_epoch(self, epoch: int) -> None:

@@ -184,6 +184,25 @@ class ClipTransform:
         return self.image_transform.normalize(arrays)
 
 
+SHOP_AUGMENTS = ("frames", "crop_flip", "none")
+
+
+def shop_image_transform(frames: ImageTransform, augment: str) -> ImageTransform:
+    """The training transform of the shop image, given the frames' (``data.shop_augment``).
+
+    ``frames``: the same transform (the public code's pairing: one random crop and flip each). ``crop_flip``: only
+    the random crop and flip, without the frames' colour jitter and scale crops. ``none``: the eval transform
+    (centre crop). The shop image is what every clip is matched against, and at test time it arrives clean: its
+    colours and its silhouette are the product's, so jittering or cropping it teaches the model to discount the
+    very cues that tell similar products apart (measured on the hard synthetic data, rice/demo.py).
+    """
+    if augment not in SHOP_AUGMENTS:
+        raise ValueError(f"shop image augment {augment!r} is unknown; choose one of {list(SHOP_AUGMENTS)}")
+    if augment == "frames" or not frames.train:
+        return frames
+    return ImageTransform(frames.image_size, augment == "crop_flip", frames.mean, frames.std, frames.resize_size)
+
+
 def build_transform(
     image_size: int,
     train: bool,

@@ -173,3 +173,21 @@ def test_lpr_through_the_cli_with_saved_embeddings(lpr_root: Path, tmp_path: Pat
             best = same_group[np.argmax(saved["gallery_embeddings"][same_group] @ emb)]
             hits1 += saved["gallery_ids"][best] in gt[q]
     assert table["R@1"] == 100.0 * hits1 / len(gt)
+
+
+def test_shop_augment_reaches_lpr_pairs(lpr_root: Path) -> None:
+    """``data.shop_augment: none`` gives the LPR shop image the eval transform: equal to `LPRGallery`-style
+    preprocessing of the same file, while the frames keep their jitter."""
+    from types import SimpleNamespace
+
+    from rice.config import DataConfig
+    from rice.data import CLIP_MEAN, CLIP_STD, build_transform
+    from rice.data.frames import load_image
+
+    preprocess = SimpleNamespace(input_size=32, mean=CLIP_MEAN, std=CLIP_STD, resize_size=36)
+    cfg = DataConfig(dataset="lpr", root=str(lpr_root), num_frames=2, color_jitter=0.4, shop_augment="none")
+    pairs = build_train_dataset(cfg, preprocess, seed=0)
+    assert pairs.transform.color_jitter == 0.4 and pairs.image_transform.train is False
+    image_path = lpr_root / pairs.record(0).image_path
+    expected = build_transform(32, train=False, resize_size=36)(load_image(image_path, 36))
+    torch.testing.assert_close(pairs[0]["image"], expected)

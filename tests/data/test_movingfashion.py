@@ -214,3 +214,41 @@ def test_factory(tiny_dataset: Path) -> None:
     unknown = DataConfig.model_construct(root=str(tiny_dataset), dataset="nope")  # bypasses the Literal check
     with pytest.raises(ValueError, match="choose from .*movingfashion"):
         build_train_dataset(unknown, preprocess)
+
+
+def test_shop_augment_keeps_the_shop_image_clean(tiny_dataset: Path) -> None:
+    """``data.shop_augment``: the frames keep their colour jitter and scale crops; the shop image gets only the
+    random crop and flip (crop_flip) or the eval centre crop (none), checked against a reference in numpy."""
+    preprocess = SimpleNamespace(input_size=32, mean=CLIP_MEAN, std=CLIP_STD, resize_size=36)
+    base = {"root": str(tiny_dataset), "num_frames": T, "video_backend": "pyav", "color_jitter": 0.4,
+            "crop_scale": (0.4, 0.8), "clip_crops": "frame"}  # fmt: skip
+    img_path = tiny_dataset / _split(tiny_dataset, "train")[sorted(_split(tiny_dataset, "train"))[0]]["img_path"]
+    resized = np.asarray(Image.open(img_path).convert("RGB").resize((36, 36), Image.BILINEAR), dtype=np.float64)
+
+    def normalised(crop: np.ndarray) -> np.ndarray:
+        return ((crop / 255.0 - np.array(CLIP_MEAN)) / np.array(CLIP_STD)).transpose(2, 0, 1)
+
+    def candidates(flips: bool) -> list[np.ndarray]:  # every 32 px crop of the resized image (and its mirror)
+        crops = [resized[t : t + 32, s : s + 32] for t in range(5) for s in range(5)]
+        return [normalised(c) for c in crops] + ([normalised(c[:, ::-1]) for c in crops] if flips else [])
+
+    def closest(image: torch.Tensor, refs: list[np.ndarray]) -> float:
+        return min(float(np.abs(image.numpy() - ref).max()) for ref in refs)
+
+    same = build_train_dataset(DataConfig(**base), preprocess, seed=0)
+    crop_flip = build_train_dataset(DataConfig(**base, shop_augment="crop_flip"), preprocess, seed=0)
+    none = build_train_dataset(DataConfig(**base, shop_augment="none"), preprocess, seed=0)
+    assert same.image_transform is same.transform  # the default: the frames' augmentation, as before
+    flips = set()
+    for epoch in range(6):
+        for dataset in (same, crop_flip, none):
+            dataset.set_epoch(epoch)
+        item, plain, centre = same[0], crop_flip[0], none[0]
+        assert closest(plain["image"], candidates(flips=True)) < 1e-5  # a plain crop and maybe a flip, no jitter
+        flips.add(closest(plain["image"], candidates(flips=False)) < 1e-5)
+        np.testing.assert_allclose(centre["image"].numpy(), normalised(resized[2:34, 2:34]), atol=1e-5)
+        assert closest(item["image"], candidates(flips=True)) > 0.05  # the frames' jitter and scale crop
+        torch.testing.assert_close(plain["frames"], item["frames"])  # the clip's augmentation is unchanged
+    assert flips == {True, False}
+    with pytest.raises(ValueError, match="shop_augment"):
+        DataConfig(**base, shop_augment="jitter")
