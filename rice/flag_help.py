@@ -21,6 +21,7 @@ HELP = {
     'data.color_jitter': 'training only: brightness/contrast/saturation factors in [1-j, 1+j] (default: 0.0) [config: data.color_jitter]',
     'data.crop_scale': 'training only: area share (low, high) of a random resized crop; none = a plain crop [config: data.crop_scale]',
     'data.clip_crops': 'training crop/flip: one per clip, or one per frame (frame, public code) (default: clip) [config: data.clip_crops]',
+    'data.shop_augment': "training shop images: the frames' augmentation, only a random crop and flip (crop_flip), or none (the eval centre crop) (default: frames) [config: data.shop_augment]",
     'data.video_backend': 'mp4 decoder (default: auto) [config: data.video_backend]',
     'data.use_prepared_frames': 'read frames/ from `rice prepare` when present (default: True) [config: data.use_prepared_frames]',
     'data.workers': 'DataLoader worker processes per rank (default: 2) [config: data.workers]',
