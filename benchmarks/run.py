@@ -41,6 +41,7 @@ BENCHMARKS = [
     "lpr_open",  # LPR750K training set through its saved line index vs parsing every line
     "safe_extract",  # hardened tar extraction vs tarfile's data filter; decord with stderr captured
     "gpu",  # training clips/s, MFU, eval throughput on a GPU
+    "hard_demo_step",  # hard demo: cached decoded frames vs decoding; channels-last stem vs NCHW
 ]
 
 

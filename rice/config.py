@@ -63,6 +63,10 @@ class DataConfig(_Section):
     video_backend: Literal["auto", "decord", "pyav"] = Field("auto", description="mp4 decoder")
     use_prepared_frames: bool = Field(True, description="read frames/ from `rice prepare` when present")
     workers: int = Field(2, ge=0, description="DataLoader worker processes per rank")
+    decoded_cache_mb: float = Field(
+        0.0, ge=0.0, description="training: keep decoded frames and shop images in memory, MiB per loading process "
+        "(across epochs only with workers 0: workers restart every epoch)"
+    )
 
     @field_validator("dataset", mode="before")
     @classmethod

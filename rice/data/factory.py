@@ -53,6 +53,7 @@ def _mf_train(cfg: DataConfig, transform: ImageTransform, seed: int | None) -> D
         use_prepared_frames=cfg.use_prepared_frames,
         seed=seed,
         frame_policy=FramePolicy(tail_drop=cfg.tail_drop),
+        decoded_cache_mb=cfg.decoded_cache_mb,
     )
 
 

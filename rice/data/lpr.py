@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .frames import load_frames, load_image
+from .frames import DecodedImageCache, load_frames, load_image
 from .sampling import FramePolicy, pad_clip
 from .transforms import ClipTransform, ImageTransform, build_transform, shop_image_transform
 from .video import MediaError
@@ -216,13 +216,16 @@ class LPRTrainPairs(Dataset):
         image_transform: the shop image's transform; None = ``transform`` (see `shop_image_transform`).
         train: random temporal offsets and tail dropping; tail_drop_prob: chance to keep only the head.
         seed: ``None``: torch's RNG (seeded per worker); an int: randomness depends on (seed, epoch, index).
+        decoded_cache_mb: keep decoded frames and shop images in memory up to this many MiB per loader process
+            (`DecodedImageCache`; 0 = off).
     """
 
     def __init__(self, root: str | os.PathLike[str], split: str = "train", *, num_frames: int = 10,
                  transform: ImageTransform | None = None, image_transform: ImageTransform | None = None,
                  train: bool = True, tail_drop_prob: float = 0.5, seed: int | None = None, max_tries: int = 32,
-                 frame_policy: FramePolicy | None = None) -> None:
+                 frame_policy: FramePolicy | None = None, decoded_cache_mb: float = 0.0) -> None:
         self.root = Path(root).expanduser()
+        self.decoded = DecodedImageCache(decoded_cache_mb)
         self.frame_policy = frame_policy or FramePolicy()
         if not self.root.is_dir():
             raise FileNotFoundError(f"LPR root {self.root} not found; {_hint(self.root)}")
@@ -274,9 +277,10 @@ class LPRTrainPairs(Dataset):
                 picks = self.frame_policy.indices(
                     len(rec.frames), self.num_frames, self.train, self.tail_drop_prob, rng
                 )
-                frames = load_frames([self.root / rec.frames[i] for i in picks], self.transform.resize_size)
+                draft = self.transform.resize_size
+                frames = self.decoded.load_frames([self.root / rec.frames[i] for i in picks], draft)
                 clip, mask = pad_clip(self.clip_transform(frames, rng), self.num_frames)
-                image = self.image_transform(load_image(self.root / rec.image_path, self.transform.resize_size), rng)
+                image = self.image_transform(self.decoded.load_image(self.root / rec.image_path, draft), rng)
             except (MediaError, ValueError, UnicodeDecodeError) as err:
                 skipped.append(f"{self.path.name} line #{current}: {err}")
                 continue
@@ -438,7 +442,7 @@ def train_from_config(cfg: Any, transform: ImageTransform, seed: int | None) -> 
     return LPRTrainPairs(cfg.resolved_root(), "train", num_frames=cfg.num_frames, transform=transform,
                          image_transform=shop_image_transform(transform, cfg.shop_augment), train=True,
                          tail_drop_prob=cfg.tail_drop_prob, seed=seed,
-                         frame_policy=FramePolicy(tail_drop=cfg.tail_drop))
+                         frame_policy=FramePolicy(tail_drop=cfg.tail_drop), decoded_cache_mb=cfg.decoded_cache_mb)
 
 
 def queries_from_config(cfg: Any, transform: ImageTransform, split: str, frame_policy: FramePolicy | None = None,

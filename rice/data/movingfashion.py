@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from .frames import list_frame_files, load_frames, load_image
+from .frames import DecodedImageCache
 from .sampling import FramePolicy, pad_clip
 from .transforms import ClipTransform, ImageTransform, build_transform
 from .video import MediaError, read_video_frames, resolve_backend
@@ -129,6 +129,7 @@ class _MovingFashionBase(Dataset):
         resolve_backend(video_backend)  # checks the name now; "auto" stays "auto" so each file can fall back to PyAV
         self.video_backend = video_backend
         self.use_prepared_frames = use_prepared_frames
+        self.decoded = DecodedImageCache(0)  # off; training pairs may keep decoded images (``decoded_cache_mb``)
         self._check_media()
 
     # ---------------------------------------------------------------------------------------------- media checks
@@ -193,10 +194,10 @@ class _MovingFashionBase(Dataset):
         sample = self._indices_sampler(rng, tail_drop_prob)
         folder = self._prepared_folder(video_path)
         if folder is not None:
-            files = list_frame_files(folder)
+            files = self.decoded.list_frame_files(folder)
             if not files:
                 raise MediaError(f"{folder}: prepared frames folder has no images; delete it and rerun `rice prepare`")
-            frames: Sequence[Any] = load_frames([files[i] for i in sample(len(files))], self._draft_size())
+            frames: Sequence[Any] = self.decoded.load_frames([files[i] for i in sample(len(files))], self._draft_size())
         else:
             frames = read_video_frames(self.root / video_path, sample, backend=self.video_backend)
         return pad_clip(self.clip_transform(frames, rng), self.num_frames)
@@ -207,7 +208,7 @@ class _MovingFashionBase(Dataset):
         return self.transform.resize_size if self.transform.train else None
 
     def _read_image(self, img_path: str, rng: random.Random | None) -> torch.Tensor:
-        return self.image_transform(load_image(self.root / img_path, self._draft_size()), rng)
+        return self.image_transform(self.decoded.load_image(self.root / img_path, self._draft_size()), rng)
 
     def _zero_frames(self) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.transform.image_size
@@ -233,6 +234,8 @@ class MovingFashionPairs(_MovingFashionBase):
             randomness depends only on (seed, epoch, index); call `set_epoch` every epoch.
         max_tries: how many consecutive associations to try before giving up.
         image_transform: the shop image's transform; None = ``transform`` (see `shop_image_transform`).
+        decoded_cache_mb: keep decoded frames and shop images in memory up to this many MiB per loader process
+            (`DecodedImageCache`; 0 = off), for small datasets read for many epochs.
     """
 
     def __init__(
@@ -250,8 +253,10 @@ class MovingFashionPairs(_MovingFashionBase):
         seed: int | None = None,
         max_tries: int = 32,
         frame_policy: FramePolicy | None = None,
+        decoded_cache_mb: float = 0.0,
     ) -> None:
         super().__init__(root, split, num_frames, transform, train, video_backend, use_prepared_frames, frame_policy)
+        self.decoded = DecodedImageCache(decoded_cache_mb)
         if not 0.0 <= tail_drop_prob <= 1.0:
             raise ValueError(f"tail_drop_prob={tail_drop_prob} must lie in [0, 1]")
         self.tail_drop_prob = tail_drop_prob if train else 0.0

@@ -125,13 +125,17 @@ class ImageTransform:
         """Resize, crop and flip; uint8 (S, S, 3)."""
         pil = _to_pil(img)
         size = self.resize_size
-        if pil.size != (size, size):
-            pil = pil.resize((size, size), Image.BILINEAR)
         side = params.side or self.image_size
-        array = np.asarray(pil)[params.top : params.top + side, params.left : params.left + side]
         if side != self.image_size:
-            resized = Image.fromarray(array).resize((self.image_size, self.image_size), Image.BILINEAR)
-            array = np.asarray(resized)
+            # A scale crop: the crop's window in resized coordinates, mapped back onto the source and resampled
+            # once to S x S (resizing, cropping and resizing again cost twice as much and blur twice).
+            sx, sy = pil.width / size, pil.height / size
+            box = (params.left * sx, params.top * sy, (params.left + side) * sx, (params.top + side) * sy)
+            array = np.asarray(pil.resize((self.image_size, self.image_size), Image.BILINEAR, box=box))
+        else:
+            if pil.size != (size, size):
+                pil = pil.resize((size, size), Image.BILINEAR)
+            array = np.asarray(pil)[params.top : params.top + side, params.left : params.left + side]
         if params.jitter != (1.0, 1.0, 1.0):
             array = _jitter(array, *params.jitter)
         return array[:, ::-1] if params.flip else array

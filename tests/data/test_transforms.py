@@ -220,13 +220,31 @@ def test_crop_scale_is_a_seeded_random_resized_crop_and_train_only() -> None:
         assert 24 <= params.side <= 37  # 48 * sqrt(0.25) .. 48 * sqrt(0.6)
         assert 0 <= params.top <= 48 - params.side and 0 <= params.left <= 48 - params.side
         sides.add(params.side)
-        # the reference: PIL resize to 48, crop side x side at (top, left), PIL resize to 32, flip
+        # the reference: PIL resize to 48, crop side x side at (top, left), PIL resize to 32, flip; the transform
+        # resamples the source once, so it matches the two-step reference up to interpolation
         resized = np.asarray(Image.fromarray(image).resize((48, 48), Image.BILINEAR))
         crop = resized[params.top : params.top + params.side, params.left : params.left + params.side]
         expected = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((32, 32), Image.BILINEAR))
         expected = expected[:, ::-1] if params.flip else expected
-        assert np.array_equal(transform.to_array(image, params), expected)
+        got = transform.to_array(image, params)
+        assert got.shape == expected.shape == (32, 32, 3)
+        # exactly: one bilinear resample of the crop's window, in source pixels (the image is 130 x 90)
+        sx, sy = 130 / 48, 90 / 48
+        box = (params.left * sx, params.top * sy, (params.left + params.side) * sx, (params.top + params.side) * sy)
+        exact = np.asarray(Image.fromarray(image).resize((32, 32), Image.BILINEAR, box=box))
+        exact = exact[:, ::-1] if params.flip else exact
+        assert np.array_equal(got, expected if params.side == 32 else exact)  # side 32 needs no second resize
     assert len(sides) > 5  # the scale varies
+    # on a smooth image, the single resample and the two-step reference show the same window
+    yy, xx = np.mgrid[0:90, 0:130]
+    smooth = np.stack([xx * 255 // 129, yy * 255 // 89, (xx + yy) * 255 // 218], axis=-1).astype(np.uint8)
+    for seed in range(10):
+        params = transform.sample_params(random.Random(seed))
+        resized = np.asarray(Image.fromarray(smooth).resize((48, 48), Image.BILINEAR))
+        crop = resized[params.top : params.top + params.side, params.left : params.left + params.side]
+        expected = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((32, 32), Image.BILINEAR))
+        expected = expected[:, ::-1] if params.flip else expected
+        assert np.abs(transform.to_array(smooth, params).astype(int) - expected.astype(int)).mean() < 3
     # eval ignores it: the centre crop of the official preprocessing
     evaluation = build_transform(32, train=False, resize_size=48, crop_scale=(0.25, 0.6))
     assert evaluation.sample_params() == build_transform(32, train=False, resize_size=48).sample_params()
