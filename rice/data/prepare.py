@@ -8,6 +8,7 @@ frames. LPR750K: the extracted layout is checked and each training videoinfo fil
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -103,6 +104,23 @@ def extract_frames(
 _MARKER_DEFAULTS = {"quality": 90, "lossless": False}
 
 
+def _prepared_frames(args: tuple[str, str, float, int, int, bool]) -> int | None:
+    """The frame count of a video whose frames exist with these settings (its ``.done`` marker), else None."""
+    root_s, rel, fps, short_side, quality, lossless = args
+    done = Path(root_s) / "frames" / video_id_of(rel) / DONE
+    settings = {"fps": fps, "short_side": short_side, "quality": quality, "lossless": lossless}
+    if not done.is_file():
+        return None
+    try:
+        marker = json.loads(done.read_text())
+        # Frames made with other settings are redone (a marker from before quality was recorded counts as 90).
+        if all(marker.get(k, _MARKER_DEFAULTS.get(k)) == v for k, v in settings.items()):
+            return int(marker.get("frames", 0))
+    except (ValueError, OSError, AttributeError, TypeError):
+        pass  # an unreadable marker: redo the video
+    return None
+
+
 def _prepare_one(args: tuple[str, str, float, int, int, bool]) -> tuple[str, str, int, str]:
     """Worker: (video path, status, frames, detail); status is done / skipped / missing / empty / undecodable
     (``crashed`` comes from :func:`run_jobs` when the worker process itself dies)."""
@@ -112,14 +130,9 @@ def _prepare_one(args: tuple[str, str, float, int, int, bool]) -> tuple[str, str
     folder = root / "frames" / video_id_of(rel)
     done = folder / DONE
     settings = {"fps": fps, "short_side": short_side, "quality": quality, "lossless": lossless}
-    if done.is_file():
-        try:
-            marker = json.loads(done.read_text())
-            # Frames made with other settings are redone (a marker from before quality was recorded counts as 90).
-            if all(marker.get(k, _MARKER_DEFAULTS.get(k)) == v for k, v in settings.items()):
-                return rel, "skipped", int(marker.get("frames", 0)), ""
-        except (ValueError, OSError, AttributeError):
-            pass  # an unreadable marker: redo the video
+    prepared = _prepared_frames(args)
+    if prepared is not None:
+        return rel, "skipped", prepared, ""
     if not video.is_file():
         return rel, "missing", 0, "file not in the archive"
     if video.stat().st_size == 0:
@@ -213,7 +226,11 @@ def run_jobs(jobs: Sequence[tuple[str, str, float, int, int]], workers: int) -> 
             in_flight.clear()
             pool.shutdown(wait=True, cancel_futures=True)
             for job in stranded:
-                yield _run_alone(job)
+                # Only videos still to do reach the pool (prepare_movingfashion answers the others itself), so a
+                # stranded job found prepared on its retry was prepared in this run, by the worker that finished
+                # it just before another one broke the pool: it is done, not skipped.
+                rel, status, count, detail = _run_alone(job)
+                yield rel, "done" if status == "skipped" else status, count, detail
             pool = _new_pool(workers)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -328,7 +345,10 @@ def prepare_movingfashion(
     workers = os.cpu_count() or 1 if workers is None else workers
     bar = Progress(TextColumn("preparing frames"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), console=console, disable=not progress)
-    results = run_jobs(jobs, workers) if workers > 1 else map(_prepare_one, jobs)
+    already = {job[1]: _prepared_frames(job) for job in jobs}
+    todo = [job for job in jobs if already[job[1]] is None]
+    skipped = [(job[1], "skipped", already[job[1]], "") for job in jobs if already[job[1]] is not None]
+    results = itertools.chain(skipped, run_jobs(todo, workers) if workers > 1 else map(_prepare_one, todo))
     with bar:
         task = bar.add_task("videos", total=len(jobs))
         for rel, status, _count, detail in results:

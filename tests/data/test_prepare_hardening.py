@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from rice.data.lpr import LPRTrainPairs
+from rice.data.prepare import _prepare_one as _REAL_PREPARE_ONE
 from rice.data.prepare import prepare_lpr750k, prepare_movingfashion
 from rice.data.synthetic import write_mp4, write_synthetic_dataset
 
@@ -71,40 +71,96 @@ def mf_root(tmp_path: Path) -> Path:
     return root
 
 
+def _crash_on(video_name: str, kills: Path):
+    """``extract_frames`` that SIGKILLs its own process on ``video_name`` (as a decoder crash would do), after
+    appending a line to ``kills``; every other video goes to the real one. Installed in the parent before the pool
+    forks, so every decoding worker has it: the crash happens whatever the machine's load, no race with a watcher."""
+    from rice.data import prepare
+
+    real = prepare.extract_frames
+
+    def extract(video, *args, **kwargs):
+        if Path(video).name == video_name:
+            with open(kills, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(video, *args, **kwargs)
+
+    return extract
+
+
 @linux_only
-def test_worker_killed_by_a_signal_is_reported_and_the_run_goes_on(mf_root: Path) -> None:
-    """Every process that opens videos/long.mp4 is SIGKILLed (as a decoder crash would do): the video is reported
-    as crashed, every other video is prepared and the annotation files are written."""
+def test_worker_killed_by_a_signal_is_reported_and_the_run_goes_on(mf_root: Path, monkeypatch) -> None:
+    """Every process that decodes videos/long.mp4 is SIGKILLed: the video is reported as crashed, every other video
+    is prepared (also one that a worker finished just before the pool broke) and the annotation files are
+    written."""
     long = mf_root / "videos" / "long.mp4"
-    _long_video(long)
+    _long_video(long, frames=16, size=32)
     train = json.loads((mf_root / "train.json").read_text())
     next(iter(train.values()))["video_paths"].append("videos/long.mp4")
     (mf_root / "train.json").write_text(json.dumps(train))
+    kills = mf_root / "kills.txt"
+    monkeypatch.setattr("rice.data.prepare.extract_frames", _crash_on("long.mp4", kills))
 
-    stop, kills = threading.Event(), []
-
-    def killer() -> None:
-        while not stop.is_set():
-            for pid in children_of(os.getpid()):
-                if has_open(pid, long):
-                    os.kill(pid, signal.SIGKILL)
-                    kills.append(pid)
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    try:
-        report = prepare_movingfashion(mf_root, workers=2, progress=False, console=quiet())
-    finally:
-        stop.set()
-        thread.join()
-    assert len(kills) >= 2  # in the pool, then again when retried alone
+    report = prepare_movingfashion(mf_root, workers=2, progress=False, console=quiet())
+    assert len(kills.read_text().split()) == 2  # in the pool, then again when retried alone
     assert [(v, kind) for v, kind, _ in report.problems] == [("videos/long.mp4", "crashed")]
-    assert report.prepared == report.videos - 1
+    assert (report.prepared, report.skipped) == (report.videos - 1, 0)
     assert not (mf_root / "frames" / "long").exists()
     assert "videos/long.mp4\tcrashed" in (mf_root / "prepare_report.tsv").read_text()
     lines = (mf_root / "annotations" / "training_videoinfo_full.txt").read_text().splitlines()
     assert len(lines) == 4  # the four good training videos
+    # A second run finds every good video prepared; the crashing one is tried (and reported) again.
+    again = prepare_movingfashion(mf_root, workers=2, progress=False, console=quiet())
+    assert (again.prepared, again.skipped) == (0, report.videos - 1)
+    assert [(v, kind) for v, kind, _ in again.problems] == [("videos/long.mp4", "crashed")]
+
+
+# The pool pickles the function it runs by name, so the faulty `_prepare_one` is a module-level function; what it
+# does comes from this dict, set before the pool forks (the workers inherit it).
+_STRAND: dict[str, str] = {}
+
+
+def _strand_then_crash(args):
+    """``_prepare_one`` for a pool in which the worker of the ``good`` video finishes it (its marker written) and
+    then hangs before handing the result back, while the worker of the ``crash`` video waits for that marker and
+    SIGKILLs itself: the pool breaks with ``good`` done on disk but still in flight. No timing matters: each side
+    waits for the other's effect (bounded, so a broken test fails instead of hanging), and the executor terminates
+    the hanging worker when it finds the pool broken."""
+    from rice.data import prepare
+
+    if args[1] == _STRAND["crash"]:
+        marker = Path(args[0]) / "frames" / prepare.video_id_of(_STRAND["good"]) / prepare.DONE
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(_STRAND["kills"], "a") as f:
+            f.write(f"{os.getpid()}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+    result = _REAL_PREPARE_ONE(args)
+    if args[1] == _STRAND["good"] and result[1] == "done":
+        time.sleep(120)  # hang with the result in hand (the retry, which finds the marker, passes through)
+    return result
+
+
+@linux_only
+def test_a_stranded_job_that_its_worker_finished_counts_as_prepared(mf_root: Path, monkeypatch) -> None:
+    """A job in flight when another worker breaks the pool is retried alone; when its worker had finished it, the
+    retry finds its frames, and that is a video prepared in this run: neither skipped nor lost."""
+    from rice.data.prepare import run_jobs
+
+    good, crash = "videos/good.mp4", "videos/crash.mp4"
+    for rel in (good, crash):
+        _long_video(mf_root / rel, frames=16, size=32)
+    kills = mf_root / "kills.txt"
+    monkeypatch.setitem(_STRAND, "good", good)
+    monkeypatch.setitem(_STRAND, "crash", crash)
+    monkeypatch.setitem(_STRAND, "kills", str(kills))
+    monkeypatch.setattr("rice.data.prepare._prepare_one", _strand_then_crash)
+    jobs = [(str(mf_root), rel, 1.0, 256, 90, False) for rel in (crash, good)]
+    statuses = {rel: status for rel, status, *_ in run_jobs(jobs, workers=2)}
+    assert statuses == {crash: "crashed", good: "done"}
+    assert len(kills.read_text().split()) == 2
 
 
 def test_other_settings_redo_the_frames(mf_root: Path) -> None:
