@@ -25,12 +25,16 @@ _LAZY = {
     "Index": "rice.retrieval.catalogue",
     "embed_images": "rice.retrieval.embed",
     "embed_videos": "rice.retrieval.embed",
+    # livestream scanning: rice.scan(model, index, source) -> an iterable ScanRun with .timeline
+    "scan": "rice.scanning.engine",
+    "Timeline": "rice.scanning.timeline",
 }
 
 __all__ = [
     "Index",
     "RiceModel",
     "RunConfig",
+    "Timeline",
     "__version__",
     "build_config",
     "create_model",
@@ -40,6 +44,7 @@ __all__ = [
     "embed_videos",
     "list_models",
     "load",
+    "scan",
 ]
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real objects
@@ -48,6 +53,8 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real objects
     from rice.models import RiceModel, create_model, list_models
     from rice.retrieval.catalogue import Index
     from rice.retrieval.embed import embed_images, embed_videos
+    from rice.scanning.engine import scan
+    from rice.scanning.timeline import Timeline
 
 
 def __getattr__(name: str) -> Any:

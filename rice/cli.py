@@ -277,16 +277,30 @@ def synth(
     videos_per_product: Annotated[int, typer.Option(help="training videos per product")] = 2,
     frames: Annotated[int, typer.Option(help="frames per video")] = 16,
     size: Annotated[int, typer.Option(help="frame side in pixels (a multiple of 4)")] = 64,
+    livestream: Annotated[
+        bool, typer.Option(help="also write long recordings of the test products with their truth, in OUT/livestream")
+    ] = False,
+    recordings: Annotated[int, typer.Option(help="with --livestream: how many recordings")] = 1,
 ) -> None:
-    """Write a synthetic video-to-shop dataset in the MovingFashion layout."""
+    """Write a synthetic video-to-shop dataset in the MovingFashion layout (and, with --livestream, recordings)."""
     from rice.data import write_synthetic_dataset
+    from rice.data.synthetic_livestream import synthetic_dataset_matches, write_synthetic_livestream
 
+    params = dict(num_products=products, seed=seed, difficulty=difficulty, videos_per_product=videos_per_product,
+                  frames=frames, size=size)  # fmt: skip
     try:
-        path = write_synthetic_dataset(out, num_products=products, seed=seed, difficulty=difficulty,
-                                       videos_per_product=videos_per_product, frames=frames, size=size)
-    except ValueError as err:
+        # The recordings only need the dataset's products: one written with these parameters is reused.
+        if livestream and synthetic_dataset_matches(out, **params):
+            console.print(f"using the synthetic dataset already in {out}", soft_wrap=True)
+        else:
+            write_synthetic_dataset(out, **params)
+            console.print(f"synthetic dataset written to {out}", soft_wrap=True)
+        if livestream:
+            videos = write_synthetic_livestream(out / "livestream", out, num_recordings=recordings, seed=seed)
+            console.print(f"{len(videos)} recording(s) and their .truth.json written to {videos[0].parent}",
+                          soft_wrap=True)
+    except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    console.print(f"synthetic dataset written to {path}")
 
 
 @app.command()
@@ -496,6 +510,10 @@ from rice.cli_search import register as _register_search  # noqa: E402
 
 _register_search(app)
 
+from rice.cli_scan_eval import register as _register_scan_eval  # noqa: E402
+
+_register_scan_eval(app)
+
 
 def main() -> None:
     app()
@@ -503,3 +521,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+from rice.cli_scan import register as _register_scan  # noqa: E402
+
+_register_scan(app)

@@ -1,4 +1,5 @@
-"""The HTTP app: GET /health, POST /search, GET /items/{id}/image, GET / (the page) and its static files."""
+"""The HTTP app: GET /health, POST /search, POST|GET|DELETE /scan (scan jobs), GET /items/{id}/image, GET / (the
+page) and its static files."""
 
 from __future__ import annotations
 
@@ -8,32 +9,53 @@ from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from rice.data.video import MediaError
+from rice.serve.scan_jobs import JobsFull, ScanJobs
 from rice.serve.service import SearchService
-from rice.serve.uploads import UploadError, receive_upload
+from rice.serve.uploads import Upload, UploadError, receive_upload
 
 STATIC = resources.files("rice.serve") / "static"
 MAX_TOP_K = 1000
 
 
-def create_app(service: SearchService, max_upload_mb: float = 200.0) -> FastAPI:
-    """The FastAPI app serving ``service``; the service's temporary folder is removed when the app shuts down."""
+def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jobs: int = 1) -> FastAPI:
+    """The FastAPI app serving ``service``; at shutdown, scan jobs are cancelled and the service's temporary folder
+    is removed. ``max_scan_jobs`` scans run at once (`ScanJobs`); later ones wait in a queue."""
     max_bytes = int(max_upload_mb * 2**20)
+    scan_jobs = ScanJobs(service, max_jobs=max_scan_jobs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
         yield
+        scan_jobs.close()
         service.close()
 
     app = FastAPI(title="rice search", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.service = service
+    app.state.scan_jobs = scan_jobs
 
     @app.exception_handler(HTTPException)
     async def one_line_errors(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    def known_group(group: str | None) -> str | None:
+        """``group`` or None; answered before the body is read: no upload is stored for a request that fails."""
+        group = group or None
+        if group is not None and group not in service.index.groups:
+            raise HTTPException(404, f"unknown group {group!r}; GET /groups lists the {len(service.index.groups)} "
+                                     "groups of this index")
+        return group
+
+    async def receive(request: Request) -> Upload:
+        try:
+            return await receive_upload(request.headers.get("content-type", ""),
+                                        request.headers.get("content-length"), request.stream(),
+                                        service.work_dir, max_bytes)  # fmt: skip
+        except UploadError as err:
+            raise HTTPException(err.status, err.message) from None
 
     @app.get("/health")
     async def health() -> dict:
@@ -49,17 +71,8 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0) -> FastAPI:
         top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="shop images returned")] = 10,
         group: Annotated[str | None, Query(description="rank only this group's items (shop, livestream)")] = None,
     ) -> dict:
-        group = group or None
-        if group is not None and group not in service.index.groups:
-            # answered before the body is read: no upload is stored for a request that cannot succeed
-            raise HTTPException(404, f"unknown group {group!r}; GET /groups lists the {len(service.index.groups)} "
-                                     "groups of this index")
-        try:
-            upload = await receive_upload(request.headers.get("content-type", ""),
-                                          request.headers.get("content-length"), request.stream(),
-                                          service.work_dir, max_bytes)  # fmt: skip
-        except UploadError as err:
-            raise HTTPException(err.status, err.message) from None
+        group = known_group(group)
+        upload = await receive(request)
         try:
             return await run_in_threadpool(service.search_file, upload.path, upload.filename, top_k, group)
         except MediaError as err:
@@ -67,6 +80,51 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0) -> FastAPI:
         finally:
             for leftover in service.work_dir.glob(upload.path.stem + "*"):  # the upload, renamed or not
                 leftover.unlink(missing_ok=True)
+
+    @app.post("/scan", status_code=202)
+    async def submit_scan(
+        request: Request,
+        top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="shop images kept per window")] = 5,
+        group: Annotated[str | None, Query(description="scan for this group's items only")] = None,
+        window: Annotated[float | None, Query(gt=0, description="seconds per window (default: the model's)")] = None,
+        stride: Annotated[float, Query(gt=0, description="seconds between window starts")] = 1.0,
+        min_score: Annotated[float, Query(description="a window's top-1 below this shows no product")] = 0.0,
+    ) -> dict:
+        """Queue a scan of an uploaded recording: ``{"id", "status": "queued"}``; GET /scan/ID follows it."""
+        group = known_group(group)
+        if scan_jobs.full():
+            raise HTTPException(429, "too many scans are waiting; try again when one has finished")
+        upload = await receive(request)
+        try:  # the source is opened here: an upload that is not a video is refused now, not when its turn comes
+            return await run_in_threadpool(scan_jobs.submit, upload.path, upload.filename, top_k=top_k, group=group,
+                                           window=window, stride=stride, min_score=min_score)  # fmt: skip
+        except MediaError as err:
+            raise HTTPException(422, f"cannot decode the upload: {err}") from None
+        except ValueError as err:  # settings the scan refuses
+            raise HTTPException(422, str(err)) from None
+        except JobsFull as err:
+            raise HTTPException(429, str(err)) from None
+
+    @app.get("/scan/{job_id}")
+    async def scan_state(job_id: str) -> dict:
+        try:
+            return scan_jobs.state(job_id)
+        except KeyError as err:
+            raise HTTPException(404, str(err.args[0])) from None
+
+    @app.delete("/scan/{job_id}")
+    async def cancel_scan(job_id: str) -> dict:
+        try:
+            return scan_jobs.cancel(job_id)
+        except KeyError as err:
+            raise HTTPException(404, str(err.args[0])) from None
+
+    @app.get("/scan/{job_id}/segments/{n}/thumbnail")
+    async def scan_thumbnail(job_id: str, n: int) -> Response:
+        try:
+            return Response(scan_jobs.thumbnail(job_id, n), media_type="image/jpeg")
+        except KeyError as err:
+            raise HTTPException(404, str(err.args[0])) from None
 
     @app.get("/items/{item_id:path}/image")
     async def item_image(item_id: str) -> FileResponse:

@@ -1,4 +1,5 @@
-"""The web page in headless Chromium: upload a generated clip through the file input and see the shop images."""
+"""The web page in headless Chromium: upload a generated clip through the file input and see the shop images; scan a
+recording and see its timeline."""
 
 import shutil
 
@@ -68,3 +69,61 @@ def test_upload_a_clip_through_the_page(browser, catalogue, tmp_path):
         wait.until(lambda d: d.find_element(By.ID, "query-name").text.startswith(image.name))
         assert browser.find_element(By.CSS_SELECTOR, "#results li .id").text == f"1. {item_id}"
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+BLOCKS = """return Array.from(document.querySelectorAll("#scan-strip .scan-block"))
+    .map(block => [block.offsetLeft, block.offsetWidth]);"""
+
+
+def test_scan_a_recording_through_the_page(browser, catalogue, tmp_path):
+    """Choose a recording, press Scan: the page follows the job and draws one block and one card per segment,
+    with its key frame and shop image, as GET /scan/ID reports them."""
+    import json
+    import urllib.request
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.serve.test_scan_jobs import make_recording
+
+    model = load(catalogue.checkpoint)
+    service = SearchService(Index.load(catalogue.index_dir, model=model), model)
+    recording = make_recording(catalogue, tmp_path / "live.mp4")
+    ids = sorted(catalogue.images)
+    with BackgroundServer(service) as base:
+        browser.get(base + "/")
+        wait = WebDriverWait(browser, 120)
+        wait.until(lambda d: "shop images" in d.find_element(By.ID, "status").text)
+        browser.find_element(By.ID, "scan-file").send_keys(str(recording))
+        browser.find_element(By.ID, "scan-button").click()
+        scan = browser.find_element(By.ID, "scan")
+        wait.until(lambda d: scan.get_attribute("data-status") in ("done", "failed", "cancelled"))
+        assert scan.get_attribute("data-status") == "done", browser.find_element(By.ID, "scan-status").text
+        status = browser.find_element(By.ID, "scan-status").text
+        assert status.startswith("live.mp4: done")
+
+        with urllib.request.urlopen(f"{base}/scan/{scan.get_attribute('data-job')}", timeout=30) as reply:
+            segments = json.loads(reply.read())["result"]["segments"]
+        cards = browser.find_elements(By.CSS_SELECTOR, "#scan-segments .scan-segment")
+        assert len(cards) == len(segments) >= 2 and f"{len(segments)} segment(s)" in status
+        assert [card.find_element(By.CSS_SELECTOR, ".id").text for card in cards] == [s["id"] for s in segments]
+        assert segments[0]["id"] == ids[0] and segments[-1]["id"] == ids[1]
+        # One block per segment, left to right in time order across the strip.
+        blocks = browser.execute_script(BLOCKS)
+        assert len(blocks) == len(segments) and all(width > 0 for _, width in blocks)
+        assert [left for left, _ in blocks] == sorted(left for left, _ in blocks) and blocks[0][0] == 0
+        # Every key frame and shop image really loaded.
+        wait.until(lambda d: all(d.execute_script(LOADED, "#scan-segments img.scan-thumb")))
+        wait.until(lambda d: all(d.execute_script(LOADED, "#scan-segments img.scan-shop")))
+        assert len(browser.execute_script(LOADED, "#scan-segments img.scan-thumb")) == len(segments)
+        browser.save_screenshot(str(tmp_path / "scan.png"))
+
+        # A file that is not a video: the page says why.
+        bad = tmp_path / "broken.mp4"
+        bad.write_bytes(b"not a video" * 50)
+        browser.find_element(By.ID, "scan-file").send_keys(str(bad))
+        browser.find_element(By.ID, "scan-button").click()
+        wait.until(lambda d: d.find_element(By.ID, "scan-status").text.startswith("422"))
+        assert "broken.mp4" in browser.find_element(By.ID, "scan-status").text
+    assert (tmp_path / "scan.png").stat().st_size > 10_000
+    assert not service.work_dir.exists()

@@ -1,4 +1,5 @@
-// The search page: send a dropped or chosen file to POST /search and show its frames and the top-k shop images.
+// The page: send a dropped or chosen file to POST /search and show its frames and the top-k shop images; scan a
+// recording with POST /scan and draw its timeline of products.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -103,3 +104,179 @@ drop.addEventListener("drop", (event) => {
 });
 $("file").addEventListener("change", () => search($("file").files[0]));
 loadStatus();
+
+// ---------------------------------------------------------------------------------------- scanning a recording
+// POST /scan queues a job; GET /scan/ID is polled every 500 ms for its progress and the segments found so far,
+// and the timeline is drawn from them: one coloured block per segment over the recording, and a list of segments.
+const SCAN_POLL_MS = 500;
+let scanJob = null;
+let scanDrawn = "";
+
+function setScanStatus(text, status) {
+  $("scan-status").textContent = text;
+  $("scan").dataset.status = status;
+}
+
+function clock(seconds) {
+  const minutes = Math.floor(seconds / 60);
+  return `${minutes}:${(seconds - 60 * minutes).toFixed(1).padStart(4, "0")}`;
+}
+
+function productColours(segments) {
+  // One colour per product, in order of first appearance, hues a golden angle apart: neighbours always differ.
+  const colours = new Map();
+  for (const s of segments) {
+    if (!colours.has(s.id)) colours.set(s.id, `hsl(${Math.round((colours.size * 137.508) % 360)}, 65%, 52%)`);
+  }
+  return colours;
+}
+
+function figure(src, caption) {
+  const fig = document.createElement("figure");
+  const img = new Image();
+  img.src = src;
+  img.alt = caption;
+  img.className = caption === "key frame" ? "scan-thumb" : "scan-shop";
+  const label = document.createElement("figcaption");
+  label.textContent = caption;
+  fig.append(img, label);
+  return fig;
+}
+
+function drawTimeline(segments, duration, done) {
+  const key = JSON.stringify([duration, segments.map((s) => [s.start, s.end, s.id])]);
+  if (key === scanDrawn) return; // unchanged since the last poll: keep the images already loaded
+  scanDrawn = key;
+  const span = Math.max(duration, ...segments.map((s) => s.end), 1e-6);
+  const colours = productColours(segments);
+  $("scan-strip").replaceChildren(...segments.map((s, n) => {
+    const block = document.createElement("div");
+    block.className = "scan-block";
+    block.style.left = `${(100 * s.start) / span}%`;
+    block.style.width = `${(100 * (s.end - s.start)) / span}%`;
+    block.style.background = colours.get(s.id);
+    block.title = `${s.id} · ${clock(s.start)} – ${clock(s.end)}`;
+    block.addEventListener("click", () => {
+      const item = $("scan-segments").children[n];
+      item.scrollIntoView({ behavior: "smooth", block: "nearest" });
+      item.classList.add("flash");
+      setTimeout(() => item.classList.remove("flash"), 1200);
+    });
+    return block;
+  }));
+  $("scan-segments").replaceChildren(...segments.map((s) => {
+    const item = document.createElement("li");
+    item.className = "scan-segment";
+    item.style.setProperty("--segment-colour", colours.get(s.id));
+    const card = document.createElement("div");
+    const times = document.createElement("div");
+    times.className = "times";
+    times.textContent = `${clock(s.start)} – ${clock(s.end)}`;
+    const id = document.createElement("div");
+    id.className = "id";
+    id.textContent = s.id;
+    const score = document.createElement("div");
+    score.className = "muted";
+    score.textContent = `score ${s.score.toFixed(3)}` + (s.group ? ` · ${s.group}` : "");
+    card.append(times, id, score);
+    item.append(figure(s.thumbnail_url, "key frame"), figure(s.image_url, "shop image"), card);
+    return item;
+  }));
+  $("scan-timeline").hidden = segments.length === 0 && !done;
+  if (done && segments.length === 0) {
+    const none = document.createElement("li");
+    none.className = "muted";
+    none.textContent = "no product found";
+    $("scan-segments").replaceChildren(none);
+  }
+}
+
+function showScan(state) {
+  const p = state.progress;
+  const done = state.status === "done";
+  const duration = done ? state.result.duration : (p.duration || p.scanned);
+  const rate = p.realtime_factor ? ` · ${p.realtime_factor.toFixed(1)}× real time` : "";
+  const found = `${p.segments} segment(s)`;
+  const text = {
+    queued: "waiting for the scans before it",
+    running: `scanning ${clock(p.scanned)} / ${p.duration ? clock(p.duration) : "?"}${rate} · ${found}`,
+    done: `done · ${clock(duration)} scanned${rate} · ${found}`,
+    failed: `failed: ${state.error}`,
+    cancelled: `cancelled at ${clock(p.scanned)} · ${found}`,
+  }[state.status];
+  setScanStatus(`${state.filename}: ${text}`, state.status);
+  $("scan").dataset.job = state.id;
+  const bar = $("scan-progress");
+  bar.hidden = !["queued", "running"].includes(state.status);
+  bar.value = duration ? Math.min(1, p.scanned / duration) : 0;
+  drawTimeline(done ? state.result.segments : state.segments, duration || 0, done);
+  const active = ["queued", "running"].includes(state.status);
+  $("scan-cancel").hidden = !active;
+  $("scan-button").disabled = active;
+  return active;
+}
+
+async function followScan(id) {
+  if (id !== scanJob) return; // another scan replaced this one
+  try {
+    const reply = await fetch(`/scan/${encodeURIComponent(id)}`);
+    const body = await reply.json().catch(() => ({ detail: reply.statusText }));
+    if (!reply.ok) {
+      setScanStatus(`${reply.status}: ${body.detail}`, "failed");
+      $("scan-button").disabled = false;
+      $("scan-cancel").hidden = true;
+      return;
+    }
+    if (id === scanJob && showScan(body)) setTimeout(() => followScan(id), SCAN_POLL_MS);
+  } catch (err) {
+    setTimeout(() => followScan(id), 4 * SCAN_POLL_MS); // the server may be busy: try again a little later
+  }
+}
+
+async function startScan(event) {
+  event.preventDefault();
+  const file = $("scan-file").files[0];
+  if (!file) {
+    setScanStatus("choose a recording to scan first", "failed");
+    return;
+  }
+  if (file.size > maxUploadMb * 1024 * 1024) {
+    setScanStatus(`${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MB; this server takes up to ${maxUploadMb} MB`,
+      "failed");
+    return;
+  }
+  const params = new URLSearchParams();
+  if ($("group").value) params.set("group", $("group").value);
+  const form = new FormData();
+  form.append("file", file, file.name);
+  scanJob = null;
+  scanDrawn = "";
+  $("scan-timeline").hidden = true;
+  $("scan-button").disabled = true;
+  setScanStatus(`uploading ${file.name}…`, "uploading");
+  try {
+    const reply = await fetch(`/scan?${params}`, { method: "POST", body: form });
+    const body = await reply.json().catch(() => ({ detail: reply.statusText }));
+    if (!reply.ok) {
+      const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+      setScanStatus(`${reply.status}: ${detail}`, "failed");
+      $("scan-button").disabled = false;
+      return;
+    }
+    scanJob = body.id;
+    showScan(body);
+    setTimeout(() => followScan(body.id), SCAN_POLL_MS);
+  } catch (err) {
+    setScanStatus(`the upload failed: ${err}`, "failed");
+    $("scan-button").disabled = false;
+  }
+}
+
+async function cancelScan() {
+  if (!scanJob) return;
+  const reply = await fetch(`/scan/${encodeURIComponent(scanJob)}`, { method: "DELETE" });
+  if (reply.ok) showScan(await reply.json());
+}
+
+$("scan-form").addEventListener("submit", startScan);
+$("scan-cancel").addEventListener("click", cancelScan);

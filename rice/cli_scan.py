@@ -1,0 +1,176 @@
+"""`rice scan INDEX SOURCE`: a long recording or a live stream -> a timeline of the catalogue's products.
+
+A thin wrapper over `rice.scanning.scan`: it loads the model and the index, draws the progress bar, writes the
+outputs (--json, --jsonl, --vtt, --html) and turns SIGINT/SIGTERM into a clean stop (the open segment is closed,
+every output flushed, exit 0). Registered on the main app by `register(app)` at the end of rice/cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rice.cli_search import DEVICE_HELP, _fail, _index_checkpoint, _load_model
+
+# The decision rule's defaults; docs/scan.md has the measurements behind them.
+DEFAULT_MIN_SCORE = 0.0
+DEFAULT_MIN_MARGIN = 0.0
+DEFAULT_SMOOTH = 1
+DEFAULT_MIN_SECONDS = 1.0
+
+
+class _JsonLines:
+    """--jsonl: one line per window and per closed segment, flushed as they happen."""
+
+    def __init__(self, target: Optional[Path]) -> None:
+        self.handle = None
+        if target is not None:
+            self.handle = sys.stdout if str(target) == "-" else open(target, "w", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.handle is not None:
+            self.handle.write(json.dumps(record) + "\n")
+            self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle is not None and self.handle is not sys.stdout:
+            self.handle.close()
+
+
+def scan(
+    index_dir: Annotated[Path, typer.Argument(help="an index folder (`rice index build`)")],
+    source: Annotated[str, typer.Argument(help="a video file, an http(s)/rtmp/rtsp/HLS URL, or - for a stream "
+                                                "(MPEG-TS or Matroska) on stdin")],
+    ckpt: Annotated[Optional[Path], typer.Option(help="default: the checkpoint recorded in the index")] = None,
+    window: Annotated[Optional[float], typer.Option(help="window length in seconds (default: the clip length the "
+                                                         "model was trained on)")] = None,
+    stride: Annotated[float, typer.Option(help="seconds between window starts")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="results kept per window")] = 5,
+    group: Annotated[Optional[str], typer.Option(help="search only this group (shop, livestream)")] = None,
+    rerank: Annotated[int, typer.Option(help="re-score each window's top K with the PMD decoder (0: off)")] = 0,
+    min_score: Annotated[float, typer.Option(help="a window shows a product only when its top-1 cosine reaches "
+                                                  "this")] = DEFAULT_MIN_SCORE,
+    min_margin: Annotated[float, typer.Option(help="... and leads the runner-up by this much")] = DEFAULT_MIN_MARGIN,
+    smooth: Annotated[int, typer.Option(help="majority vote over this many windows on either side")]
+    = DEFAULT_SMOOTH,
+    min_seconds: Annotated[float, typer.Option(help="shorter product segments are dropped")] = DEFAULT_MIN_SECONDS,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the timeline as JSON here")] = None,
+    jsonl_out: Annotated[Optional[Path], typer.Option("--jsonl", help="stream windows and segments as JSON lines "
+                                                                      "(- for stdout)")] = None,
+    vtt_out: Annotated[Optional[Path], typer.Option("--vtt", help="write the segments as WebVTT subtitles")] = None,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="write a timeline page here")] = None,
+    truth: Annotated[Optional[Path], typer.Option(help="a ground-truth file (`rice synth --livestream`): print the "
+                                                       "scores of the timeline against it")] = None,
+    live: Annotated[Optional[bool], typer.Option("--live/--no-live", help="drop frames to keep up with real time "
+                                                                          "(default: for stdin, rtmp/rtsp and HLS)")]
+    = None,
+    retries: Annotated[int, typer.Option(help="reconnects after a network source drops")] = 5,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+) -> None:
+    """Find which catalogue products a recording or a live stream shows, and when."""
+    from rice.data import MediaError
+    from rice.retrieval.catalogue import Index
+    from rice.scanning import DecisionRule, ScanProgress
+    from rice.scanning import scan as scan_source
+
+    # With --jsonl -, stdout carries the JSON lines: everything for people goes to stderr.
+    console = Console(stderr=str(jsonl_out) == "-")
+    if not index_dir.is_dir():
+        _fail(f"{index_dir}: not an index folder; build one with `rice index build CKPT --images DIR --out INDEX`")
+    model = _load_model(_index_checkpoint(index_dir, ckpt), device)
+    try:
+        index = Index.load(index_dir, model=model)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    rule = DecisionRule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("scanning"), BarColumn(), TextColumn("{task.fields[where]}"), TimeElapsedColumn(),
+                   console=console, transient=True)  # fmt: skip
+    task = bar.add_task("scan", total=None, where="")
+
+    def progress(p: ScanProgress) -> None:
+        total = f" / {p.duration:.0f} s" if p.duration else " s"
+        bar.update(task, completed=p.scanned, total=p.duration,
+                   where=f"{p.scanned:.0f}{total}  {p.realtime_factor:.1f}x real time  {p.windows} windows"
+                   + (f"  {p.dropped_frames} dropped" if p.dropped_frames else ""))  # fmt: skip
+
+    try:
+        run = scan_source(model, index, "-" if source == "-" else source, window=window, stride=stride, top_k=top_k,
+                          group=group, rerank=rerank, rule=rule, live=live, retries=retries,
+                          keep_windows=json_out is not None or html_out is not None, on_progress=progress)  # fmt: skip
+    except (MediaError, ValueError) as err:
+        _fail(str(err))
+    previous = {sig: signal.signal(sig, lambda *_: run.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    lines = _JsonLines(jsonl_out)
+    try:
+        with bar:
+            for event in run:
+                kind = "window" if hasattr(event, "results") else "segment"
+                lines.write({"type": kind, **event.to_dict()})
+    except MediaError as err:
+        _fail(str(err))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        lines.close()
+    timeline = run.timeline
+    if timeline.stats.get("windows", 0) == 0 and not timeline.segments:
+        reason = "; ".join(g["reason"] for g in timeline.skipped) or "no decodable frames"
+        if not timeline.stats.get("encoded_frames"):
+            _fail(f"{source}: the stream held no decodable video ({reason}); check the source or the URL")
+    _write_outputs(timeline, json_out, vtt_out, html_out, console)
+    _print_table(timeline, console)
+    if truth is not None:
+        from rice.cli_scan_eval import _read
+        from rice.scanning.metrics import format_scan_scores, parse_truth, score_timeline
+
+        expected = _read(truth, parse_truth, "a truth file written by `rice synth --livestream`")
+        scores = score_timeline(timeline.to_json(), expected)
+        console.print(format_scan_scores(scores), soft_wrap=True)
+
+
+def _write_outputs(timeline: Any, json_out: Optional[Path], vtt_out: Optional[Path], html_out: Optional[Path],
+                   console: Console) -> None:  # fmt: skip
+    for target in (json_out, vtt_out, html_out):
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+    if json_out is not None:
+        json_out.write_text(json.dumps(timeline.to_json(), indent=1))
+    if vtt_out is not None:
+        vtt_out.write_text(timeline.to_vtt(), encoding="utf-8")
+    if html_out is not None:
+        timeline.to_html(html_out)
+    written = [str(p) for p in (json_out, vtt_out, html_out) if p is not None]
+    if written:
+        console.print(f"written: {', '.join(written)}", soft_wrap=True)
+
+
+def _print_table(timeline: Any, console: Console) -> None:
+    from rice.scanning.timeline import vtt_time
+
+    table = Table(title=f"{timeline.source}: {timeline.duration:.1f} s, {len(timeline.segments)} segment(s)")
+    for column in ("start", "end", "id", "score", "group", "shop image"):
+        table.add_column(column, overflow="fold")
+    for s in timeline.segments:
+        table.add_row(vtt_time(s.start), vtt_time(s.end), s.id, f"{s.score:.3f}", s.group, str(s.path or ""))
+    console.print(table)
+    stats = timeline.stats
+    rtf = stats.get("realtime_factor")
+    console.print(f"{stats.get('windows', 0)} windows, {stats.get('encoded_frames', 0)} frames encoded, "
+                  f"{stats.get('elapsed', 0):.1f} s ({rtf}x real time), {timeline.dropped_frames} dropped",
+                  soft_wrap=True)  # fmt: skip
+    for gap in timeline.skipped:
+        console.print(f"[yellow]skipped {gap['start']:.1f}-{gap['end']:.1f} s: {gap['reason']}[/yellow]",
+                      soft_wrap=True)  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(scan)

@@ -1,0 +1,357 @@
+"""Scanning a long video: sampled frames -> frame embeddings -> sliding windows -> top-k -> segments.
+
+The frames sit on one grid, ``dt = window / T`` apart at ``(j + 0.5) * dt`` (the segment centres that evaluation
+samples from a clip, `rice.data.sample_frame_indices`), and window ``i`` is grid frames ``j0 .. j0 + T - 1`` with
+``j0 = round(i * stride / dt)``. So each sampled frame is decoded and encoded once, however much the windows
+overlap, and a window's embedding is the model's own clip pooling (`RiceModel.pool_frames`: the mean of the
+unnormalised frame embeddings, L2-normalised) over embeddings already computed: the same vector as
+`embed_video` of that window cut out on its own. A stride that is not a multiple of ``dt`` snaps window starts to
+the grid (two strides that snap to one start give one window).
+
+Decoding runs in a thread of its own (ffmpeg releases the GIL) with a short queue to the encoder, so the two
+overlap. Memory holds the embeddings of one window and a thumbnail per open window, whatever the duration; the
+list of windows is kept only when asked (``keep_windows``, for --json and --html).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rice.data.video import MediaError
+from rice.scanning.source import Gap, SampledFrame, VideoSource
+from rice.scanning.timeline import DecisionRule, Segment, Segmenter, Timeline, WindowHit, WindowResult
+
+DEFAULT_STRIDE = 1.0
+DEFAULT_WINDOW = 10.0  # seconds, for a model without a training config (a public checkpoint)
+MOVINGFASHION_WINDOW = 14.0  # MovingFashion's mean video length is 14.3 s (docs/datasets.md)
+THUMBNAIL_SIDE = 160
+
+
+def default_window(model: Any) -> float:
+    """The clip length the model was trained on: a synthetic dataset's frames / fps (its synthetic.json),
+    MovingFashion's mean length, else 10 s."""
+    import json
+
+    config = getattr(model, "config", None)
+    if config is None:
+        return DEFAULT_WINDOW
+    root = config.data.root
+    meta = Path(root) / "synthetic.json" if root else None
+    if meta is not None and meta.is_file():
+        try:
+            info = json.loads(meta.read_text())
+            return float(info["frames"]) / float(info["fps"])
+        except (ValueError, KeyError, OSError, ZeroDivisionError):
+            pass
+    return MOVINGFASHION_WINDOW if config.data.dataset == "movingfashion" else DEFAULT_WINDOW
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    scanned: float  # seconds of source covered by encoded frames
+    duration: float | None  # the source's length when known
+    elapsed: float  # wall-clock seconds
+    dropped_frames: int
+    windows: int
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.scanned / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class _ImageTokens:
+    """Decoder tokens of shop images for --rerank, the most recently used few kept."""
+
+    def __init__(self, model: Any, transform: Any, device: torch.device, size: int = 256) -> None:
+        self.model, self.transform, self.device, self.size = model, transform, device, size
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def __call__(self, hits: list[WindowHit]) -> torch.Tensor:
+        from rice.data.frames import load_image
+
+        missing = [h for h in hits if h.id not in self._cache]
+        if missing:
+            images = torch.stack([self.transform(load_image(h.path)) for h in missing]).to(self.device)
+            _, tokens = self.model.encode_image_tokens(images)
+            for hit, value in zip(missing, tokens):
+                self._cache[hit.id] = value
+        for hit in hits:
+            self._cache.move_to_end(hit.id)
+        while len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return torch.stack([self._cache[h.id] for h in hits])
+
+
+class ScanRun:
+    """An iterable scan: yields `WindowResult` and `Segment` objects as they are found; ``timeline`` holds
+    everything so far (complete once iteration ends). ``stop()`` ends it early (a signal), closing the open
+    segment. Build with `scan`."""
+
+    def __init__(self, model: Any, index: Any, source: str | Path, *, window: float | None = None,
+                 stride: float = DEFAULT_STRIDE, top_k: int = 5, group: str | None = None, rerank: int = 0,
+                 rule: DecisionRule | None = None, batch_size: int = 16, live: bool | None = None,
+                 max_lag: float | None = None, keep_windows: bool = True, thumbnails: bool = True,
+                 on_progress: Callable[[ScanProgress], None] | None = None, stdin: Any = None,
+                 retries: int = 5, backoff: float = 0.5, decode_threads: int = 0) -> None:  # fmt: skip
+        from rice.retrieval.embed import _transform, default_num_frames
+
+        self.model, self.index = model, index
+        self.num_frames = default_num_frames(model)
+        self.window = float(window) if window else default_window(model)
+        if self.window <= 0 or stride <= 0:
+            raise ValueError(f"--window {self.window} and --stride {stride} must be > 0 seconds")
+        self.dt = self.window / self.num_frames
+        self.stride = float(stride)
+        self.top_k, self.group, self.rerank = top_k, group, rerank
+        if rerank and getattr(model, "decoder", None) is None:
+            raise ValueError("--rerank needs the PMD decoder: use a checkpoint trained with --losses icl,pmd[,pfr]")
+        self.rule = rule or DecisionRule()
+        self.batch_size = batch_size
+        self.keep_windows, self.thumbnails = keep_windows, thumbnails
+        self.on_progress = on_progress
+        self.device = next(model.parameters()).device
+        self.transform = _transform(model)
+        self.source = VideoSource(source, live=live, stdin=stdin, retries=retries, backoff=backoff,
+                                  threads=decode_threads)  # fmt: skip
+        self.max_lag = max(2 * self.window, 10.0) if max_lag is None else max_lag
+        self.timeline = Timeline(source=str(source), settings={
+            "window": self.window, "stride": self.stride, "frames_per_window": self.num_frames,
+            "sample_interval": self.dt, "top_k": top_k, "group": group, "rerank": rerank,
+            "min_score": self.rule.min_score, "min_margin": self.rule.min_margin, "smooth": self.rule.smooth,
+            "min_seconds": self.rule.min_seconds, "live": self.source.live,
+        })  # fmt: skip
+        self._stop = threading.Event()
+        self._image_tokens = _ImageTokens(model, self.transform, self.device) if rerank else None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------------------------------- the grid
+    def sample_time(self, j: int) -> float:
+        return (j + 0.5) * self.dt
+
+    def _window_starts(self) -> Iterator[int]:
+        """First grid frame of each window, increasing (strides that snap to one grid start give one window)."""
+        last, i = -1, 0
+        while True:
+            j0 = int(round(i * self.stride / self.dt))
+            if j0 != last:
+                yield j0
+                last = j0
+            i += 1
+
+    # ---------------------------------------------------------------------------------------------- running
+    def __iter__(self) -> Iterator[WindowResult | Segment]:
+        frames: queue.Queue = queue.Queue(maxsize=max(2 * self.batch_size, 8))
+        failure: list[BaseException] = []
+        started = time.monotonic()
+
+        def decode() -> None:
+            try:
+                for sampled in self.source.frames(self.sample_time, should_stop=self._stop.is_set):
+                    while not self._stop.is_set():
+                        try:
+                            frames.put(sampled, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
+                failure.append(err)
+            finally:
+                frames.put(None)
+
+        reader = threading.Thread(target=decode, name="rice-scan-decode", daemon=True)
+        reader.start()
+        segmenter = Segmenter(self.rule, self.stride)
+        embeddings: dict[int, torch.Tensor] = {}  # grid index -> unnormalised frame embedding (one window's worth)
+        tokens: dict[int, torch.Tensor] = {}
+        thumbs: dict[int, bytes] = {}
+        starts = self._window_starts()
+        next_start = next(starts)
+        last_index = -1
+        scanned = 0.0
+        dropped = 0
+        finished = False
+        try:
+            while not finished:
+                batch: list[SampledFrame] = []
+                while len(batch) < self.batch_size:
+                    try:
+                        item = frames.get(timeout=0.05 if batch else None)
+                    except queue.Empty:
+                        break  # encode what there is: a live source should not wait for a full batch
+                    if item is None:
+                        finished = True
+                        break
+                    lag = (time.monotonic() - started) - item.time
+                    if self.source.live and lag > self.max_lag:
+                        dropped += 1  # behind real time: this frame is not encoded
+                        continue
+                    batch.append(item)
+                if self._stop.is_set():
+                    finished = True
+                if batch:
+                    self._encode(batch, embeddings, tokens, thumbs)
+                    last_index = batch[-1].index
+                    scanned = max(scanned, batch[-1].time + self.dt / 2)
+                # Every window whose last frame is behind us can be pooled now.
+                ready: list[int] = []
+                while next_start + self.num_frames - 1 <= last_index:
+                    ready.append(next_start)
+                    next_start = next(starts)
+                short = finished and not ready and self.timeline.stats.get("windows", 0) == 0 and bool(embeddings)
+                if short:
+                    ready.append(next_start)  # a source shorter than one window: one window of what there is
+                windows = self._windows(ready, embeddings, tokens, thumbs, partial=short)
+                # Drop what no later window needs.
+                for store in (embeddings, tokens, thumbs):
+                    for j in [j for j in store if j < next_start]:
+                        del store[j]
+                for window in windows:
+                    if self.keep_windows:  # what the outputs need; the pixels and the vector stay out
+                        self.timeline.windows.append(replace(window, thumbnail=None, embedding=None))
+                    yield window
+                    for segment in segmenter.push(window):
+                        self.timeline.segments.append(segment)
+                        yield segment
+                self.timeline.dropped_frames = dropped
+                self.timeline.duration = max(self.timeline.duration, scanned)
+                if self.on_progress is not None:
+                    self.on_progress(ScanProgress(scanned, self.source.duration, time.monotonic() - started,
+                                                  dropped, self.timeline.stats.get("windows", 0)))  # fmt: skip
+            if failure and not isinstance(failure[0], Exception):
+                raise failure[0]
+            if failure:
+                raise failure[0]
+            for segment in segmenter.finish():
+                self.timeline.segments.append(segment)
+                yield segment
+        finally:
+            self._stop.set()
+            while reader.is_alive():  # unblock a reader waiting on a full queue, then let it finish
+                try:
+                    frames.get_nowait()
+                except queue.Empty:
+                    reader.join(timeout=0.05)
+            self.source.close()
+            self._finish_timeline(started, dropped)
+
+    def run(self) -> Timeline:
+        """Scan to the end and return the timeline."""
+        for _ in self:
+            pass
+        return self.timeline
+
+    def _finish_timeline(self, started: float, dropped: int) -> None:
+        tl = self.timeline
+        if self.source.duration and not self.source.live:
+            tl.duration = max(tl.duration, self.source.duration)
+        tl.skipped = [{"start": g.start, "end": g.end, "reason": g.reason} for g in self.source.gaps]
+        if dropped:
+            tl.skipped.append({"start": 0.0, "end": tl.duration, "reason": f"{dropped} frame(s) dropped to keep up "
+                               "with the live source"})  # fmt: skip
+        elapsed = time.monotonic() - started
+        tl.dropped_frames = dropped
+        tl.stats.update(decoded_frames=self.source.decoded, elapsed=round(elapsed, 3),
+                        realtime_factor=round(tl.duration / elapsed, 3) if elapsed > 0 else None,
+                        reconnects=self.source.reconnects)  # fmt: skip
+
+    # ------------------------------------------------------------------------------------ encode and search
+    @torch.no_grad()
+    def _encode(self, batch: list[SampledFrame], embeddings: dict, tokens: dict, thumbs: dict) -> None:
+        pixels = torch.stack([self.transform(Image.fromarray(f.rgb)) for f in batch]).to(self.device)
+        out = self.model.encoder(pixels)
+        for frame, vector in zip(batch, out.embedding.float().cpu()):
+            embeddings[frame.index] = vector
+        if self.rerank:
+            for frame, value in zip(batch, out.tokens):
+                tokens[frame.index] = value
+        if self.thumbnails:
+            for frame in batch:
+                thumbs[frame.index] = _jpeg(frame.rgb)
+        stats = self.timeline.stats
+        stats["encoded_frames"] = stats.get("encoded_frames", 0) + len(batch)
+
+    @torch.no_grad()
+    def _windows(self, firsts: list[int], embeddings: dict, tokens: dict, thumbs: dict,
+                 partial: bool = False) -> list[WindowResult]:
+        kept, pooled, masks = [], [], []
+        need = max(1, math.ceil(self.num_frames / 2))  # a window that lost more than half its frames is skipped
+        for j0 in firsts:
+            grid = range(j0, j0 + self.num_frames)
+            present = [j for j in grid if j in embeddings]
+            if not present or (len(present) < need and not partial):
+                continue
+            stacked = torch.stack([embeddings[j] if j in embeddings else torch.zeros_like(embeddings[present[0]])
+                                   for j in grid])  # fmt: skip
+            mask = torch.tensor([j in embeddings for j in grid])
+            pooled.append(stacked)
+            masks.append(mask)
+            kept.append((j0, present))
+        if not kept:
+            return []
+        vectors = self.model.pool_frames(torch.stack(pooled), torch.stack(masks)).numpy().astype(np.float32)
+        hits = self.index.search(vectors, k=max(self.top_k, self.rerank, 2), group=self.group)
+        out = []
+        for (j0, present), row, mask, vector in zip(kept, hits, masks, vectors):
+            if self.rerank:
+                row = self._rerank(row, j0, mask, tokens)
+            start = j0 * self.dt
+            middle = present[len(present) // 2]
+            out.append(WindowResult(start=start, end=start + self.window,
+                                    results=[WindowHit(h.rank, h.id, h.score, h.group, h.path)
+                                             for h in row[: max(self.top_k, 2)]],
+                                    frames=len(present), thumbnail=thumbs.get(middle), embedding=vector))  # fmt: skip
+        self.timeline.stats["windows"] = self.timeline.stats.get("windows", 0) + len(out)
+        return out
+
+    def _rerank(self, row: list, j0: int, mask: torch.Tensor, tokens: dict) -> list:
+        from rice.retrieval.rerank import rerank_topk
+
+        head, tail = row[: self.rerank], row[self.rerank :]
+        grid = range(j0, j0 + self.num_frames)
+        present = next(tokens[j] for j in grid if j in tokens)
+        frame_tokens = torch.stack([tokens[j] if j in tokens else torch.zeros_like(present) for j in grid])[None]
+        image_tokens = self._image_tokens(head)
+        order, scores = rerank_topk(self.model.decoder, frame_tokens, mask[None].to(self.device), image_tokens,
+                                    torch.arange(len(head))[None])  # fmt: skip
+        reranked = [replace(head[i], rank=r + 1, score=float(s))
+                    for r, (i, s) in enumerate(zip(order[0].tolist(), scores[0].tolist()))]
+        return reranked + tail
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    image = Image.fromarray(rgb)
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def scan(model: Any, index: Any, source: str | Path, **options: Any) -> ScanRun:
+    """Scan a video file, a URL or ``"-"`` (stdin) for the catalogue's products.
+
+    Iterate the result for `WindowResult` and `Segment` objects as they are found, or call ``.run()`` for the
+    `Timeline`. Options: ``window`` and ``stride`` (seconds), ``top_k``, ``group``, ``rerank``, ``rule`` (a
+    `DecisionRule`), ``live``, ``max_lag``, ``keep_windows``, ``batch_size``, ``on_progress``.
+
+    Raises:
+        MediaError: the source cannot be opened as a video (one line naming it).
+    """
+    return ScanRun(model, index, source, **options)
+
+
+__all__ = ["Gap", "MediaError", "ScanProgress", "ScanRun", "scan", "default_window"]

@@ -1,0 +1,285 @@
+"""Where `rice scan` reads video from: a file, a network URL or standard input, decoded once with PyAV.
+
+`VideoSource.frames(targets)` decodes the source front to back and hands out only the frames nearest to the
+requested sample times (converted to RGB there and nowhere else), so a long recording costs one decoding pass
+plus a conversion per sampled frame. Around that pass it does what a long or live source needs:
+
+- codec threads (``thread_type="AUTO"``) and, on seekable files, a seek when the next sample lies further ahead
+  than a few keyframe intervals (decoding from that keyframe is cheaper than decoding the gap);
+- a corrupt stretch (a packet the decoder rejects, or frames it marks corrupt) becomes a `Gap` with its time
+  range instead of an error; the pass goes on with the next good frame;
+- a network source that drops is reopened (bounded tries, exponential backoff); its time axis continues across
+  the outage by wall-clock and the outage is reported as a `Gap`.
+
+Times are seconds from the first decoded frame of the source.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rice.data.video import MediaError
+
+NETWORK_SCHEMES = ("http://", "https://", "rtmp://", "rtmps://", "rtsp://", "srt://", "udp://", "tcp://", "hls+")
+LIVE_SCHEMES = ("rtmp://", "rtmps://", "rtsp://", "srt://", "udp://", "tcp://")
+_HINT = "pass a video file, an http(s)/rtmp/rtsp/HLS URL, or - with an MPEG-TS/Matroska stream on stdin"
+
+
+@dataclass(frozen=True)
+class SampledFrame:
+    """One sampled frame: its index on the sampling grid, its time in the source (s) and its RGB pixels."""
+
+    index: int
+    time: float
+    rgb: np.ndarray  # uint8 (H, W, 3)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A stretch of the source that gave no frames: ``reason`` is corrupt data, a lost connection or lag."""
+
+    start: float
+    end: float
+    reason: str
+
+
+def is_network(source: str) -> bool:
+    return source.lower().startswith(NETWORK_SCHEMES)
+
+
+def is_live(source: str) -> bool:
+    """Sources that run in real time: stdin, rtmp/rtsp/srt/udp, and HLS playlists."""
+    lowered = source.lower()
+    return source == "-" or lowered.startswith(LIVE_SCHEMES) or ".m3u8" in lowered
+
+
+class VideoSource:
+    """A video to scan.
+
+    Args:
+        source: a path, an http(s)/rtmp/rtsp/srt/HLS URL, or ``"-"`` for a stream on standard input.
+        live: treat the source as real-time (frames may be dropped to keep up); ``None`` decides from the source.
+        retries: reopen attempts after a network source drops (each waits ``backoff * 2**attempt`` seconds).
+        threads: decoder threads (0: ffmpeg's choice).
+        stdin: the stream to read for ``"-"`` (default ``sys.stdin.buffer``).
+    """
+
+    def __init__(self, source: str | Path, *, live: bool | None = None, retries: int = 5, backoff: float = 0.5,
+                 threads: int = 0, read_timeout: float = 10.0, stdin: Any = None) -> None:  # fmt: skip
+        self.source = str(source)
+        self.network = is_network(self.source)
+        self.live = is_live(self.source) if live is None else live
+        self.retries, self.backoff, self.threads, self.read_timeout = retries, backoff, threads, read_timeout
+        self._stdin = stdin
+        self.duration: float | None = None  # from the container, when it knows (files)
+        self.fps: float | None = None
+        self.gaps: list[Gap] = []
+        self.decoded = 0  # frames decoded (every frame the codec produced)
+        self.reconnects = 0
+        self._container = self._open()
+
+    # ------------------------------------------------------------------------------------------------- opening
+    def _open(self) -> Any:
+        import av
+
+        if self.source == "-":
+            stream = self._stdin if self._stdin is not None else sys.stdin.buffer
+            target: Any = stream
+            kwargs: dict[str, Any] = {}
+        else:
+            if not self.network:
+                path = Path(self.source)
+                if not path.is_file():
+                    raise MediaError(f"{path}: file not found; {_HINT}")
+                if path.stat().st_size == 0:
+                    raise MediaError(f"{path}: empty file (0 bytes); {_HINT}")
+            target = self.source
+            kwargs = {"timeout": (self.read_timeout, self.read_timeout)}
+        try:
+            container = av.open(target, **kwargs)
+        except Exception as err:  # av.error.* (InvalidDataError, HTTP errors, refused connections)
+            raise MediaError(f"{self._name()}: cannot open as video ({_first_line(err)}); {_HINT}") from None
+        if not container.streams.video:
+            container.close()
+            raise MediaError(f"{self._name()}: no video stream; {_HINT}")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = self.threads
+        if container.duration and self.duration is None and not self.live:
+            self.duration = container.duration / 1_000_000
+        rate = stream.average_rate or stream.guessed_rate
+        self.fps = float(rate) if rate else self.fps
+        return container
+
+    def _name(self) -> str:
+        return "standard input" if self.source == "-" else self.source
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------------ decoding
+    def frames(self, sample_time: Callable[[int], float], should_stop: Callable[[], bool] = lambda: False,
+               drop_until: Callable[[], float] = lambda: -math.inf) -> Iterator[SampledFrame]:  # fmt: skip
+        """The frame nearest to each sample time ``sample_time(0), sample_time(1), ...`` (increasing), in order.
+
+        ``should_stop()`` ends the pass early (a signal); ``drop_until()`` returns a source time before which
+        samples are not wanted (a live source that fell behind): they are skipped without conversion.
+        A sample inside a corrupt or lost stretch is not produced; the stretch is in ``self.gaps``.
+        """
+        index, target = 0, sample_time(0)
+        previous: tuple[float, Any] | None = None
+        origin: float | None = None  # the source time of the first frame
+        offset = 0.0  # added after a reconnect, so the time axis runs on across the outage
+        last_time = -math.inf
+        bad_since: float | None = None
+        seek_gap = 8.0  # seconds ahead that make a seek worth it; refined from the keyframe spacing seen
+        last_key: float | None = None
+        attempts = 0
+        while True:
+            container = self._container
+            stream = container.streams.video[0]
+            try:
+                packets = container.demux(stream)
+                for packet in packets:
+                    if should_stop():
+                        return
+                    # (the demuxer's last, empty packet flushes the frames the decoder still holds)
+                    try:
+                        decoded = packet.decode()
+                    except Exception as err:  # noqa: BLE001 - a corrupt packet marks a stretch, never the scan
+                        if packet.pts is not None and packet.time_base is not None and origin is not None:
+                            at = float(packet.pts * packet.time_base) - origin + offset
+                            bad_since = min(bad_since, at) if bad_since is not None else max(at, last_time)
+                        elif bad_since is None:
+                            bad_since = max(last_time, 0.0)
+                        del err
+                        continue
+                    for frame in decoded:
+                        if frame.time is None:
+                            continue
+                        if origin is None:
+                            origin = float(frame.time)
+                        now = float(frame.time) - origin + offset
+                        if now <= last_time:  # a repeated or reordered timestamp after a seek: skip it
+                            continue
+                        self.decoded += 1
+                        attempts = 0
+                        # Frames missing between two decoded ones (corrupt packets the demuxer or the decoder
+                        # dropped without a word) show as a jump in the timestamps.
+                        interval = 1.0 / (self.fps or 25.0)
+                        if bad_since is None and last_time > -math.inf and now - last_time > max(4 * interval, 0.5):
+                            bad_since = last_time + interval
+                        if frame.is_corrupt:
+                            bad_since = last_time if bad_since is None else bad_since
+                            last_time = now
+                            continue
+                        if frame.key_frame:
+                            if last_key is not None and now - last_key > 0:
+                                seek_gap = max(4.0, 3 * (now - last_key))
+                            last_key = now
+                        if bad_since is not None:
+                            self.gaps.append(Gap(max(bad_since, 0.0), now, "corrupt data"))
+                            # samples that fell in the stretch are lost, not filled with a neighbour
+                            while target < now:
+                                index += 1
+                                target = sample_time(index)
+                            previous, bad_since = None, None
+                        last_time = now
+                        # Hand out every sample whose nearest frame is known: the previous one or this one.
+                        while target <= now:
+                            floor = drop_until()
+                            if previous is not None and not _nearer(now, target, previous[0]):
+                                chosen_time, chosen = previous
+                            else:
+                                chosen_time, chosen = now, frame
+                            if target >= floor:
+                                yield SampledFrame(index, chosen_time, chosen.to_ndarray(format="rgb24"))
+                            index += 1
+                            target = sample_time(index)
+                        previous = (now, frame)
+                        if (not self.live and not self.network and target - now > seek_gap
+                                and self._seek(container, stream, target + origin - offset)):  # fmt: skip
+                            previous = None
+                            break  # demux again from the keyframe before the target
+                    else:
+                        continue
+                    break
+                else:
+                    # The demuxer ran out: the end of a file, or a network source that closed.
+                    if previous is not None and (target - previous[0]) < 1.0 / max(self.fps or 25.0, 1.0):
+                        yield SampledFrame(index, previous[0], previous[1].to_ndarray(format="rgb24"))
+                    if not self._reopen_after_drop(last_time, attempts, reason="stream ended"):
+                        return
+                    attempts += 1
+                    offset, origin, previous = self._resume_offset(last_time), None, None
+                    continue
+                continue  # after a seek
+            except MediaError:
+                raise
+            except Exception as err:  # noqa: BLE001 - a demuxer error: lost connection or unreadable container
+                if origin is None and not self.network:
+                    raise MediaError(f"{self._name()}: cannot decode video ({_first_line(err)}); {_HINT}") from None
+                if not self._reopen_after_drop(last_time, attempts, reason=_first_line(err)):
+                    if not self.network:  # a file whose container breaks mid-way: the rest is unreadable
+                        self.gaps.append(Gap(max(last_time, 0.0), self.duration or last_time, "unreadable to end"))
+                    return
+                attempts += 1
+                offset, origin, previous = self._resume_offset(last_time), None, None
+
+    def _seek(self, container: Any, stream: Any, source_time: float) -> bool:
+        try:
+            container.seek(int(source_time / stream.time_base), stream=stream, backward=True, any_frame=False)
+            return True
+        except Exception:  # noqa: BLE001 - an unseekable file: keep decoding straight through
+            return False
+
+    # ------------------------------------------------------------------------------------------- reconnecting
+    def _reopen_after_drop(self, last_time: float, attempts: int, reason: str) -> bool:
+        """Reopen a network source that ended or failed; False when it is a file, stdin, or the tries ran out."""
+        if not self.network or attempts >= self.retries:
+            return False
+        self._dropped_at = (time.monotonic(), last_time, reason)
+        self.close()
+        for attempt in range(attempts, self.retries):
+            time.sleep(self.backoff * 2**attempt)
+            try:
+                self._container = self._open()
+                self.reconnects += 1
+                return True
+            except MediaError:
+                continue
+        return False
+
+    def _resume_offset(self, last_time: float) -> float:
+        """The time of the first frame after a reconnect: where the source was, plus the outage by wall-clock
+        (a live source resumes at its live edge, so the time in between was not seen)."""
+        dropped_wall, dropped_time, reason = self._dropped_at
+        resumed = max(last_time, 0.0) + (time.monotonic() - dropped_wall)
+        self.gaps.append(Gap(max(dropped_time, 0.0), resumed, f"connection lost ({reason}); reconnected"))
+        return resumed
+
+
+def _nearer(now: float, target: float, before: float) -> bool:
+    """Is the frame at ``now`` strictly nearer to ``target`` than the frame at ``before``? (ties: the earlier)."""
+    return abs(now - target) < abs(target - before)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:160] if text else type(err).__name__

@@ -1,0 +1,309 @@
+"""From window results to a timeline of products: the decision rule, smoothing, segments, and their formats.
+
+Each window has a label: its top-1 product when the top-1 cosine reaches ``min_score`` (and leads the runner-up by
+``min_margin``), else *no product*. A majority vote over the ``smooth`` windows on either side replaces each label
+(a flicker of up to ``smooth`` windows neither splits a segment nor creates one); runs of one label become
+segments, and a product run shorter than ``min_seconds`` is dropped. `Segmenter` does this online: a run is
+closed, and its segment emitted, as soon as the window after it has its smoothed label, i.e. ``smooth + 1``
+strides after the run's last window. docs/scan.md gives the defaults and the measurements behind them.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NO_PRODUCT = None
+
+
+@dataclass(frozen=True)
+class WindowHit:
+    rank: int
+    id: str
+    score: float
+    group: str = ""
+    path: str | None = None
+
+
+@dataclass
+class WindowResult:
+    """One window of the source: ``[start, end)`` seconds, its top-k, how many frames it pooled."""
+
+    start: float
+    end: float
+    results: list[WindowHit]
+    frames: int = 0
+    thumbnail: bytes | None = None  # a small JPEG of the window's middle frame (not kept in the timeline)
+    embedding: Any = None  # the pooled clip embedding (D,) float32 (not kept in the timeline)
+
+    @property
+    def centre(self) -> float:
+        return (self.start + self.end) / 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": round(self.start, 3), "end": round(self.end, 3),
+                "results": [{"rank": h.rank, "id": h.id, "score": round(h.score, 6)} for h in self.results]}
+
+
+@dataclass
+class Segment:
+    """A stretch of the source that shows one product."""
+
+    start: float
+    end: float
+    id: str
+    score: float
+    group: str = ""
+    path: str | None = None
+    windows: int = 0
+    thumbnail: bytes | None = None  # JPEG of the middle frame of the best-scoring window
+    key_time: float = 0.0  # the time of that frame
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "id": self.id,
+                "score": round(self.score, 6), "group": self.group, "path": self.path}
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """When a window counts as showing a product, and how windows become segments."""
+
+    min_score: float = 0.0
+    min_margin: float = 0.0
+    smooth: int = 1
+    min_seconds: float = 0.0
+
+    def label(self, window: WindowResult) -> str | None:
+        if not window.results:
+            return NO_PRODUCT
+        top = window.results[0]
+        runner_up = window.results[1].score if len(window.results) > 1 else -1.0
+        if top.score < self.min_score or top.score - runner_up < self.min_margin:
+            return NO_PRODUCT
+        return top.id
+
+
+def _vote(labels: list[str | None], own: str | None) -> str | None:
+    counts = Counter(labels)
+    best = max(counts.values())
+    if counts[own] == best:
+        return own  # a tie keeps the window's own label
+    return next(label for label in labels if counts[label] == best)
+
+
+class Segmenter:
+    """Online smoothing and segmentation; feed windows in time order, read closed segments as they come."""
+
+    def __init__(self, rule: DecisionRule, stride: float) -> None:
+        self.rule, self.stride = rule, stride
+        self._pending: deque[tuple[WindowResult, str | None]] = deque()  # raw labels around the next to smooth
+        self._history: deque[str | None] = deque(maxlen=rule.smooth)  # raw labels of the last smoothed windows
+        self._run: list[tuple[WindowResult, str | None]] = []  # the open run: windows with its smoothed label
+        self._first = True
+
+    def push(self, window: WindowResult) -> Iterator[Segment]:
+        self._pending.append((window, self.rule.label(window)))
+        while len(self._pending) > self.rule.smooth:
+            yield from self._smooth_next()
+
+    def finish(self) -> Iterator[Segment]:
+        while self._pending:
+            yield from self._smooth_next()
+        yield from self._close(last=True)
+
+    def _smooth_next(self) -> Iterator[Segment]:
+        window, own = self._pending[0]
+        ahead = [label for _, label in list(self._pending)[1 : self.rule.smooth + 1]]
+        smoothed = _vote([*self._history, own, *ahead], own)
+        self._pending.popleft()
+        self._history.append(own)
+        if self._run and self._run[-1][1] != smoothed:
+            yield from self._close(last=False)
+        self._run.append((window, smoothed))
+
+    def _close(self, last: bool) -> Iterator[Segment]:
+        run, self._run = self._run, []
+        first, self._first = self._first, False
+        if not run or run[0][1] is NO_PRODUCT:
+            return
+        label = run[0][1]
+        half = self.stride / 2
+        # A window shows the product it is labelled with when the product fills most of it, i.e. from its middle:
+        # the run spans its windows' middles, half a stride either side; the source's first and last windows
+        # reach the source's ends.
+        start = run[0][0].start if first else max(run[0][0].centre - half, run[0][0].start)
+        end = run[-1][0].end if last else min(run[-1][0].centre + half, run[-1][0].end)
+        if end - start < self.rule.min_seconds:
+            return
+        scored = [(hit, w) for w, _ in run for hit in w.results if hit.id == label]
+        best_hit, best_window = max(scored, key=lambda pair: pair[0].score) if scored else (None, run[0][0])
+        score = sum(hit.score for hit, _ in scored) / len(scored) if scored else 0.0
+        yield Segment(start=start, end=end, id=label, score=score, group=best_hit.group if best_hit else "",
+                      path=best_hit.path if best_hit else None, windows=len(run),
+                      thumbnail=best_window.thumbnail, key_time=best_window.centre)  # fmt: skip
+
+
+def segments_from_windows(windows: list[WindowResult], rule: DecisionRule, stride: float) -> list[Segment]:
+    """The segments of a finished list of windows (what `Segmenter` emits online)."""
+    segmenter = Segmenter(rule, stride)
+    out = [segment for window in windows for segment in segmenter.push(window)]
+    return out + list(segmenter.finish())
+
+
+# ----------------------------------------------------------------------------------------------------- timeline
+@dataclass
+class Timeline:
+    """What a scan found: segments, the windows behind them, the stretches it could not read."""
+
+    source: str
+    duration: float = 0.0
+    segments: list[Segment] = field(default_factory=list)
+    windows: list[WindowResult] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # {"start", "end", "reason"}
+    dropped_frames: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "duration": round(self.duration, 3),
+            "segments": [s.to_dict() for s in self.segments],
+            "windows": [w.to_dict() for w in self.windows],
+            "skipped": [{**s, "start": round(s["start"], 3), "end": round(s["end"], 3)} for s in self.skipped],
+            "dropped_frames": self.dropped_frames, "stats": self.stats, "settings": self.settings,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Timeline:
+        segments = [Segment(start=s["start"], end=s["end"], id=str(s["id"]), score=float(s.get("score", 0.0)),
+                            group=s.get("group", ""), path=s.get("path")) for s in data["segments"]]  # fmt: skip
+        windows = [WindowResult(w["start"], w["end"], [WindowHit(r["rank"], str(r["id"]), float(r["score"]))
+                                                       for r in w["results"]]) for w in data.get("windows", [])]
+        return cls(source=data["source"], duration=float(data["duration"]), segments=segments, windows=windows,
+                   skipped=list(data.get("skipped", [])), dropped_frames=int(data.get("dropped_frames", 0)),
+                   stats=dict(data.get("stats", {})), settings=dict(data.get("settings", {})))  # fmt: skip
+
+    def to_vtt(self) -> str:
+        """WebVTT: one cue per segment, so a video player shows the product as a subtitle."""
+        lines = ["WEBVTT", ""]
+        for n, s in enumerate(self.segments, 1):
+            lines += [str(n), f"{vtt_time(s.start)} --> {vtt_time(s.end)}", cue_text(s), ""]
+        return "\n".join(lines)
+
+    def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
+        """A page with a timeline strip (shop image and key frame of each segment); written to ``path`` if given.
+        For a local file the page embeds a player and clicking a segment seeks it there."""
+        page = timeline_html(self, Path(path).parent if path else None)
+        if path is not None:
+            Path(path).write_text(page, encoding="utf-8")
+        return page
+
+
+def vtt_time(seconds: float) -> str:
+    millis = int(round(max(seconds, 0.0) * 1000))
+    h, rest = divmod(millis, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+def cue_text(segment: Segment) -> str:
+    group = f" [{segment.group}]" if segment.group else ""
+    # "-->" may not appear in a cue's text; ids are the user's and could hold anything
+    return f"{segment.id}{group} ({segment.score:.2f})".replace("-->", "->")
+
+
+def _data_uri(jpeg: bytes | None) -> str | None:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode() if jpeg else None
+
+
+def _shop_image_uri(path: str | None) -> str | None:
+    """The shop image as a small inline JPEG, so the page stands alone."""
+    if not path or not Path(path).is_file():
+        return None
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((120, 120))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=85)
+    except OSError:
+        return None
+    return _data_uri(buffer.getvalue())
+
+
+def timeline_html(timeline: Timeline, page_dir: Path | None) -> str:
+    duration = max(timeline.duration, max((s.end for s in timeline.segments), default=0.0), 1e-6)
+    local = Path(timeline.source)
+    video = None
+    if timeline.source != "-" and "://" not in timeline.source and local.is_file():
+        video = os.path.relpath(local.resolve(), page_dir.resolve()) if page_dir else str(local.resolve())
+    strip, cards = [], []
+    for n, s in enumerate(timeline.segments):
+        left, width = 100 * s.start / duration, max(100 * (s.end - s.start) / duration, 0.3)
+        hue = (int.from_bytes(s.id.encode()[-4:].rjust(4, b"\0"), "big") * 47) % 360
+        strip.append(f'<a class="seg" href="#seg{n}" data-start="{s.start:.3f}" title="{html.escape(s.id)} '
+                     f'{s.start:.1f}-{s.end:.1f} s" style="left:{left:.3f}%;width:{width:.3f}%;'
+                     f'background:hsl({hue},65%,55%)"></a>')  # fmt: skip
+        shop, key = _shop_image_uri(s.path), _data_uri(s.thumbnail)
+        images = "".join(f'<figure><img src="{uri}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
+                         for uri, alt in ((key, "key frame"), (shop, "shop image")) if uri)  # fmt: skip
+        cards.append(f'<div class="card" id="seg{n}" data-start="{s.start:.3f}"><div class="times">'
+                     f'{vtt_time(s.start)} - {vtt_time(s.end)}</div><div class="id">{html.escape(s.id)}</div>'
+                     f'<div>score {s.score:.3f}{" · " + html.escape(s.group) if s.group else ""}</div>'
+                     f'{images}</div>')  # fmt: skip
+    gaps = "".join(f'<div class="gap" style="left:{100 * g["start"] / duration:.3f}%;'
+                   f'width:{max(100 * (g["end"] - g["start"]) / duration, 0.3):.3f}%" title="'
+                   f'{html.escape(str(g["reason"]))}"></div>' for g in timeline.skipped)  # fmt: skip
+    player = (f'<video id="player" controls preload="metadata" src="{html.escape(video)}"></video>' if video else "")
+    return _PAGE.format(title=html.escape(f"rice scan: {Path(timeline.source).name}"),
+                        source=html.escape(timeline.source), duration=f"{timeline.duration:.1f}",
+                        count=len(timeline.segments), player=player, strip="".join(strip) + gaps,
+                        cards="".join(cards) or "<p>No product found.</p>",
+                        data=json.dumps([s.to_dict() for s in timeline.segments]).replace("</", "<\\/"))  # fmt: skip
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }}
+.strip {{ position: relative; height: 28px; background: #eee; border-radius: 4px; margin: 1rem 0; }}
+.seg {{ position: absolute; top: 0; bottom: 0; border-radius: 3px; }}
+.gap {{ position: absolute; top: 22px; bottom: 0; background: #c33; }}
+.cards {{ display: flex; flex-wrap: wrap; gap: .8rem; }}
+.card {{ border: 1px solid #ccc; border-radius: 6px; padding: .5rem; cursor: pointer; width: 270px; }}
+.card:hover {{ background: #f6f6ff; }}
+.id {{ font-weight: bold; }}
+figure {{ display: inline-block; margin: .3rem .3rem 0 0; }}
+figure img {{ max-width: 120px; max-height: 120px; display: block; }}
+figcaption {{ font-size: .75rem; color: #666; }}
+video {{ max-width: 720px; width: 100%; display: block; }}
+</style></head><body>
+<h1>{title}</h1>
+<p>{source}: {duration} s, {count} segment(s)</p>
+{player}
+<div class="strip" id="strip">{strip}</div>
+<div class="cards">{cards}</div>
+<script type="application/json" id="segments">{data}</script>
+<script>
+const player = document.getElementById("player");
+document.querySelectorAll("[data-start]").forEach(el => el.addEventListener("click", ev => {{
+  if (!player) return;
+  ev.preventDefault();
+  player.currentTime = parseFloat(el.dataset.start);
+  player.play().catch(() => {{}});
+}}));
+</script>
+</body></html>
+"""
