@@ -1,0 +1,151 @@
+"""`rice scan` as a user runs it: real processes, a pipe on stdin, a local HTTP server that drops the connection,
+SIGTERM, bad sources."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def rice(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rice", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, **kwargs)  # fmt: skip
+
+
+def test_a_recording_on_stdin_gives_the_same_timeline_as_the_file(scan_setup, tmp_path):
+    common = ["--window", "2", "--stride", "1", "--min-score", "0", "--device", "cpu"]
+    from_file = rice("scan", str(scan_setup.index_dir), str(scan_setup.stream), *common, "--json",
+                     str(tmp_path / "file.json"), "--jsonl", str(tmp_path / "file.jsonl"), "--vtt",
+                     str(tmp_path / "file.vtt"))  # fmt: skip
+    assert from_file.returncode == 0, from_file.stderr[-2000:]
+    with open(scan_setup.stream, "rb") as pipe:
+        from_stdin = rice("scan", str(scan_setup.index_dir), "-", *common, "--no-live", "--json",
+                          str(tmp_path / "stdin.json"), stdin=pipe)  # fmt: skip
+    assert from_stdin.returncode == 0, from_stdin.stderr[-2000:]
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("file", "stdin"))
+    assert a["windows"] == b["windows"] and a["segments"] == b["segments"] and a["windows"]
+    # the JSON lines: every window and every segment, in order, as the JSON file has them
+    lines = [json.loads(line) for line in (tmp_path / "file.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in x.items() if k != "type"} for x in lines if x["type"] == "window"] == a["windows"]
+    assert [{k: v for k, v in x.items() if k != "type"} for x in lines if x["type"] == "segment"] == a["segments"]
+    assert (tmp_path / "file.vtt").read_text().count(" --> ") == len(a["segments"])
+
+
+class _DroppingServer(http.server.BaseHTTPRequestHandler):
+    """Serves a TS recording as a live stream: the first request gets the first part and the connection is cut;
+    the next gets the rest (the live edge); later ones are refused."""
+
+    parts: list[bytes] = []
+    served: list[int] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        n = len(self.served)
+        self.served.append(n)
+        if n >= len(self.parts):
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp2t")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(self.parts[n])
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_network_source_cut_mid_stream_is_reconnected_and_the_gap_reported(scan_setup, tmp_path):
+    data = scan_setup.stream.read_bytes()
+    cut = (len(data) // 2) // 188 * 188
+    _DroppingServer.parts, _DroppingServer.served = [data[:cut], data[cut:]], []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DroppingServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/live.ts"
+        result = rice("scan", str(scan_setup.index_dir), url, "--window", "2", "--stride", "1", "--retries", "2",
+                      "--json", str(tmp_path / "live.json"), "--device", "cpu")  # fmt: skip
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr[-2000:]
+    timeline = json.loads((tmp_path / "live.json").read_text())
+    assert len(_DroppingServer.served) >= 3  # first part, the reconnect, then the refused tries
+    lost = [g for g in timeline["skipped"] if "connection lost" in g["reason"]]
+    assert lost, timeline["skipped"]
+    before = [w for w in timeline["windows"] if w["end"] <= lost[0]["start"] + 1e-6]
+    after = [w for w in timeline["windows"] if w["start"] >= lost[0]["end"] - 1e-6]
+    assert before and after  # scanning went on after the reconnect
+    assert timeline["stats"]["reconnects"] >= 1
+
+
+def test_sigterm_closes_the_open_segment_flushes_the_outputs_and_exits_0(scan_setup, tmp_path):
+    """A live stream on stdin that keeps coming (the recording again and again); SIGTERM once windows flow."""
+    out = tmp_path / "live.json"
+    proc = subprocess.Popen([sys.executable, "-m", "rice", "scan", str(scan_setup.index_dir), "-", "--window", "2",
+                             "--min-score", "0", "--json", str(out), "--jsonl", str(tmp_path / "live.jsonl"),
+                             "--device", "cpu"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    data = scan_setup.stream.read_bytes()
+    stop = threading.Event()
+
+    def feed() -> None:
+        try:
+            while not stop.is_set():  # one TS stream: its packets repeat with the timestamps starting over
+                proc.stdin.write(data)
+                proc.stdin.flush()
+                time.sleep(0.5)
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    lines = tmp_path / "live.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if lines.exists() and lines.read_text().count('"window"') >= 3:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        stop.set()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    timeline = json.loads(out.read_text())
+    assert timeline["windows"] and timeline["source"] == "-"
+    written = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert [x for x in written if x["type"] == "window"][-1]["start"] == timeline["windows"][-1]["start"]
+    # the segment open at the signal is in the outputs, closed at the last window
+    if timeline["segments"]:
+        assert timeline["segments"][-1]["end"] <= timeline["windows"][-1]["end"] + 1e-6
+
+
+@pytest.mark.parametrize("kind", ["not_a_video", "empty_stdin", "missing"])
+def test_bad_sources_are_one_line_and_exit_2(scan_setup, tmp_path, kind):
+    if kind == "not_a_video":
+        source = tmp_path / "notes.mp4"
+        source.write_text("these are not frames\n" * 100)
+        result = rice("scan", str(scan_setup.index_dir), str(source), "--device", "cpu")
+    elif kind == "missing":
+        source = tmp_path / "nothing.mp4"
+        result = rice("scan", str(scan_setup.index_dir), str(source), "--device", "cpu")
+    else:
+        source = "standard input"
+        result = rice("scan", str(scan_setup.index_dir), "-", "--device", "cpu", stdin=subprocess.DEVNULL)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(source) in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
