@@ -141,7 +141,10 @@ def truth_json(stretches: list[Stretch], fps: int, source: str) -> dict:
     """The ground truth of a recording: product stretches as segments in seconds; host time is the gaps."""
     num_frames = stretches[-1].end if stretches else 0
     segments = [
-        {"start": round(s.start / fps, 6), "end": round(s.end / fps, 6), "id": s.product_id}
+        # "item": the catalogue id of the product's shop image imgs/<id>_in_pp.jpg (`rice index build` names items
+        # by file stem), which a timeline reports
+        {"start": round(s.start / fps, 6), "end": round(s.end / fps, 6), "id": s.product_id,
+         "item": f"{s.product_id}_in_pp"}
         for s in stretches
         if s.product_id is not None
     ]

@@ -1,12 +1,29 @@
 """Livestream scanning (`rice scan`): sliding windows over a long video or a live stream -> a timeline of products.
 
 ``rice.scan(model, index, source)`` is `rice.scanning.engine.scan`; the package is not called ``rice.scan`` so
-that the function and the package do not shadow each other on ``rice``.
+that the function and the package do not shadow each other on ``rice``. Names load on first use (PEP 562), so
+`rice.cli` can read the decision rule's defaults without importing torch.
 """
 
-from rice.scanning.engine import ScanProgress, ScanRun, default_window, scan
-from rice.scanning.source import Gap, VideoSource
-from rice.scanning.timeline import DecisionRule, Segment, Segmenter, Timeline, WindowResult, segments_from_windows
+from __future__ import annotations
 
-__all__ = ["DecisionRule", "Gap", "ScanProgress", "ScanRun", "Segment", "Segmenter", "Timeline", "VideoSource",
-           "WindowResult", "default_window", "scan", "segments_from_windows"]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "ScanProgress": "rice.scanning.engine", "ScanRun": "rice.scanning.engine", "default_window": "rice.scanning.engine",
+    "scan": "rice.scanning.engine", "Gap": "rice.scanning.source", "VideoSource": "rice.scanning.source",
+    "DecisionRule": "rice.scanning.timeline", "Segment": "rice.scanning.timeline",
+    "Segmenter": "rice.scanning.timeline", "Timeline": "rice.scanning.timeline",
+    "WindowResult": "rice.scanning.timeline",
+    "segments_from_windows": "rice.scanning.timeline",
+}  # fmt: skip
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'rice.scanning' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

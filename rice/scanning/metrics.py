@@ -58,7 +58,10 @@ def _segments(data: Any, kind: str, hint: str) -> list[Interval]:
         if not isinstance(item["id"], (str, int)) or isinstance(item["id"], bool):
             raise ValueError(f"{where} has id {item['id']!r}; ids are product id strings; {hint}")
         score = _number(item.get("score", 0.0), f"{where} score", hint)
-        segments.append(Interval(start, end, str(item["id"]), score))
+        # A truth segment may name the catalogue item that shows its product ("item": the id an index built from
+        # the dataset's shop images gives it); a timeline names items, so that is what it is scored against.
+        label = item.get("item", item["id"]) if kind == "truth" else item["id"]
+        segments.append(Interval(start, end, str(label), score))
     return segments
 
 
