@@ -75,12 +75,11 @@ class Segment:
 class DecisionRule:
     """When a window counts as showing a product, and how windows become segments."""
 
-    # Defaults measured on the synthetic livestream with the demo's model (docs/scan.md): a margin of 0.02 over
-    # the runner-up kept host-only time labelled to 24% (98% with no rule) at 58% segment accuracy.
+    # The library's rule only smooths; `rice scan` applies the measured defaults (rice/cli_scan.py, docs/scan.md).
     min_score: float = 0.0
-    min_margin: float = 0.02
+    min_margin: float = 0.0
     smooth: int = 1
-    min_seconds: float = 1.0
+    min_seconds: float = 0.0
 
     def label(self, window: WindowResult) -> str | None:
         if not window.results:
