@@ -6,8 +6,9 @@ for torch, timm and torchvision, which take seconds to import, when it only prin
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rice._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -57,12 +58,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real objects
     from rice.scanning.timeline import Timeline
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'rice' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+__getattr__ = lazy_getattr("rice", _LAZY, globals())
 
 
 def __dir__() -> list[str]:

@@ -514,6 +514,10 @@ from rice.cli_scan_eval import register as _register_scan_eval  # noqa: E402
 
 _register_scan_eval(app)
 
+from rice.cli_scan import register as _register_scan  # noqa: E402
+
+_register_scan(app)
+
 
 def main() -> None:
     app()
@@ -521,7 +525,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-from rice.cli_scan import register as _register_scan  # noqa: E402
-
-_register_scan(app)

@@ -78,11 +78,17 @@ def scan(
     """Find which catalogue products a recording or a live stream shows, and when."""
     from rice.data import MediaError
     from rice.retrieval.catalogue import Index
-    from rice.scanning import DecisionRule, ScanProgress
+    from rice.scanning import DecisionRule, ScanProgress, WindowResult
     from rice.scanning import scan as scan_source
 
     # With --jsonl -, stdout carries the JSON lines: everything for people goes to stderr.
     console = Console(stderr=str(jsonl_out) == "-")
+    expected = None
+    if truth is not None:  # read before the scan: a bad truth file should not wait for hours of video
+        from rice.cli_scan_eval import _read
+        from rice.scanning.metrics import parse_truth
+
+        expected = _read(truth, parse_truth, "a truth file written by `rice synth --livestream`")
     if not index_dir.is_dir():
         _fail(f"{index_dir}: not an index folder; build one with `rice index build CKPT --images DIR --out INDEX`")
     model = _load_model(_index_checkpoint(index_dir, ckpt), device)
@@ -114,7 +120,7 @@ def scan(
     try:
         with bar:
             for event in run:
-                kind = "window" if hasattr(event, "results") else "segment"
+                kind = "window" if isinstance(event, WindowResult) else "segment"
                 lines.write({"type": kind, **event.to_dict()})
     except MediaError as err:
         _fail(str(err))
@@ -123,19 +129,15 @@ def scan(
             signal.signal(sig, handler)
         lines.close()
     timeline = run.timeline
-    if timeline.stats.get("windows", 0) == 0 and not timeline.segments:
+    if not timeline.stats.get("encoded_frames"):
         reason = "; ".join(g["reason"] for g in timeline.skipped) or "no decodable frames"
-        if not timeline.stats.get("encoded_frames"):
-            _fail(f"{source}: the stream held no decodable video ({reason}); check the source or the URL")
+        _fail(f"{source}: the stream held no decodable video ({reason}); check the source or the URL")
     _write_outputs(timeline, json_out, vtt_out, html_out, console)
     _print_table(timeline, console)
-    if truth is not None:
-        from rice.cli_scan_eval import _read
-        from rice.scanning.metrics import format_scan_scores, parse_truth, score_timeline
+    if expected is not None:
+        from rice.scanning.metrics import format_scan_scores, score_timeline
 
-        expected = _read(truth, parse_truth, "a truth file written by `rice synth --livestream`")
-        scores = score_timeline(timeline.to_json(), expected)
-        console.print(format_scan_scores(scores), soft_wrap=True)
+        console.print(format_scan_scores(score_timeline(timeline.to_json(), expected)), soft_wrap=True)
 
 
 def _write_outputs(timeline: Any, json_out: Optional[Path], vtt_out: Optional[Path], html_out: Optional[Path],

@@ -12,13 +12,9 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.console import Console
 
+from rice.cli_search import _fail
+
 console = Console()
-
-
-def _fail(message: str) -> None:
-    from rice.cli import _fail as fail
-
-    fail(message)
 
 
 def _read(path: Path, check: Callable[[Any], object], what: str) -> dict:

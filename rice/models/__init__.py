@@ -6,10 +6,10 @@ models or printing CLI help never imports torch.
 
 from __future__ import annotations
 
-import importlib
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from rice._lazy import lazy_getattr
 from rice.models.registry import ModelInfo, create_model, list_models, model_info, register_model
 
 if TYPE_CHECKING:
@@ -37,12 +37,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'rice.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("rice.models", _LAZY, globals())
 
 
 def build_model(cfg, with_decoder: bool = False, with_reconstruction: bool = False) -> RiceModel:

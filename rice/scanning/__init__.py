@@ -7,8 +7,7 @@ that the function and the package do not shadow each other on ``rice``. Names lo
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rice._lazy import lazy_getattr
 
 _LAZY = {
     "ScanProgress": "rice.scanning.engine", "ScanRun": "rice.scanning.engine", "default_window": "rice.scanning.engine",
@@ -21,9 +20,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'rice.scanning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("rice.scanning", _LAZY, globals())

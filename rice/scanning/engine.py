@@ -30,8 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rice.data.video import MediaError
-from rice.scanning.source import Gap, SampledFrame, VideoSource
+from rice.scanning.source import SampledFrame, VideoSource
 from rice.scanning.timeline import DecisionRule, Segment, Segmenter, Timeline, WindowHit, WindowResult
 
 DEFAULT_STRIDE = 1.0
@@ -232,9 +231,7 @@ class ScanRun:
                 if self.on_progress is not None:
                     self.on_progress(ScanProgress(scanned, self.source.duration, time.monotonic() - started,
                                                   dropped, self.timeline.stats.get("windows", 0)))  # fmt: skip
-            if failure and not isinstance(failure[0], Exception):
-                raise failure[0]
-            if failure:
+            if failure:  # the decoding thread's error (a MediaError naming the source), raised here
                 raise failure[0]
             for segment in segmenter.finish():
                 self.timeline.segments.append(segment)
@@ -354,4 +351,4 @@ def scan(model: Any, index: Any, source: str | Path, **options: Any) -> ScanRun:
     return ScanRun(model, index, source, **options)
 
 
-__all__ = ["Gap", "MediaError", "ScanProgress", "ScanRun", "scan", "default_window"]
+__all__ = ["ScanProgress", "ScanRun", "default_window", "scan"]

@@ -77,6 +77,7 @@ class VideoSource:
         self.source = str(source)
         self.network = is_network(self.source)
         self.live = is_live(self.source) if live is None else live
+        self.seekable = False  # set when opened: a local file, or stdin redirected from one (never a pipe)
         self.retries, self.backoff, self.threads, self.read_timeout = retries, backoff, threads, read_timeout
         self._stdin = stdin
         self.duration: float | None = None  # from the container, when it knows (files)
@@ -94,6 +95,7 @@ class VideoSource:
             stream = self._stdin if self._stdin is not None else sys.stdin.buffer
             target: Any = stream
             kwargs: dict[str, Any] = {}
+            self.seekable = not self.live and _is_seekable(stream)
         else:
             if not self.network:
                 path = Path(self.source)
@@ -101,6 +103,7 @@ class VideoSource:
                     raise MediaError(f"{path}: file not found; {_HINT}")
                 if path.stat().st_size == 0:
                     raise MediaError(f"{path}: empty file (0 bytes); {_HINT}")
+                self.seekable = not self.live
             target = self.source
             kwargs = {"timeout": (self.read_timeout, self.read_timeout)}
         try:
@@ -134,12 +137,11 @@ class VideoSource:
         self.close()
 
     # ------------------------------------------------------------------------------------------------ decoding
-    def frames(self, sample_time: Callable[[int], float], should_stop: Callable[[], bool] = lambda: False,
-               drop_until: Callable[[], float] = lambda: -math.inf) -> Iterator[SampledFrame]:  # fmt: skip
+    def frames(self, sample_time: Callable[[int], float],
+               should_stop: Callable[[], bool] = lambda: False) -> Iterator[SampledFrame]:  # fmt: skip
         """The frame nearest to each sample time ``sample_time(0), sample_time(1), ...`` (increasing), in order.
 
-        ``should_stop()`` ends the pass early (a signal); ``drop_until()`` returns a source time before which
-        samples are not wanted (a live source that fell behind): they are skipped without conversion.
+        ``should_stop()`` ends the pass early (a signal).
         A sample inside a corrupt or lost stretch is not produced; the stretch is in ``self.gaps``.
         """
         index, target = 0, sample_time(0)
@@ -150,6 +152,7 @@ class VideoSource:
         bad_since: float | None = None
         seek_gap = 8.0  # seconds ahead that make a seek worth it; refined from the keyframe spacing seen
         last_key: float | None = None
+        seeked = False  # the next frame comes after a deliberate seek: its jump in time is no missing stretch
         attempts = 0
         while True:
             container = self._container
@@ -162,13 +165,12 @@ class VideoSource:
                     # (the demuxer's last, empty packet flushes the frames the decoder still holds)
                     try:
                         decoded = packet.decode()
-                    except Exception as err:  # noqa: BLE001 - a corrupt packet marks a stretch, never the scan
+                    except Exception:  # noqa: BLE001 - a corrupt packet marks a stretch, never the scan
                         if packet.pts is not None and packet.time_base is not None and origin is not None:
                             at = float(packet.pts * packet.time_base) - origin + offset
                             bad_since = min(bad_since, at) if bad_since is not None else max(at, last_time)
                         elif bad_since is None:
                             bad_since = max(last_time, 0.0)
-                        del err
                         continue
                     for frame in decoded:
                         if frame.time is None:
@@ -183,8 +185,10 @@ class VideoSource:
                         # Frames missing between two decoded ones (corrupt packets the demuxer or the decoder
                         # dropped without a word) show as a jump in the timestamps.
                         interval = 1.0 / (self.fps or 25.0)
-                        if bad_since is None and last_time > -math.inf and now - last_time > max(4 * interval, 0.5):
+                        jump = now - last_time > max(4 * interval, 0.5) and last_time > -math.inf
+                        if jump and bad_since is None and not seeked:
                             bad_since = last_time + interval
+                        seeked = False
                         if frame.is_corrupt:
                             bad_since = last_time if bad_since is None else bad_since
                             last_time = now
@@ -203,19 +207,17 @@ class VideoSource:
                         last_time = now
                         # Hand out every sample whose nearest frame is known: the previous one or this one.
                         while target <= now:
-                            floor = drop_until()
                             if previous is not None and not _nearer(now, target, previous[0]):
                                 chosen_time, chosen = previous
                             else:
                                 chosen_time, chosen = now, frame
-                            if target >= floor:
-                                yield SampledFrame(index, chosen_time, chosen.to_ndarray(format="rgb24"))
+                            yield SampledFrame(index, chosen_time, chosen.to_ndarray(format="rgb24"))
                             index += 1
                             target = sample_time(index)
                         previous = (now, frame)
-                        if (not self.live and not self.network and target - now > seek_gap
+                        if (self.seekable and target - now > seek_gap
                                 and self._seek(container, stream, target + origin - offset)):  # fmt: skip
-                            previous = None
+                            previous, seeked = None, True
                             break  # demux again from the keyframe before the target
                     else:
                         continue
@@ -273,6 +275,13 @@ class VideoSource:
         resumed = max(last_time, 0.0) + (time.monotonic() - dropped_wall)
         self.gaps.append(Gap(max(dropped_time, 0.0), resumed, f"connection lost ({reason}); reconnected"))
         return resumed
+
+
+def _is_seekable(stream: Any) -> bool:
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _nearer(now: float, target: float, before: float) -> bool:

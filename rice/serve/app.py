@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from rice.data.video import MediaError
-from rice.serve.scan_jobs import JobsFull, ScanJobs
+from rice.serve.scan_jobs import JobsFull, ScanJobs, UnknownJob
 from rice.serve.service import SearchService
 from rice.serve.uploads import Upload, UploadError, receive_upload
 
@@ -40,6 +40,10 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jo
     @app.exception_handler(HTTPException)
     async def one_line_errors(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(UnknownJob)
+    async def unknown_job(request: Request, exc: UnknownJob) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
 
     def known_group(group: str | None) -> str | None:
         """``group`` or None; answered before the body is read: no upload is stored for a request that fails."""
@@ -107,24 +111,15 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jo
 
     @app.get("/scan/{job_id}")
     async def scan_state(job_id: str) -> dict:
-        try:
-            return scan_jobs.state(job_id)
-        except KeyError as err:
-            raise HTTPException(404, str(err.args[0])) from None
+        return scan_jobs.state(job_id)
 
     @app.delete("/scan/{job_id}")
     async def cancel_scan(job_id: str) -> dict:
-        try:
-            return scan_jobs.cancel(job_id)
-        except KeyError as err:
-            raise HTTPException(404, str(err.args[0])) from None
+        return scan_jobs.cancel(job_id)
 
     @app.get("/scan/{job_id}/segments/{n}/thumbnail")
     async def scan_thumbnail(job_id: str, n: int) -> Response:
-        try:
-            return Response(scan_jobs.thumbnail(job_id, n), media_type="image/jpeg")
-        except KeyError as err:
-            raise HTTPException(404, str(err.args[0])) from None
+        return Response(scan_jobs.thumbnail(job_id, n), media_type="image/jpeg")
 
     @app.get("/items/{item_id:path}/image")
     async def item_image(item_id: str) -> FileResponse:

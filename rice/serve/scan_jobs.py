@@ -40,6 +40,13 @@ class JobsFull(Exception):
     """Too many scans are waiting; the client should try again later (HTTP 429)."""
 
 
+class UnknownJob(KeyError):
+    """No such scan job, segment or key frame (HTTP 404); ``str(err)`` is the one-line message."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 @dataclass
 class ScanJob:
     id: str
@@ -124,13 +131,13 @@ class ScanJobs:
             raise
 
     def state(self, job_id: str) -> dict[str, Any]:
-        """The job's JSON answer (see `ScanJobs._state`). Raises KeyError (unknown or forgotten id)."""
+        """The job's JSON answer (see `ScanJobs._state`). Raises UnknownJob (unknown or forgotten id)."""
         with self._lock:
             return self._state(self._job(job_id))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Drop a queued job or stop a running one (it is ``cancelled`` from now on; its worker finishes the batch
-        in hand, then deletes the upload); a finished job is left as it is. Raises KeyError (unknown id)."""
+        in hand, then deletes the upload); a finished job is left as it is. Raises UnknownJob (unknown id)."""
         with self._lock:
             job = self._job(job_id)
             if job.status == "queued":
@@ -144,14 +151,14 @@ class ScanJobs:
             return self._state(job)
 
     def thumbnail(self, job_id: str, n: int) -> bytes:
-        """The key frame (JPEG) of segment ``n`` of a job. Raises KeyError (unknown job, segment or no frame)."""
+        """The key frame (JPEG) of segment ``n`` of a job. Raises UnknownJob (unknown job, segment or no frame)."""
         with self._lock:
             job = self._job(job_id)
             if not 0 <= n < len(job.segments):
-                raise KeyError(f"scan {job_id} has no segment {n} (it has {len(job.segments)}, numbered from 0)")
+                raise UnknownJob(f"scan {job_id} has no segment {n} (it has {len(job.segments)}, numbered from 0)")
             jpeg = job.segments[n].thumbnail
         if not jpeg:
-            raise KeyError(f"segment {n} of scan {job_id} has no key frame")
+            raise UnknownJob(f"segment {n} of scan {job_id} has no key frame")
         return jpeg
 
     def close(self, timeout: float = 10.0) -> None:
@@ -162,7 +169,7 @@ class ScanJobs:
         for job_id in active:
             try:
                 self.cancel(job_id)
-            except KeyError:  # it finished meanwhile and was forgotten
+            except UnknownJob:  # it finished meanwhile and was forgotten
                 pass
         with self._lock:
             self._wake.notify_all()
@@ -225,7 +232,7 @@ class ScanJobs:
     def _job(self, job_id: str) -> ScanJob:
         job = self._jobs.get(job_id)
         if job is None:
-            raise KeyError(f"no scan job {job_id!r} (unknown, or finished long enough ago to be forgotten: the "
+            raise UnknownJob(f"no scan job {job_id!r} (unknown, or finished long enough ago to be forgotten: the "
                            f"server keeps the last {self.keep_finished})")  # fmt: skip
         return job
 

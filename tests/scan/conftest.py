@@ -45,20 +45,13 @@ def host_shots(frames: int, seed: int, size: int = SIZE) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def scan_setup(tmp_path_factory, synthetic_root) -> ScanSetup:
+def scan_setup(tmp_path_factory, synthetic_root, tiny_checkpoint) -> ScanSetup:
     from rice.api import load
-    from rice.config import build_config
     from rice.data.synthetic import write_mp4
     from rice.retrieval.catalogue import Index
-    from rice.train.engine import fit
 
     work = tmp_path_factory.mktemp("scan")
-    cfg = build_config(base={
-        "data": {"root": str(synthetic_root), "workers": 0, "num_frames": 2}, "model": {"name": "rice_tiny"},
-        "loss": {"losses": ["icl"]}, "train": {"out": str(work / "run"), "max_steps": 16, "batch_size": 8},
-        "optim": {"warmup_steps": 4},
-    })  # fmt: skip
-    checkpoint = Path(fit(cfg))
+    checkpoint = tiny_checkpoint
     test = json.loads((synthetic_root / "test.json").read_text())
     images = {Path(r["img_path"]).stem: synthetic_root / r["img_path"] for r in test.values()}
     ids = sorted(images)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html.parser
 import json
+import os
 import re
 import resource
 import threading
@@ -60,7 +61,7 @@ def test_strides_that_are_not_a_multiple_of_the_sample_interval_snap_to_the_grid
     assert run.timeline.stats["encoded_frames"] == 14
 
 
-def _window(start: float, label: str | None, score: float = 0.9, stride: float = 1.0, length: float = 2.0):
+def _window(start: float, label: str | None, score: float = 0.9, length: float = 2.0):
     results = [WindowHit(1, label or "x", score if label else 0.1), WindowHit(2, "other", 0.05)]
     return WindowResult(start, start + length, results)
 
@@ -191,7 +192,7 @@ def test_memory_stays_bounded_on_a_long_stream(model_and_index, tmp_path):
     import av
 
     model, index = model_and_index
-    read_fd, write_fd = __import__("os").pipe()
+    read_fd, write_fd = os.pipe()
     minutes, fps = 20, 8
 
     def produce() -> None:
@@ -233,8 +234,6 @@ def _rss_mib() -> float:
     text = Path("/proc/self/statm").read_text().split() if Path("/proc/self/statm").exists() else None
     if text is None:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    import os
-
     return int(text[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
@@ -262,3 +261,34 @@ def test_ids_in_vtt_cannot_end_a_cue():
 
     timeline = Timeline("x.mp4", 10.0, [Segment(1.0, 2.0, "a-->b", 0.5)])
     assert "a->b" in timeline.to_vtt() and re.findall("-->", timeline.to_vtt()) == ["-->"]
+
+
+def test_seeking_over_long_gaps_gives_the_frames_of_a_straight_pass(tmp_path, model_and_index):
+    """Samples 15 s apart on a file with a keyframe every 2 s: the scan seeks over the gaps (fewer frames decoded)
+    and must hand out the very frames a straight pass through a pipe (no seeking) gives, with no gap reported."""
+    from rice.data.synthetic import write_mp4
+    from tests.scan.conftest import host_shots
+
+    model, index = model_and_index
+    frames = host_shots(4 * 120, 5)  # 120 s at 4 fps, the figure walks, so every sample differs
+    recording = tmp_path / "long.mkv"  # Matroska: seekable as a file, readable through a pipe
+    write_mp4(recording, frames, fps=4)  # keyframes every 8 frames
+    seeked = scan(model, index, recording, window=30.0, stride=15.0)
+    seeked_windows = [w for w in seeked if isinstance(w, WindowResult)]
+    read_fd, write_fd = os.pipe()  # a real pipe: nothing to seek in
+
+    def feed() -> None:
+        with open(write_fd, "wb") as sink:
+            sink.write(recording.read_bytes())
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    with open(read_fd, "rb") as pipe:
+        straight = scan(model, index, "-", stdin=pipe, window=30.0, stride=15.0, live=False)
+        straight_windows = [w for w in straight if isinstance(w, WindowResult)]
+    writer.join()
+    assert seeked.timeline.skipped == [] and straight.timeline.skipped == []
+    assert seeked.source.decoded < straight.source.decoded / 2  # the gaps were seeked over
+    assert [w.start for w in seeked_windows] == [w.start for w in straight_windows] and len(seeked_windows) == 7
+    for a, b in zip(seeked_windows, straight_windows):
+        np.testing.assert_array_equal(a.embedding, b.embedding)

@@ -22,20 +22,13 @@ class Catalogue:
 
 
 @pytest.fixture(scope="session")
-def catalogue(tmp_path_factory, synthetic_root) -> Catalogue:
+def catalogue(tmp_path_factory, synthetic_root, tiny_checkpoint) -> Catalogue:
     """rice_tiny trained briefly on `rice synth` data, and an index of the test split's shop images in two shops."""
     from rice.api import load
-    from rice.config import build_config
     from rice.retrieval.catalogue import Index
-    from rice.train.engine import fit
 
     work = tmp_path_factory.mktemp("serve")
-    cfg = build_config(base={
-        "data": {"root": str(synthetic_root), "workers": 0, "num_frames": 2}, "model": {"name": "rice_tiny"},
-        "loss": {"losses": ["icl"]}, "train": {"out": str(work / "run"), "max_steps": 16, "batch_size": 8},
-        "optim": {"warmup_steps": 4},
-    })  # fmt: skip
-    checkpoint = Path(fit(cfg))
+    checkpoint = tiny_checkpoint
     test = json.loads((synthetic_root / "test.json").read_text())
     images = {Path(r["img_path"]).stem: synthetic_root / r["img_path"] for r in test.values()}
     videos = {Path(r["img_path"]).stem: synthetic_root / r["video_paths"][0] for r in test.values()}
