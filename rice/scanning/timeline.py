@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import os
+import zlib
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -253,7 +254,7 @@ def timeline_html(timeline: Timeline, page_dir: Path | None) -> str:
     strip, cards = [], []
     for n, s in enumerate(timeline.segments):
         left, width = 100 * s.start / duration, max(100 * (s.end - s.start) / duration, 0.3)
-        hue = (int.from_bytes(s.id.encode()[-4:].rjust(4, b"\0"), "big") * 47) % 360
+        hue = zlib.crc32(s.id.encode()) % 360  # one colour per product, stable across pages
         strip.append(f'<a class="seg" href="#seg{n}" data-start="{s.start:.3f}" title="{html.escape(s.id)} '
                      f'{s.start:.1f}-{s.end:.1f} s" style="left:{left:.3f}%;width:{width:.3f}%;'
                      f'background:hsl({hue},65%,55%)"></a>')  # fmt: skip
@@ -289,7 +290,7 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }}
 figure {{ display: inline-block; margin: .3rem .3rem 0 0; }}
 figure img {{ max-width: 120px; max-height: 120px; display: block; }}
 figcaption {{ font-size: .75rem; color: #666; }}
-video {{ max-width: 720px; width: 100%; display: block; }}
+video {{ width: min(640px, 100%); height: 360px; display: block; background: #000; }}
 </style></head><body>
 <h1>{title}</h1>
 <p>{source}: {duration} s, {count} segment(s)</p>
