@@ -194,16 +194,20 @@ def index_sync(
     ckpt: Annotated[Optional[Path], typer.Option(help="default: the checkpoint recorded in the index")] = None,
     group_by_folder: Annotated[Optional[bool], typer.Option("--group-by-folder/--no-group-by-folder",
                                                             help="default: as at build")] = None,
+    prune: Annotated[bool, typer.Option(help="also remove items `rice index add` put in that the listing lacks")]
+    = False,
     batch_size: Annotated[int, typer.Option(help="images per forward")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
-    """Embed only new or changed items, remove gone ones, swap the updated index in; prints what it did."""
+    """Embed only new or changed items, remove listed ones that are gone, swap the updated index in; prints what it
+    did (items `rice index add` put in stay unless --prune)."""
     from rice.retrieval.jobs import sync_from_inputs
 
     model = _load_model(_index_checkpoint(index_dir, ckpt), device)
     try:
-        report = sync_from_inputs(index_dir, model, images, group_by_folder, batch_size, workers, progress=True)
+        report = sync_from_inputs(index_dir, model, images, group_by_folder, batch_size, workers, progress=True,
+                                  prune=prune)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     _report_skipped(report.skipped)

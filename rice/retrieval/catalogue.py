@@ -47,6 +47,12 @@ class ItemRecord:
     size: int = -1
     mtime_ns: int = -1
     sha256: str = ""
+    # Which listing put the item here: "listing" (the catalogue the index was built or synced from) or "add"
+    # (`rice index add`). Sync removes only the items of its own listing that are gone (docs/search.md, "Sync").
+    origin: str = "listing"
+
+
+ORIGINS = ("listing", "add")
 
 
 @dataclass(frozen=True)
@@ -204,25 +210,29 @@ class Index:
     # ------------------------------------------------------------------------------------------------- changing
     def add(self, images: Sequence[str | os.PathLike[str]], ids: Sequence[str] | None = None,
             groups: Sequence[str] | None = None, metadata: Sequence[dict[str, Any]] | None = None,
-            model: Any = None, batch_size: int = 64, workers: int = 0, progress: bool = False) -> list[str]:
-        """Embed and append shop image files; returns the files that could not be read (also in ``skipped``)."""
+            model: Any = None, batch_size: int = 64, workers: int = 0, progress: bool = False,
+            origin: str = "add") -> list[str]:
+        """Embed and append shop image files; returns the files that could not be read (also in ``skipped``).
+
+        ``origin`` ("add" or "listing") tells `rice index sync` whether the items belong to its listing."""
         from rice.retrieval.embed import embed_images
 
         model = self._model_for_files(model)
         ids = list(ids) if ids is not None else [Path(p).stem for p in images]
         batch = embed_images(model, list(images), batch_size, workers, ids=ids, progress=progress)
         pick = batch.positions.tolist()
-        self.add_embeddings(batch.embeddings, batch.ids, batch.paths, _pick(groups, pick), _pick(metadata, pick))
+        self.add_embeddings(batch.embeddings, batch.ids, batch.paths, _pick(groups, pick), _pick(metadata, pick),
+                            origin=origin)
         self.skipped += batch.skipped
         return batch.skipped
 
     def add_embeddings(self, embeddings: np.ndarray, ids: Sequence[str], paths: Sequence[str | None] | None = None,
                        groups: Sequence[str] | None = None, metadata: Sequence[dict[str, Any]] | None = None,
-                       signatures: Sequence[dict[str, Any] | None] | None = None) -> None:
+                       signatures: Sequence[dict[str, Any] | None] | None = None, origin: str = "add") -> None:
         """Append items; the trained quantisers stay as they are (see `info()` for drift advice)."""
         vectors = np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
         start = int(self.stats["next_key"])
-        new = _records(start, ids, paths, groups, metadata, signatures)
+        new = _records(start, ids, paths, groups, metadata, signatures, origin)
         _check_unique([item.id for item in self.items] + [item.id for item in new])
         self.faiss_index.add_with_ids(vectors, np.arange(start, start + len(new), dtype=np.int64))
         self.embeddings = np.concatenate([np.asarray(self.embeddings), vectors]) if len(self) else vectors
@@ -247,8 +257,8 @@ class Index:
         return len(rows)
 
     def update_items(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        """Change stored fields (path, group, metadata, size, mtime_ns, sha256) of items by id; vectors stay."""
-        allowed = {"path", "group", "metadata", "size", "mtime_ns", "sha256"}
+        """Change stored fields (path, group, metadata, size, mtime_ns, sha256, origin) of items by id; vectors stay."""
+        allowed = {"path", "group", "metadata", "size", "mtime_ns", "sha256", "origin"}
         for item_id, fields in changes:
             if set(fields) - allowed:
                 raise ValueError(f"cannot change {sorted(set(fields) - allowed)}; allowed: {sorted(allowed)}")
@@ -445,7 +455,9 @@ def _pick(values: Sequence[Any] | None, positions: list[int]) -> list[Any] | Non
 
 def _records(start: int, ids: Sequence[str], paths: Sequence[str | None] | None, groups: Sequence[str] | None,
              metadata: Sequence[dict[str, Any]] | None, signatures: Sequence[dict[str, Any] | None] | None,
-             ) -> list[ItemRecord]:
+             origin: str = "listing") -> list[ItemRecord]:
+    if origin not in ORIGINS:
+        raise ValueError(f"origin {origin!r}: choose from {list(ORIGINS)}")
     n = len(ids)
     for name, values in (("paths", paths), ("groups", groups), ("metadata", metadata), ("signatures", signatures)):
         if values is not None and len(values) != n:
@@ -458,7 +470,8 @@ def _records(start: int, ids: Sequence[str], paths: Sequence[str | None] | None,
             signature = file_signature(path)
         records.append(ItemRecord(key=start + i, id=str(item_id), path=path,
                                   group="" if groups is None else str(groups[i] or ""),
-                                  metadata=dict(metadata[i]) if metadata is not None else {}, **(signature or {})))
+                                  metadata=dict(metadata[i]) if metadata is not None else {}, origin=origin,
+                                  **(signature or {})))
     return records
 
 

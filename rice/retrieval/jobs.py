@@ -101,7 +101,7 @@ def add_to_index(index_dir: str | os.PathLike[str], model: Any, inputs: Sequence
 
 def sync_from_inputs(index_dir: str | os.PathLike[str], model: Any,
                      inputs: Sequence[str | os.PathLike[str]] | None = None, group_by_folder: bool | None = None,
-                     batch_size: int = 64, workers: int = 0, progress: bool = False) -> SyncReport:
+                     batch_size: int = 64, workers: int = 0, progress: bool = False, prune: bool = False) -> SyncReport:
     """`sync_index` with the catalogue read from ``inputs`` (default: the inputs the index was built from)."""
     source = Index.load(index_dir).source if inputs is None or group_by_folder is None else {}
     inputs = inputs or source.get("inputs")
@@ -109,7 +109,7 @@ def sync_from_inputs(index_dir: str | os.PathLike[str], model: Any,
         raise ValueError(f"{index_dir}: the index does not record its catalogue folder; pass --images DIR|MANIFEST")
     by_folder = group_by_folder if group_by_folder is not None else bool(source.get("group_by_folder", False))
     items = read_items(inputs, kind="image", group_by_folder=by_folder)
-    return sync_index(index_dir, items, model, batch_size=batch_size, workers=workers, progress=progress)
+    return sync_index(index_dir, items, model, batch_size=batch_size, workers=workers, progress=progress, prune=prune)
 
 
 def search_files(index: Index, model: Any, queries: Sequence[str | os.PathLike[str]], k: int = 10,

@@ -2,7 +2,9 @@
 
 An item is matched by id. Its file is re-embedded only when its content changed: equal size and mtime mean
 unchanged without reading the file; otherwise the sha256 decides (a file touched but not changed is not
-re-embedded). Items gone from the catalogue are removed; a changed path, group or metadata is updated in place.
+re-embedded). Items of the listing that are gone from it are removed; items that `rice index add` put in (their
+``origin`` is "add") are kept when the listing does not hold them, and named in the report, unless ``prune`` is
+given. A listed item becomes the listing's. A changed path, group or metadata is updated in place.
 New embeddings go to shards in a work folder beside the index (resumed by the next run if this one is killed),
 and the new index is written beside the old one and swapped in (`Index.save`), so readers never see half of it.
 IVF quantisers are kept as trained (see `rice index info` for drift advice).
@@ -33,10 +35,17 @@ class SyncReport:
     unchanged: int = 0
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    removed_ids: list[str] = field(default_factory=list)  # what went (listed items gone, or pruned)
+    kept_unlisted: list[str] = field(default_factory=list)  # added by `rice index add`, not listed, kept
 
     def summary(self) -> str:
-        return (f"added {self.added}, updated {self.updated}, removed {self.removed}, unchanged {self.unchanged}"
+        text = (f"added {self.added}, updated {self.updated}, removed {self.removed}, unchanged {self.unchanged}"
                 + (f", skipped {len(self.skipped)} unreadable" if self.skipped else ""))
+        if self.kept_unlisted:
+            shown = ", ".join(self.kept_unlisted[:10]) + (" ..." if len(self.kept_unlisted) > 10 else "")
+            text += (f"; kept {len(self.kept_unlisted)} item(s) added by `rice index add` that the listing does not "
+                     f"hold (--prune would remove {len(self.kept_unlisted)}: {shown})")
+        return text
 
 
 @dataclass
@@ -44,14 +53,20 @@ class SyncPlan:
     embed: list[CatalogueItem]  # new items and items whose file content changed
     replaced: list[str]  # ids among ``embed`` that are already in the index (their old vector goes)
     removed: list[str]
-    relabel: list[tuple[CatalogueItem, dict[str, Any]]]  # same content, new path/group/metadata/stat
+    relabel: list[tuple[CatalogueItem, dict[str, Any]]]  # same content, new path/group/metadata/stat/origin
     unchanged: int
+    kept: list[str] = field(default_factory=list)  # not listed, put in by `rice index add`: kept unless pruned
 
 
-def plan_sync(index: Index, items: Sequence[CatalogueItem]) -> SyncPlan:
-    """Decide what to do for each item, reading only the files whose size or mtime changed."""
+def plan_sync(index: Index, items: Sequence[CatalogueItem], prune: bool = False) -> SyncPlan:
+    """Decide what to do for each item, reading only the files whose size or mtime changed.
+
+    Unlisted items are removed when the listing owns them (``origin`` "listing") or ``prune`` is given.
+    """
     wanted = {item.id for item in items}
-    removed = [item.id for item in index.items if item.id not in wanted]
+    unlisted = [item for item in index.items if item.id not in wanted]
+    removed = [item.id for item in unlisted if prune or item.origin == "listing"]
+    kept = [item.id for item in unlisted if not (prune or item.origin == "listing")]
     embed, replaced, relabel, unchanged = [], [], [], 0
     known = {item.id: item for item in index.items}
     for item in items:
@@ -76,11 +91,13 @@ def plan_sync(index: Index, items: Sequence[CatalogueItem]) -> SyncPlan:
             fields.update(signature)  # touched, not changed: remember the new mtime, keep the vector
         if path != old.path or item.group != old.group or item.metadata != old.metadata:
             fields.update(path=path, group=item.group, metadata=item.metadata)
+        if old.origin != "listing":
+            fields["origin"] = "listing"  # listed now: the listing owns it from here on
         if fields:
             relabel.append((item, fields))
         else:
             unchanged += 1
-    return SyncPlan(embed, replaced, removed, relabel, unchanged)
+    return SyncPlan(embed, replaced, removed, relabel, unchanged, kept)
 
 
 def _plan_key(plan: SyncPlan) -> str:
@@ -90,15 +107,19 @@ def _plan_key(plan: SyncPlan) -> str:
 
 
 def sync_index(index_dir: str | os.PathLike[str], items: Sequence[CatalogueItem], model: Any, batch_size: int = 64,
-               workers: int = 0, shard_size: int = 256, progress: bool = False) -> SyncReport:
-    """Sync the index folder with ``items`` (the whole new catalogue) using ``model`` (checked against the index)."""
+               workers: int = 0, shard_size: int = 256, progress: bool = False, prune: bool = False) -> SyncReport:
+    """Sync the index folder with ``items`` (the whole new catalogue) using ``model`` (checked against the index).
+
+    ``prune`` also removes the unlisted items that `rice index add` put in (by default they are kept and named).
+    """
     from rice.retrieval.embed import embed_images
 
     tic = time.perf_counter()
     folder = Path(index_dir)
     index = Index.load(folder, model=model, mmap=False)
-    plan = plan_sync(index, items)
-    report = SyncReport(removed=len(plan.removed), unchanged=plan.unchanged)
+    plan = plan_sync(index, items, prune)
+    report = SyncReport(removed=len(plan.removed), unchanged=plan.unchanged, removed_ids=list(plan.removed),
+                        kept_unlisted=list(plan.kept))
     if not (plan.embed or plan.removed or plan.relabel):
         report.seconds = time.perf_counter() - tic
         return report
@@ -125,16 +146,18 @@ def sync_index(index_dir: str | os.PathLike[str], items: Sequence[CatalogueItem]
     new = fresh["items"]
     if new:
         index.add_embeddings(fresh["embeddings"], [i.id for i in new], [i.path for i in new],
-                             [i.group for i in new], [i.metadata for i in new])
+                             [i.group for i in new], [i.metadata for i in new], origin="listing")
     index.save(folder)
     shutil.rmtree(work, ignore_errors=True)
     embedded = {i.id for i in new}
     replaced = set(plan.replaced)
     report.added = sum(1 for i in plan.embed if i.id in embedded and i.id not in replaced)
-    visible = sum(1 for _, fields in plan.relabel if "path" in fields)  # not just a new mtime on the same bytes
+    # not just a new mtime on the same bytes
+    visible = sum(1 for _, fields in plan.relabel if "path" in fields or "origin" in fields)
     report.updated = len([i for i in plan.replaced if i in embedded]) + visible
     report.unchanged += len(plan.relabel) - visible
     report.removed += len([i for i in plan.replaced if i not in embedded])
+    report.removed_ids += [i for i in plan.replaced if i not in embedded]
     report.skipped = fresh["skipped"]
     report.seconds = time.perf_counter() - tic
     return report

@@ -107,3 +107,23 @@ def test_an_interrupted_embedding_run_resumes_with_the_same_result(model, tmp_pa
     assert [i.id for i in merged["items"]] == [i.id for i in items]
     np.testing.assert_allclose(merged["embeddings"], whole.embeddings, atol=1e-6)
     shutil.rmtree(tmp_path / "emb")
+
+
+def test_sync_keeps_items_added_by_index_add_unless_pruned(model, tmp_path):
+    from rice.retrieval.jobs import add_to_index, sync_from_inputs
+
+    write_catalogue(tmp_path / "cat", shops=2, per_shop=3)
+    for i in range(3):
+        draw(tmp_path / "new" / f"extra{i}.png", 700 + i)
+    build_index(tmp_path / "idx", model=model, inputs=[tmp_path / "cat"])
+    add_to_index(tmp_path / "idx", model, [tmp_path / "new"])
+    assert {i.id: i.origin for i in Index.load(tmp_path / "idx").items}["extra0"] == "add"
+    (tmp_path / "cat" / "shop0" / "item0.png").unlink()  # one listed item really goes
+    report = sync_from_inputs(tmp_path / "idx", model)
+    assert (report.removed, report.kept_unlisted) == (1, ["extra0", "extra1", "extra2"]), report
+    assert "--prune would remove 3" in report.summary()
+    assert sorted(Index.load(tmp_path / "idx").ids) == sorted(
+        [f"shop{s}/item{i}" for s in range(2) for i in range(3)][1:] + ["extra0", "extra1", "extra2"])
+    pruned = sync_from_inputs(tmp_path / "idx", model, prune=True)
+    assert (pruned.removed, pruned.kept_unlisted) == (3, [])
+    assert "extra0" not in Index.load(tmp_path / "idx").ids
