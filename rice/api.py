@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from rice.checkpoint import is_native_checkpoint, read_checkpoint
-from rice.config import RunConfig
+from rice.config import stored_config
 from rice.embedding import embed_image as embed_image  # re-exported: rice.embed_image
 from rice.embedding import embed_video as embed_video
 from rice.models import RiceModel, build_model
@@ -27,13 +27,16 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
     path = Path(path)
     state = read_checkpoint(path)  # read once: native and public files alike are weights-only loads
     if is_native_checkpoint(state):
-        cfg = RunConfig.model_validate(state["config"])
+        cfg = stored_config(state.get("config"), path)
         model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_file": None})
-        has_decoder = any(key.startswith("decoder.") for key in state["model"])
-        has_reconstruction = any(key.startswith("decoder.head_merge.") for key in state["model"])
+        weights = state.get("model")
+        if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+            raise ValueError(f"{path}: the stored 'model' is not a state dict of tensors; save the checkpoint again")
+        has_decoder = any(key.startswith("decoder.") for key in weights)
+        has_reconstruction = any(key.startswith("decoder.head_merge.") for key in weights)
         model = build_model(model_cfg, with_decoder=has_decoder, with_reconstruction=has_reconstruction)
-        model.load_state_dict(state["model"], strict=True)
         model.config = cfg
+        load_checked_state(model, weights, path)
     else:
         from rice.models.official import official_model  # the public code's MMF checkpoints
 
@@ -46,3 +49,19 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
                 "rice_final.pth"
             ) from None
     return model.to(device).eval()
+
+
+def load_checked_state(model: RiceModel, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """``model.load_state_dict(weights)`` with a one-line error naming ``path`` for missing, extra or misshapen
+    tensors (torch's own message is a multi-line list)."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
+    if missing or unexpected:
+        which = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise ValueError(f"{path}: the weights do not fit model {model.config.model.name!r} ({which}); pass the "
+                         "checkpoint this config was saved with")  # fmt: skip
+    for name, tensor in expected.items():
+        if weights[name].shape != tensor.shape:
+            raise ValueError(f"{path}: {name} has shape {list(weights[name].shape)[:6]}, the model expects "
+                             f"{list(tensor.shape)}; pass the checkpoint this config was saved with")  # fmt: skip
+    model.load_state_dict(weights, strict=True)

@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# Upper bounds on every size that sets how much memory a run, an evaluation or a load allocates. A config comes
+# from files a user may have downloaded (an export's config.json, a checkpoint): `data.image_size` 10^6 made
+# `rice eval` grow to 20 GB before the kernel killed it, `num_frames` 10^8 asked for terabytes. The bounds sit far
+# above every recipe (224 px, 10 frames, batch 128) and are checked wherever a config is validated: YAML, --set,
+# flags and stored configs alike.
+MAX_FRAMES = 256  # frames per clip (T)
+MAX_IMAGE_SIZE = 2048  # crop and resize side, pixels
+MAX_BATCH = 65536  # pairs, clips or images per batch
+MAX_TOP_K = 10_000  # recall@k cut-offs and re-ranked candidates
+MAX_HEADS = 64  # PMD decoder heads
+MAX_WORKERS = 256  # DataLoader worker processes
+MAX_CACHE_MB = 1024 * 1024  # decoded-image cache, MiB (1 TiB: a budget, never allocated up front)
 
 
 class _Section(BaseModel):
@@ -28,7 +41,9 @@ class ModelConfig(_Section):
         False, description="read a TorchScript --pretrained-file other than OpenAI's ViT-B-32.pt (it runs its code)"
     )
     logit_scale_init: float = Field(4.0, description="learnable scale s; logits are s^2 * cos (method.md)")
-    decoder_heads: int | None = Field(None, description="PMD decoder heads; None = the variant's default (8 for ViT-B)")
+    decoder_heads: int | None = Field(
+        None, ge=1, le=MAX_HEADS, description="PMD decoder heads; None = the variant's default (8 for ViT-B)"
+    )
     decoder_attn_drop: float = Field(0.1, description="attention dropout of the PMD decoder's cross-attention block")
     decoder_self_attn_drop: float = Field(0.0, description="attention dropout of the decoder's self-attention block")
     decoder_norm_kv: bool = Field(False, description="also layer-norm the clip tokens (keys/values) in the PMD cross "
@@ -40,9 +55,13 @@ class DataConfig(_Section):
         "movingfashion", description="dataset format: movingfashion or lpr (lpr750k and lpr4m are read as lpr)"
     )
     root: str | None = Field(None, description="dataset root; defaults to $RICE_DATA")
-    num_frames: int = Field(10, ge=1, description="frames per clip (T)")
-    image_size: int | None = Field(None, description="crop size; None = the model's input size")
-    resize_size: int | None = Field(None, description="resize before cropping; None = image_size * 256 / 224")
+    num_frames: int = Field(10, ge=1, le=MAX_FRAMES, description="frames per clip (T)")
+    image_size: int | None = Field(
+        None, ge=8, le=MAX_IMAGE_SIZE, description="crop size; None = the model's input size"
+    )
+    resize_size: int | None = Field(
+        None, ge=8, le=MAX_IMAGE_SIZE, description="resize before cropping; None = image_size * 256 / 224"
+    )
     tail_drop_prob: float = Field(0.5, ge=0.0, le=1.0, description="training only: chance to drop a clip's tail")
     tail_drop: Literal["any", "full"] = Field(
         "any", description="which clips a tail drop may cut: any, or only those with all T frames (full, public code)"
@@ -62,9 +81,10 @@ class DataConfig(_Section):
     )
     video_backend: Literal["auto", "decord", "pyav"] = Field("auto", description="mp4 decoder")
     use_prepared_frames: bool = Field(True, description="read frames/ from `rice prepare` when present")
-    workers: int = Field(2, ge=0, description="DataLoader worker processes per rank")
+    workers: int = Field(2, ge=0, le=MAX_WORKERS, description="DataLoader worker processes per rank")
     decoded_cache_mb: float = Field(
-        0.0, ge=0.0, description="training: keep decoded frames and shop images in memory, MiB per loading process "
+        0.0, ge=0.0, le=MAX_CACHE_MB,
+        description="training: keep decoded frames and shop images in memory, MiB per loading process "
         "(across epochs only with workers 0: workers restart every epoch)"
     )
 
@@ -89,8 +109,8 @@ class LossConfig(_Section):
     weights: dict[str, float] = Field(
         default_factory=lambda: dict.fromkeys(KNOWN_LOSSES, 1.0), description="weight of each loss in the total"
     )
-    pmd_negatives: int = Field(3, ge=1, description="hard negative clips mined per image for PMD")
-    pmd_chunk_size: int = Field(32, ge=1, description="image-clip pairs per decoder call (bounds memory)")
+    pmd_negatives: int = Field(3, ge=1, le=MAX_BATCH, description="hard negative clips mined per image for PMD")
+    pmd_chunk_size: int = Field(32, ge=1, le=MAX_BATCH, description="image-clip pairs per decoder call (bounds memory)")
     mask_same_product: bool = Field(
         False, description="pairs of the same product (shared shop image) are not negatives in ICL and PMD mining"
     )
@@ -133,10 +153,12 @@ class OptimConfig(_Section):
 class TrainConfig(_Section):
     out: str = Field("runs/rice", description="run directory (checkpoints, config.yaml, metrics.jsonl)")
     batch_size: int = Field(
-        32, ge=1, description="clip-image pairs per rank per micro-step; ignored when global_batch_size is set"
+        32, ge=1, le=MAX_BATCH,
+        description="clip-image pairs per rank per micro-step; ignored when global_batch_size is set"
     )
     global_batch_size: int | None = Field(
-        None, ge=1, description="pairs per optimizer step over all ranks (the recipe's); per-rank = this / ranks"
+        None, ge=1, le=MAX_BATCH,
+        description="pairs per optimizer step over all ranks (the recipe's); per-rank = this / ranks"
     )
     grad_accum: int = Field(
         1, ge=1, description="micro-steps per optimizer step (each contrasts only its micro-batch: fewer negatives)"
@@ -144,7 +166,9 @@ class TrainConfig(_Section):
     grad_cache: bool = Field(
         False, description="exact large-batch contrastive step: embed the batch in chunks, back-propagate per chunk"
     )
-    grad_cache_chunk: int = Field(16, ge=1, description="pairs per forward/backward chunk with train.grad_cache")
+    grad_cache_chunk: int = Field(
+        16, ge=1, le=MAX_BATCH, description="pairs per forward/backward chunk with train.grad_cache"
+    )
     max_steps: int = Field(5000, ge=1, description="optimizer steps")
     seed: int = 0
     amp: Literal["auto", "bf16", "fp16", "none"] = Field("auto", description="auto = bf16 on GPU, none on CPU")
@@ -170,15 +194,18 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    batch_size: int = Field(32, ge=1, description="clips (or images) per embedding batch")
-    ks: list[int] = Field(default_factory=lambda: [1, 3, 5, 10])
-    rerank: int = Field(0, ge=0, description="re-score the top-K with the PMD decoder (0 = off)")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="clips (or images) per embedding batch")
+    ks: list[Annotated[int, Field(ge=1, le=MAX_TOP_K)]] = Field(
+        default_factory=lambda: [1, 3, 5, 10], min_length=1, max_length=32
+    )
+    rerank: int = Field(0, ge=0, le=MAX_TOP_K, description="re-score the top-K with the PMD decoder (0 = off)")
     rerank_fusion: float = Field(0.0, ge=0.0, le=1.0, description="weight of the dual-encoder score in re-ranking")
     frame_sampling: Literal["centre", "official"] = Field(
         "centre", description="query frames: segment centres, or floor(i*n/T) as the public code (official)"
     )
     num_frames: int | None = Field(
-        None, ge=1, description="frames per query clip at evaluation; none = data.num_frames (the training T)"
+        None, ge=1, le=MAX_FRAMES,
+        description="frames per query clip at evaluation; none = data.num_frames (the training T)"
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="embedding autocast: auto = bf16 on GPU, fp32 on CPU"
@@ -285,10 +312,32 @@ def build_config(
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors(include_url=False)
+        raise ValueError(f"invalid config: {config_problems(err)}") from None
+
+
+def config_problems(err: ValidationError) -> str:
+    """pydantic's errors as one line: ``data.num_frames: Input should be less than or equal to 256; ...``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {' '.join(e['msg'].split())}" for e in err.errors(include_url=False)
+    )
+
+
+def stored_config(tree: Any, source: str | Path) -> RunConfig:
+    """The RunConfig stored in a checkpoint or an export's config.json, checked like a YAML file (bounds included).
+
+    A stored config is data from a file the user may have downloaded: nothing is built from it before every size
+    passed its bound. Raises one ValueError line naming ``source``.
+    """
+    if not isinstance(tree, dict):
+        raise ValueError(
+            f"{source}: the stored config is {type(tree).__name__}, not a mapping of sections; export or save "
+            "the model again"
         )
-        raise ValueError(f"invalid config: {problems}") from None
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ValueError(f"{source}: invalid stored config: {config_problems(err)}; export or save the model again") \
+            from None
 
 
 def _check_sections(tree: dict[Any, Any], where: Path) -> None:

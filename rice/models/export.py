@@ -147,21 +147,75 @@ def resolve_hub(spec: str) -> Path:
 
 
 def load_export(source: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """An eval-mode model from an export folder or ``hf-hub:ORG/NAME``, with ``model.config`` set."""
-    from rice.config import RunConfig
+    """An eval-mode model from an export folder or ``hf-hub:ORG/NAME``, with ``model.config`` set.
+
+    Everything in the folder is checked before it is used: ``config.json`` must be an object whose config passes
+    the RunConfig bounds (no size read from a downloaded file allocates anything first), and each tensor's shape
+    in the ``model.safetensors`` header must match the model before any tensor is read.
+
+    Raises:
+        ValueError: one line naming the file and what is wrong with it.
+    """
+    from rice.config import stored_config
     from rice.models import build_model
 
-    safetensors_torch = _need("safetensors.torch")
+    _need("safetensors.torch")
     folder = resolve_hub(str(source)) if str(source).startswith(HUB_PREFIX) else Path(source)
-    try:
-        meta = json.loads((folder / CONFIG_FILE).read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{folder / CONFIG_FILE}: unreadable ({err}); export the model again") from None
-    if meta.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{folder / CONFIG_FILE}: not a rice export (format {meta.get('format')!r})")
-    cfg = RunConfig.model_validate(meta["config"])
+    meta = read_export_meta(folder / CONFIG_FILE)
+    cfg = stored_config(meta["config"], folder / CONFIG_FILE)
     model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_file": None})
     model = build_model(model_cfg, with_decoder=meta["decoder"], with_reconstruction=meta["reconstruction"])
-    model.load_state_dict(safetensors_torch.load_file(str(folder / WEIGHTS_FILE)), strict=True)
+    model.load_state_dict(read_checked_weights(folder / WEIGHTS_FILE, model.state_dict()), strict=True)
     model.config = cfg
     return model.to(device).eval()
+
+
+def read_export_meta(path: Path) -> dict[str, Any]:
+    """The checked ``config.json`` of an export: an object with the format, two booleans and a config object."""
+    again = "export the model again with `rice export`"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        detail = " ".join(str(err).split())[:120]
+        raise ValueError(f"{path}: unreadable ({type(err).__name__}: {detail}); {again}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}; {again}")
+    if meta.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{path}: not a rice export (format {meta.get('format')!r:.40}); {again}")
+    for key in ("decoder", "reconstruction"):
+        if not isinstance(meta.get(key), bool):
+            raise ValueError(f"{path}: {key!r} must be true or false, got {meta.get(key)!r:.40}; {again}")
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{path}: 'config' must be an object (the RunConfig), got {type(meta.get('config')).__name__}"
+                         f"; {again}")  # fmt: skip
+    return meta
+
+
+def read_checked_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, after its header was checked against the model's state dict.
+
+    The header (names, dtypes, shapes) is compared before any tensor is read, so a forged header that declares a
+    terabyte tensor, a truncated file or another model's weights fail in one line instead of allocating.
+    """
+    from safetensors import safe_open
+
+    again = "export the model again with `rice export`, or download it again"
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            names = set(handle.keys())
+            missing, unexpected = sorted(expected.keys() - names), sorted(names - expected.keys())
+            if missing or unexpected:
+                which = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+                raise ValueError(f"{path}: not this model's weights ({which}); {again}")
+            for name in expected:
+                shape = list(handle.get_slice(name).get_shape())
+                if shape != list(expected[name].shape):
+                    raise ValueError(
+                        f"{path}: {name} has shape {shape[:6]}, the model expects {list(expected[name].shape)}; {again}"
+                    )
+            return {name: handle.get_tensor(name) for name in expected}
+    except ValueError:
+        raise
+    except Exception as err:  # safetensors raises SafetensorError (and OSError, RuntimeError) for broken files
+        detail = " ".join(str(err).split())[:120] or type(err).__name__
+        raise ValueError(f"{path}: unreadable safetensors file ({type(err).__name__}: {detail}); {again}") from None
