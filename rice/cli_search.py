@@ -44,10 +44,15 @@ def _load_model(checkpoint: Path | str, device: str) -> Any:
 
 def _index_checkpoint(index_dir: Path, ckpt: Optional[Path]) -> str:
     """--ckpt, else the checkpoint recorded when the index was built."""
+    from rice.retrieval.catalogue import read_index_meta
+
+    try:
+        meta = read_index_meta(index_dir)  # finishes a save killed half-way first
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
     if ckpt is not None:
         return str(ckpt)
-    meta_file = index_dir / "index.json"
-    recorded = json.loads(meta_file.read_text())["model"].get("checkpoint") if meta_file.is_file() else None
+    recorded = (meta.get("model") or {}).get("checkpoint")
     if not recorded:
         _fail(f"{index_dir}: no checkpoint recorded in the index; pass --ckpt CKPT")
     return recorded

@@ -16,6 +16,7 @@ where FAISS's filtered search (an ID selector, exact on a flat index) is faster 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -190,13 +191,7 @@ class Index:
     def load(cls, directory: str | os.PathLike[str], model: Any = None, mmap: bool = True) -> Index:
         """Open an index folder; with ``model`` the model is checked against the index and attached for search."""
         folder = Path(directory)
-        _recover_interrupted_swap(folder)
-        meta_file = folder / "index.json"
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{folder}: not an index folder (no index.json); build one with `rice index build`")
-        meta = json.loads(meta_file.read_text())
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{folder}: index format {meta.get('format')} is not {FORMAT_VERSION}; rebuild the index")
+        meta = read_index_meta(folder)
         with open(folder / "items.jsonl") as handle:
             items = [ItemRecord(**json.loads(line)) for line in handle if line.strip()]
         embeddings = np.load(folder / "embeddings.npy", mmap_mode="r" if mmap else None)
@@ -484,7 +479,7 @@ def _check_unique(ids: list[str]) -> None:
 
 
 def _swap_in(staging: Path, final: Path) -> None:
-    """Replace ``final`` by ``staging``: two renames; `_recover_interrupted_swap` finishes a crash between them."""
+    """Replace ``final`` by ``staging``: two renames; `recover_interrupted_swap` finishes a crash between them."""
     retired = final.parent / f".{final.name}.old"
     shutil.rmtree(retired, ignore_errors=True)
     if final.exists():
@@ -493,8 +488,58 @@ def _swap_in(staging: Path, final: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-def _recover_interrupted_swap(final: Path) -> None:
-    retired = final.parent / f".{final.name}.old"
-    if not final.exists() and (retired / "index.json").is_file():
-        os.replace(retired, final)  # killed between the two renames: the old index is still whole
+def read_index_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The index folder's index.json, after finishing or rolling back a save that was killed half-way.
+
+    Every entry point (search, add, sync, serve, `Index.load`) reads the folder through this, so none sees the state
+    between the two renames of a swap.
+    """
+    folder = Path(directory)
+    recover_interrupted_swap(folder)
+    meta_file = folder / "index.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"{folder}: not an index folder (no index.json); build one with `rice index build`")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{folder}: index format {meta.get('format')} is not {FORMAT_VERSION}; rebuild the index")
+    return meta
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def recover_interrupted_swap(final: Path) -> None:
+    """Finish or roll back a swap killed part-way, and remove what dead saves left beside the folder.
+
+    `Index.save` writes ``.NAME.new-PID`` (index.json last), renames NAME to ``.NAME.old``, renames the staging folder
+    to NAME and removes ``.NAME.old``. Killed between the renames, NAME is missing: a whole staging folder of a dead
+    process is moved in (the save had finished writing), else the old folder is moved back. Staging folders of
+    live processes are left alone (a save in progress).
+    """
+    parent, name = final.parent, final.name
+    retired = parent / f".{name}.old"
+    stagings: list[tuple[Path, bool]] = []
+    for path in parent.glob(f".{glob.escape(name)}.new-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        stagings.append((path, pid.isdigit() and _process_alive(int(pid))))
+    dead = [path for path, alive in stagings if not alive]
+    if not final.exists():
+        if len(dead) < len(stagings):
+            return  # a save is running (maybe between its renames): it finishes its own swap
+        whole = sorted((p for p in dead if (p / "index.json").is_file()), key=lambda p: p.stat().st_mtime_ns)
+        if whole:
+            os.replace(whole[-1], final)  # killed between the two renames, the new folder written: finish the swap
+        elif (retired / "index.json").is_file():
+            os.replace(retired, final)  # killed before the new folder was whole: the old index comes back
+    if final.exists():
+        shutil.rmtree(retired, ignore_errors=True)
+        for path in dead:
+            shutil.rmtree(path, ignore_errors=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -155,3 +156,43 @@ def test_bad_inputs_are_one_line_errors(built_index, tmp_path):
     assert result.exit_code == 2 and "not an index folder" in result.output
     result = invoke("search", built_index, tmp_path / "nothing.mp4", "--device", "cpu")
     assert result.exit_code == 2 and "nothing.mp4" in result.output
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (what a killed `rice index sync` leaves in its staging folder's name)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_every_entry_point_finishes_a_swap_killed_between_its_renames(built_index, shop_data, tmp_path):
+    clip = shop_clips(shop_data)[0][0]
+    for command in (("search", "{idx}", clip), ("index", "add", "{idx}", "--images", shop_data / "imgs"),
+                    ("index", "sync", "{idx}", "--images", shop_data / "imgs")):
+        idx = tmp_path / f"case{len(list(tmp_path.iterdir()))}" / "idx"
+        idx.parent.mkdir()
+        # the state between the two renames of `Index.save`: the old folder retired, the new one whole in staging
+        shutil.copytree(built_index, idx.parent / ".idx.old")
+        shutil.copytree(built_index, idx.parent / f".idx.new-{dead_pid()}")
+        result = invoke(*[str(a).format(idx=idx) for a in command], "--device", "cpu")
+        assert "no checkpoint recorded" not in result.output and "Traceback" not in result.output, result.output
+        if command[0] == "search":
+            assert result.exit_code == 0, result.output
+        assert (idx / "index.json").is_file() and not list(idx.parent.glob(".idx*")), command
+
+
+def test_a_staging_folder_of_a_dead_process_is_removed(built_index, tmp_path):
+    from rice.retrieval.catalogue import Index
+
+    shutil.copytree(built_index, tmp_path / "idx")
+    staging = tmp_path / f".idx.new-{dead_pid()}"  # killed while writing its copy
+    staging.mkdir()
+    (staging / "items.jsonl").write_text('{"key": 0')
+    alive = tmp_path / f".idx.new-{os.getpid()}"  # a save still running (this process): left alone
+    alive.mkdir()
+    (tmp_path / ".idx.old").mkdir()  # killed after the second rename, before removing the old folder
+    Index.load(tmp_path / "idx")
+    assert list(tmp_path.glob(".idx*")) == [alive]
