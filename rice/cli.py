@@ -376,8 +376,12 @@ def serve(
     port: Annotated[int, typer.Option(help="port (0: let the OS pick one; the address is printed)")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="larger uploads get HTTP 413")] = 200.0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    max_scan_jobs: Annotated[int, typer.Option(min=1, help="POST /scan jobs that run at once (each keeps the "
+                                                          "model busy for the whole recording); later ones wait "
+                                                          "in a queue")] = 1,
 ) -> None:
-    """Serve an index over HTTP: /search (upload a clip or an image), /items/ID/image, /health and a web page."""
+    """Serve an index over HTTP: /search (upload a clip or an image), /scan (a recording), /items/ID/image,
+    /health and a web page."""
     from rice.serve.server import run_server
     from rice.serve.service import open_service
 
@@ -386,7 +390,7 @@ def serve(
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
         _fail(str(err))
     ready = lambda url: typer.echo(f"serving {len(service.index)} items on {url} (Ctrl-C stops)")  # noqa: E731
-    run_server(service, host, port, max_upload_mb, on_ready=ready, log_level="info")
+    run_server(service, host, port, max_upload_mb, on_ready=ready, log_level="info", max_scan_jobs=max_scan_jobs)
 
 
 @app.command("export")

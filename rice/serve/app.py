@@ -3,22 +3,28 @@ page) and its static files."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from rice.data.video import MediaError
+from rice.scanning import DecisionRule
+from rice.serve.scan_jobs import SCAN_RULE_DEFAULTS as RULE
 from rice.serve.scan_jobs import JobsFull, ScanJobs, UnknownJob
 from rice.serve.service import SearchService
 from rice.serve.uploads import Upload, UploadError, receive_upload
 
 STATIC = resources.files("rice.serve") / "static"
 MAX_TOP_K = 1000
+MAX_SMOOTH = 50  # windows on either side of the vote; more would hold a minute of windows back at the default stride
 
 
 def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jobs: int = 1) -> FastAPI:
@@ -40,6 +46,10 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jo
     @app.exception_handler(HTTPException)
     async def one_line_errors(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_detail(exc.errors())}, status_code=422)
 
     @app.exception_handler(UnknownJob)
     async def unknown_job(request: Request, exc: UnknownJob) -> JSONResponse:
@@ -63,7 +73,8 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jo
 
     @app.get("/health")
     async def health() -> dict:
-        return {**service.health(), "max_upload_mb": max_upload_mb}
+        return {**service.health(), "max_upload_mb": max_upload_mb, "max_scan_jobs": max_scan_jobs,
+                "scan_rule": dataclasses.asdict(RULE)}
 
     @app.get("/groups")
     async def groups() -> dict:
@@ -90,18 +101,28 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jo
         request: Request,
         top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="shop images kept per window")] = 5,
         group: Annotated[str | None, Query(description="scan for this group's items only")] = None,
-        window: Annotated[float | None, Query(gt=0, description="seconds per window (default: the model's)")] = None,
-        stride: Annotated[float, Query(gt=0, description="seconds between window starts")] = 1.0,
-        min_score: Annotated[float, Query(description="a window's top-1 below this shows no product")] = 0.0,
+        window: Annotated[float | None, Query(gt=0, allow_inf_nan=False, description="seconds per window (default: "
+                                              "the model's)")] = None,
+        stride: Annotated[float, Query(gt=0, allow_inf_nan=False, description="seconds between window starts")] = 1.0,
+        min_score: Annotated[float, Query(ge=-1, le=1, allow_inf_nan=False, description="a window shows a product "
+                                          "only when its top-1 cosine reaches this")] = RULE.min_score,
+        min_margin: Annotated[float, Query(ge=0, le=2, allow_inf_nan=False, description="... and leads the "
+                                           "runner-up by this much")] = RULE.min_margin,
+        smooth: Annotated[int, Query(ge=0, le=MAX_SMOOTH, description="majority vote over this many windows on "
+                                     "either side")] = RULE.smooth,
+        min_seconds: Annotated[float, Query(ge=0, allow_inf_nan=False, description="shorter product segments are "
+                                            "dropped")] = RULE.min_seconds,
     ) -> dict:
-        """Queue a scan of an uploaded recording: ``{"id", "status": "queued"}``; GET /scan/ID follows it."""
+        """Queue a scan of an uploaded recording: ``{"id", "status": "queued"}``; GET /scan/ID follows it. The
+        decision rule's fields default to `rice scan`'s (`SCAN_RULE_DEFAULTS`)."""
         group = known_group(group)
         if scan_jobs.full():
             raise HTTPException(429, "too many scans are waiting; try again when one has finished")
+        rule = DecisionRule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds)
         upload = await receive(request)
         try:  # the source is opened here: an upload that is not a video is refused now, not when its turn comes
             return await run_in_threadpool(scan_jobs.submit, upload.path, upload.filename, top_k=top_k, group=group,
-                                           window=window, stride=stride, min_score=min_score)  # fmt: skip
+                                           window=window, stride=stride, rule=rule)  # fmt: skip
         except MediaError as err:
             raise HTTPException(422, f"cannot decode the upload: {err}") from None
         except ValueError as err:  # settings the scan refuses
@@ -135,3 +156,17 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jo
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
+
+
+def validation_detail(errors: Sequence[dict[str, Any]]) -> str:
+    """FastAPI's list of validation errors as the one line every other error is: ``top_k=0: input should be
+    greater than or equal to 1`` (several joined by ``; ``)."""
+    parts = []
+    for error in errors:
+        name = ".".join(str(part) for part in error.get("loc", ())[1:]) or "request"
+        message = str(error.get("msg", "invalid value"))
+        message = message[:1].lower() + message[1:]
+        value = error.get("input")
+        shown = f"{name}={value}" if isinstance(value, (str, int, float)) and error.get("type") != "missing" else name
+        parts.append(f"{shown}: {message}")
+    return " ".join("; ".join(parts).split())

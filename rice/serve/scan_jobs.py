@@ -25,12 +25,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from rice.cli_scan import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SCORE, DEFAULT_MIN_SECONDS, DEFAULT_SMOOTH
 from rice.data.frames import IMAGE_SUFFIXES
 from rice.data.video import MediaError
 from rice.scanning import DecisionRule, ScanProgress, ScanRun, Segment, scan
 from rice.serve.service import SearchService, item_image_url
 
 logger = logging.getLogger(__name__)
+
+# The decision rule a scan job uses unless the request says otherwise: the same measured defaults as `rice scan`
+# (read from rice/cli_scan.py, where docs/scan.md's measurements set them), so the service and the CLI agree.
+SCAN_RULE_DEFAULTS = DecisionRule(min_score=DEFAULT_MIN_SCORE, min_margin=DEFAULT_MIN_MARGIN, smooth=DEFAULT_SMOOTH,
+                                  min_seconds=DEFAULT_MIN_SECONDS)  # fmt: skip
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
@@ -95,9 +101,11 @@ class ScanJobs:
             return len(self._waiting) >= self.max_queued
 
     def submit(self, path: Path, filename: str, *, top_k: int = 5, group: str | None = None,
-               window: float | None = None, stride: float = 1.0, min_score: float = 0.0) -> dict[str, Any]:
-        """Open an uploaded recording and queue its scan. The job owns ``path`` from here on: it is deleted when
-        the job ends, or now when this raises.
+               window: float | None = None, stride: float = 1.0,
+               rule: DecisionRule = SCAN_RULE_DEFAULTS) -> dict[str, Any]:  # fmt: skip
+        """Open an uploaded recording and queue its scan (``rule`` turns its windows into segments; default: the
+        rule of `rice scan`). The job owns ``path`` from here on: it is deleted when the job ends, or now when
+        this raises.
 
         Raises:
             MediaError: the upload is not a readable video (one line naming ``filename``).
@@ -111,7 +119,7 @@ class ScanJobs:
                                  "images)")  # fmt: skip
             try:
                 run = scan(self.model, self.index, path, window=window, stride=stride, top_k=top_k, group=group,
-                           rule=DecisionRule(min_score=min_score), keep_windows=True,
+                           rule=rule, keep_windows=True,
                            on_progress=partial(self._on_progress, job_id))  # fmt: skip
             except MediaError as err:
                 raise MediaError(self._client_reason(str(err), path, filename)) from None
@@ -301,4 +309,4 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(err).__name__
 
 
-__all__ = ["FINISHED", "STATUSES", "JobsFull", "ScanJob", "ScanJobs"]
+__all__ = ["FINISHED", "SCAN_RULE_DEFAULTS", "STATUSES", "JobsFull", "ScanJob", "ScanJobs"]

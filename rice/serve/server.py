@@ -20,16 +20,17 @@ def bound_url(server: uvicorn.Server) -> str:
 
 
 def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 200.0,
-                log_level: str = "warning") -> uvicorn.Server:
-    config = uvicorn.Config(create_app(service, max_upload_mb), host=host, port=port, log_level=log_level,
-                            timeout_graceful_shutdown=5)
+                log_level: str = "warning", *, max_scan_jobs: int = 1) -> uvicorn.Server:
+    app = create_app(service, max_upload_mb, max_scan_jobs=max_scan_jobs)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     return uvicorn.Server(config)
 
 
 def run_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 200.0,
-               on_ready: Callable[[str], None] | None = None, log_level: str = "warning") -> None:
+               on_ready: Callable[[str], None] | None = None, log_level: str = "warning", *,
+               max_scan_jobs: int = 1) -> None:  # fmt: skip
     """Serve until interrupted (Ctrl-C); ``on_ready(url)`` is called once the socket listens."""
-    server = make_server(service, host, port, max_upload_mb, log_level)
+    server = make_server(service, host, port, max_upload_mb, log_level, max_scan_jobs=max_scan_jobs)
 
     async def serve() -> None:
         task = asyncio.create_task(server.serve())
@@ -49,8 +50,8 @@ class BackgroundServer:
     """A server in a thread of this process (tests, notebooks): ``with BackgroundServer(service) as url: ...``."""
 
     def __init__(self, service: SearchService, host: str = "127.0.0.1", port: int = 0,
-                 max_upload_mb: float = 200.0) -> None:
-        self.server = make_server(service, host, port, max_upload_mb)
+                 max_upload_mb: float = 200.0, **options: object) -> None:
+        self.server = make_server(service, host, port, max_upload_mb, **options)
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:

@@ -66,7 +66,8 @@ def server(catalogue, tmp_path_factory):
     """`rice serve INDEX --port 0` in a subprocess; the test reads the address it printed."""
     env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path_factory.mktemp("server_tmp")))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rice", "serve", str(catalogue.index_dir), "--port", "0", "--max-upload-mb", "1"],
+        [sys.executable, "-m", "rice", "serve", str(catalogue.index_dir), "--port", "0", "--max-upload-mb", "1",
+         "--max-scan-jobs", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     line = ""
@@ -88,7 +89,9 @@ def test_rice_serve_answers_health_and_search_over_http(server, catalogue, tmp_p
     base, tmp_root = server
     assert base.startswith("http://127.0.0.1:") and not base.endswith(":0")
     status, raw = _request(f"{base}/health")
-    assert status == 200 and json.loads(raw)["items"] == len(catalogue.images)
+    health = json.loads(raw)
+    assert status == 200 and health["items"] == len(catalogue.images)
+    assert health["max_upload_mb"] == 1 and health["max_scan_jobs"] == 2  # the flags reached the app
 
     reference = Index.load(catalogue.index_dir, model=load(catalogue.checkpoint))
     item_id, image = sorted(catalogue.images.items())[4]

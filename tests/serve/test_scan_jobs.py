@@ -81,7 +81,9 @@ def held_app(service, gate, **kwargs):
 
 
 def test_a_scan_job_gives_the_timeline_of_rice_scan(service, model, recording, catalogue):
-    params = {"top_k": 3, "stride": 0.5, "min_score": 0.1}
+    # An explicit rule (no margin, no minimum length): the briefly trained tiny model's margins are small, and the
+    # default rule of `rice scan` may drop a filmed product; the defaults have their own test below.
+    params = {"top_k": 3, "stride": 0.5, "min_score": 0.1, "min_margin": 0, "smooth": 1, "min_seconds": 0}
     with TestClient(create_app(service)) as client:
         reply = submit(client, recording, **params)
         assert reply.status_code == 202, reply.text
@@ -122,6 +124,33 @@ def test_a_scan_job_gives_the_timeline_of_rice_scan(service, model, recording, c
         # The filmed products are found, in order (the tiny model puts a clip's product first, see test_api).
         ids = sorted(catalogue.images)
         assert result["segments"][0]["id"] == ids[0] and result["segments"][-1]["id"] == ids[1]
+
+
+def test_the_default_rule_is_the_one_of_rice_scan_and_each_field_is_passed(service, recording):
+    from rice.cli_scan import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SCORE, DEFAULT_MIN_SECONDS, DEFAULT_SMOOTH
+
+    cli = {"min_score": DEFAULT_MIN_SCORE, "min_margin": DEFAULT_MIN_MARGIN, "smooth": DEFAULT_SMOOTH,
+           "min_seconds": DEFAULT_MIN_SECONDS}  # fmt: skip
+    assert cli["min_margin"] > 0  # a real rule, not the library's smoothing-only default
+    chosen = {"min_score": 0.05, "min_margin": 0.01, "smooth": 2, "min_seconds": 0.5}
+    with TestClient(create_app(service)) as client:
+        for params in ({}, chosen):
+            state = wait_for(client, submit(client, recording, stride=2.0, **params).json()["id"])
+            settings = state["result"]["settings"]
+            assert {key: settings[key] for key in cli} == (params or cli)
+
+
+def test_bad_rule_fields_get_one_line_422(service, recording):
+    with TestClient(create_app(service)) as client:
+        for params, name in (({"min_margin": -0.1}, "min_margin"), ({"smooth": "two"}, "smooth"),
+                             ({"smooth": 10_000}, "smooth"), ({"min_seconds": "nan"}, "min_seconds"),
+                             ({"min_score": 2}, "min_score"), ({"stride": "inf"}, "stride"),
+                             ({"top_k": 0}, "top_k")):  # fmt: skip
+            reply = submit(client, recording, **params)
+            assert reply.status_code == 422, (params, reply.text)
+            detail = reply.json()["detail"]
+            assert isinstance(detail, str) and "\n" not in detail and detail.startswith(f"{name}="), detail
+        assert list(service.work_dir.iterdir()) == []  # refused before the body was stored
 
 
 def test_one_scan_at_a_time_and_cancelling(service, recording, gate):

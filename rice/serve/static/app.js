@@ -18,6 +18,10 @@ async function loadStatus() {
     maxUploadMb = health.max_upload_mb;
     $("status").textContent = `${health.items} shop images · model ${health.model || "unknown"} · ` +
       `${health.index_type} index · uploads up to ${health.max_upload_mb} MB`;
+    for (const [field, value] of Object.entries(health.scan_rule || {})) {
+      const input = document.querySelector(`#scan-form input[name="${field}"]`);
+      if (input && input.value === "") input.value = value; // the server's defaults: those of `rice scan`
+    }
     if (health.groups > 0) {
       const { groups } = await (await fetch("/groups")).json();
       for (const group of groups) $("group").add(new Option(group, group));
@@ -247,6 +251,9 @@ async function startScan(event) {
   }
   const params = new URLSearchParams();
   if ($("group").value) params.set("group", $("group").value);
+  for (const input of $("scan-form").querySelectorAll("input[type=number]")) {
+    if (input.value !== "") params.set(input.name, input.value); // empty: the server's default
+  }
   const form = new FormData();
   form.append("file", file, file.name);
   scanJob = null;
