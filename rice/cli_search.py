@@ -52,7 +52,10 @@ def _index_checkpoint(index_dir: Path, ckpt: Optional[Path]) -> str:
         _fail(str(err))
     if ckpt is not None:
         return str(ckpt)
-    recorded = (meta.get("model") or {}).get("checkpoint")
+    if meta["model"].get("digest") is None:
+        _fail(f"{index_dir / 'index.json'}: records no model digest, so the model that embedded the catalogue cannot "
+              "be checked; pass --ckpt CKPT (the checkpoint it was built with) to use it anyway")
+    recorded = meta["model"].get("checkpoint")
     if not recorded:
         _fail(f"{index_dir}: no checkpoint recorded in the index; pass --ckpt CKPT")
     return recorded
@@ -156,7 +159,8 @@ def index_add(
 
     model = _load_model(_index_checkpoint(index_dir, ckpt), device)
     try:
-        index, skipped = add_to_index(index_dir, model, images, group_by_folder, batch_size, workers, progress=True)
+        index, skipped = add_to_index(index_dir, model, images, group_by_folder, batch_size, workers, progress=True,
+                                      trust_model=ckpt is not None)
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(str(err))
     _report_skipped(skipped)
@@ -212,7 +216,7 @@ def index_sync(
     model = _load_model(_index_checkpoint(index_dir, ckpt), device)
     try:
         report = sync_from_inputs(index_dir, model, images, group_by_folder, batch_size, workers, progress=True,
-                                  prune=prune)
+                                  prune=prune, trust_model=ckpt is not None)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     _report_skipped(report.skipped)
@@ -240,7 +244,7 @@ def search(
 
     model = _load_model(_index_checkpoint(index_dir, ckpt), device)
     try:
-        index = Index.load(index_dir, model=model)
+        index = Index.load(index_dir, model=model, trust_model=ckpt is not None)
         results = search_files(index, model, queries, k=top_k, group=group, rerank=rerank, nprobe=nprobe,
                                ef_search=ef_search)
     except (ValueError, FileNotFoundError, MediaError) as err:

@@ -16,7 +16,6 @@ where FAISS's filtered search (an ID selector, exact on a flat index) is faster 
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -31,9 +30,20 @@ import faiss
 import numpy as np
 
 from rice.retrieval import ann
+from rice.retrieval.index_folder import (
+    FORMAT_VERSION,
+    ORIGINS,
+    IndexFileError,
+    faiss_record,
+    read_embeddings,
+    read_faiss,
+    read_index_meta,
+    read_item_rows,
+    recover_interrupted_swap,
+)
 from rice.retrieval.protocols import member_topk
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "Index", "ItemRecord", "SearchHit", "read_index_meta", "recover_interrupted_swap"]
 
 
 @dataclass
@@ -51,9 +61,6 @@ class ItemRecord:
     # Which listing put the item here: "listing" (the catalogue the index was built or synced from) or "add"
     # (`rice index add`). Sync removes only the items of its own listing that are gone (docs/search.md, "Sync").
     origin: str = "listing"
-
-
-ORIGINS = ("listing", "add")
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ class Index:
         self.model: Any = None  # attached by load(model=...) / use_model(); needed to search by file path
         self.skipped: list[str] = []  # files that could not be embedded at build/add time
         self.source: dict[str, Any] = {}  # where the catalogue came from (inputs, group_by_folder): sync's default
+        self.loaded_from: Path | None = None  # the folder `load` read (a digest-less folder needs a trusted model)
         self._reindex()
 
     # ------------------------------------------------------------------------------------------------- building
@@ -182,24 +190,36 @@ class Index:
             for item in self.items:
                 handle.write(json.dumps(asdict(item), sort_keys=True) + "\n")
         meta = {"format": FORMAT_VERSION, "count": len(self), "dim": self.dim, "settings": self.settings.to_dict(),
-                "model": self.model_info, "stats": self.stats, "groups": len(self.groups), "source": self.source}
+                "model": self.model_info, "stats": self.stats, "groups": len(self.groups), "source": self.source,
+                "faiss": faiss_record(staging / "index.faiss")}  # checked at load: another index's file is refused
         (staging / "index.json").write_text(json.dumps(meta, indent=1) + "\n")  # written last: the folder is whole
         _swap_in(staging, final)
         return final
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], model: Any = None, mmap: bool = True) -> Index:
-        """Open an index folder; with ``model`` the model is checked against the index and attached for search."""
+    def load(cls, directory: str | os.PathLike[str], model: Any = None, mmap: bool = True,
+             trust_model: bool = False) -> Index:
+        """Open an index folder; with ``model`` the model is checked against the index and attached for search.
+
+        Every file is checked first (`IndexFileError`, one line naming the file and line). ``trust_model``: the
+        caller chose ``model`` itself (the CLI's ``--ckpt``), which is what a folder without a recorded model
+        digest needs (see `check_model`).
+        """
         folder = Path(directory)
-        meta = read_index_meta(folder)
-        with open(folder / "items.jsonl") as handle:
-            items = [ItemRecord(**json.loads(line)) for line in handle if line.strip()]
-        embeddings = np.load(folder / "embeddings.npy", mmap_mode="r" if mmap else None)
-        index = cls(faiss.read_index(str(folder / "index.faiss")), ann.AnnSettings.from_dict(meta["settings"]),
+        meta = read_index_meta(folder)  # checked, after recovering a save killed half-way (index_folder.py)
+        count, dim = meta["count"], meta["dim"]
+        items = [ItemRecord(**row) for row in read_item_rows(folder, count)]
+        embeddings = read_embeddings(folder, count, dim, mmap)
+        index = cls(read_faiss(folder, meta, dim, count), ann.AnnSettings.from_dict(meta["settings"]),
                     embeddings, items, meta["model"], meta["stats"])
         index.source = meta.get("source", {})
+        index.loaded_from = folder
+        last_key = items[-1].key if items else -1
+        if not isinstance(meta["stats"].get("next_key"), int) or meta["stats"]["next_key"] <= last_key:
+            raise IndexFileError(f"{folder / 'index.json'}: stats.next_key must be an integer above the last item "
+                                 f"key {last_key}; rebuild the index with `rice index build`")
         if model is not None:
-            index.use_model(model)
+            index.use_model(model, trust_model)
         return index
 
     # ------------------------------------------------------------------------------------------------- changing
@@ -342,16 +362,28 @@ class Index:
         return SearchHit(rank, item.id, item.path, score, item.group, item.metadata)
 
     # ------------------------------------------------------------------------------------------------- the model
-    def use_model(self, model: Any) -> None:
+    def use_model(self, model: Any, trust_model: bool = False) -> None:
         """Check ``model`` against the index (see `check_model`) and keep it for searching by file."""
-        self.check_model(model)
+        self.check_model(model, trust_model)
         self.model = model
 
-    def check_model(self, model: Any) -> None:
-        """Raise ValueError (one line) when ``model`` is not the model that embedded this catalogue."""
+    def check_model(self, model: Any, trust_model: bool = False) -> None:
+        """Raise ValueError (one line) when ``model`` is not the model that embedded this catalogue.
+
+        A folder whose index.json records no model digest (built from bare embeddings, or edited) cannot be
+        checked: it is refused unless ``trust_model`` says the caller picked the model (``--ckpt``), and then the
+        embedding size must still match. An index built in this process from bare embeddings is the caller's own.
+        """
         expected = self.model_info.get("digest")
         if expected is None:
-            return  # built from bare embeddings: nothing to check against
+            if self.loaded_from is not None and not trust_model:
+                raise ValueError(f"{self.loaded_from / 'index.json'}: records no model digest, so the model that "
+                                 "embedded the catalogue cannot be checked; pass --ckpt CKPT (the checkpoint it was "
+                                 "built with) to use it anyway")
+            if int(getattr(model, "embed_dim", self.dim)) != self.dim:
+                raise ValueError(f"the model embeds {model.embed_dim}-d vectors, the index holds {self.dim}-d ones: "
+                                 "not the model it was built with")
+            return
         actual = model_digest(model)
         if actual != expected:
             raise ValueError(
@@ -486,60 +518,3 @@ def _swap_in(staging: Path, final: Path) -> None:
         os.replace(final, retired)
     os.replace(staging, final)
     shutil.rmtree(retired, ignore_errors=True)
-
-
-def read_index_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The index folder's index.json, after finishing or rolling back a save that was killed half-way.
-
-    Every entry point (search, add, sync, serve, `Index.load`) reads the folder through this, so none sees the state
-    between the two renames of a swap.
-    """
-    folder = Path(directory)
-    recover_interrupted_swap(folder)
-    meta_file = folder / "index.json"
-    if not meta_file.is_file():
-        raise FileNotFoundError(f"{folder}: not an index folder (no index.json); build one with `rice index build`")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{folder}: index format {meta.get('format')} is not {FORMAT_VERSION}; rebuild the index")
-    return meta
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
-def recover_interrupted_swap(final: Path) -> None:
-    """Finish or roll back a swap killed part-way, and remove what dead saves left beside the folder.
-
-    `Index.save` writes ``.NAME.new-PID`` (index.json last), renames NAME to ``.NAME.old``, renames the staging folder
-    to NAME and removes ``.NAME.old``. Killed between the renames, NAME is missing: a whole staging folder of a dead
-    process is moved in (the save had finished writing), else the old folder is moved back. Staging folders of
-    live processes are left alone (a save in progress).
-    """
-    parent, name = final.parent, final.name
-    retired = parent / f".{name}.old"
-    stagings: list[tuple[Path, bool]] = []
-    for path in parent.glob(f".{glob.escape(name)}.new-*"):
-        pid = path.name.rsplit("-", 1)[-1]
-        stagings.append((path, pid.isdigit() and _process_alive(int(pid))))
-    dead = [path for path, alive in stagings if not alive]
-    if not final.exists():
-        if len(dead) < len(stagings):
-            return  # a save is running (maybe between its renames): it finishes its own swap
-        whole = sorted((p for p in dead if (p / "index.json").is_file()), key=lambda p: p.stat().st_mtime_ns)
-        if whole:
-            os.replace(whole[-1], final)  # killed between the two renames, the new folder written: finish the swap
-        elif (retired / "index.json").is_file():
-            os.replace(retired, final)  # killed before the new folder was whole: the old index comes back
-    if final.exists():
-        shutil.rmtree(retired, ignore_errors=True)
-        for path in dead:
-            shutil.rmtree(path, ignore_errors=True)
-

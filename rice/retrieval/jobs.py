@@ -89,9 +89,11 @@ def build_index(out: str | os.PathLike[str], model: Any = None, inputs: Sequence
 
 def add_to_index(index_dir: str | os.PathLike[str], model: Any, inputs: Sequence[str | os.PathLike[str]],
                  group_by_folder: bool = False, batch_size: int = 64, workers: int = 0,
-                 progress: bool = False) -> tuple[Index, list[str]]:
-    """Embed new shop items and append them (ids already in the index are an error: use sync to update)."""
-    index = Index.load(index_dir, model=model, mmap=False)
+                 progress: bool = False, trust_model: bool = False) -> tuple[Index, list[str]]:
+    """Embed new shop items and append them (ids already in the index are an error: use sync to update).
+
+    ``trust_model``: the caller chose the model (``--ckpt``); see `Index.check_model`."""
+    index = Index.load(index_dir, model=model, mmap=False, trust_model=trust_model)
     items = read_items(inputs, kind="image", group_by_folder=group_by_folder)
     skipped = index.add([i.path for i in items], [i.id for i in items], [i.group for i in items],
                         [i.metadata for i in items], batch_size=batch_size, workers=workers, progress=progress)
@@ -101,7 +103,8 @@ def add_to_index(index_dir: str | os.PathLike[str], model: Any, inputs: Sequence
 
 def sync_from_inputs(index_dir: str | os.PathLike[str], model: Any,
                      inputs: Sequence[str | os.PathLike[str]] | None = None, group_by_folder: bool | None = None,
-                     batch_size: int = 64, workers: int = 0, progress: bool = False, prune: bool = False) -> SyncReport:
+                     batch_size: int = 64, workers: int = 0, progress: bool = False, prune: bool = False,
+                     trust_model: bool = False) -> SyncReport:
     """`sync_index` with the catalogue read from ``inputs`` (default: the inputs the index was built from)."""
     source = Index.load(index_dir).source if inputs is None or group_by_folder is None else {}
     inputs = inputs or source.get("inputs")
@@ -109,7 +112,8 @@ def sync_from_inputs(index_dir: str | os.PathLike[str], model: Any,
         raise ValueError(f"{index_dir}: the index does not record its catalogue folder; pass --images DIR|MANIFEST")
     by_folder = group_by_folder if group_by_folder is not None else bool(source.get("group_by_folder", False))
     items = read_items(inputs, kind="image", group_by_folder=by_folder)
-    return sync_index(index_dir, items, model, batch_size=batch_size, workers=workers, progress=progress, prune=prune)
+    return sync_index(index_dir, items, model, batch_size=batch_size, workers=workers, progress=progress, prune=prune,
+                      trust_model=trust_model)
 
 
 def search_files(index: Index, model: Any, queries: Sequence[str | os.PathLike[str]], k: int = 10,

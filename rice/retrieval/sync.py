@@ -107,7 +107,8 @@ def _plan_key(plan: SyncPlan) -> str:
 
 
 def sync_index(index_dir: str | os.PathLike[str], items: Sequence[CatalogueItem], model: Any, batch_size: int = 64,
-               workers: int = 0, shard_size: int = 256, progress: bool = False, prune: bool = False) -> SyncReport:
+               workers: int = 0, shard_size: int = 256, progress: bool = False, prune: bool = False,
+               trust_model: bool = False) -> SyncReport:
     """Sync the index folder with ``items`` (the whole new catalogue) using ``model`` (checked against the index).
 
     ``prune`` also removes the unlisted items that `rice index add` put in (by default they are kept and named).
@@ -116,7 +117,7 @@ def sync_index(index_dir: str | os.PathLike[str], items: Sequence[CatalogueItem]
 
     tic = time.perf_counter()
     folder = Path(index_dir)
-    index = Index.load(folder, model=model, mmap=False)
+    index = Index.load(folder, model=model, mmap=False, trust_model=trust_model)
     plan = plan_sync(index, items, prune)
     report = SyncReport(removed=len(plan.removed), unchanged=plan.unchanged, removed_ids=list(plan.removed),
                         kept_unlisted=list(plan.kept))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import uvicorn
 
 from rice.serve.app import create_app
+from rice.serve.connections import ConnectionLimits
 from rice.serve.service import SearchService
 
 
@@ -20,17 +21,20 @@ def bound_url(server: uvicorn.Server) -> str:
 
 
 def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 200.0,
-                log_level: str = "warning", *, max_scan_jobs: int = 1) -> uvicorn.Server:
+                log_level: str = "warning", *, max_scan_jobs: int = 1,
+                limits: ConnectionLimits = ConnectionLimits()) -> uvicorn.Server:  # fmt: skip
+    """A uvicorn server for the app, with ``limits`` on its connections (read deadlines, concurrency)."""
     app = create_app(service, max_upload_mb, max_scan_jobs=max_scan_jobs)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
+                            **limits.uvicorn_options())  # fmt: skip
     return uvicorn.Server(config)
 
 
 def run_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 200.0,
                on_ready: Callable[[str], None] | None = None, log_level: str = "warning", *,
-               max_scan_jobs: int = 1) -> None:  # fmt: skip
+               max_scan_jobs: int = 1, limits: ConnectionLimits = ConnectionLimits()) -> None:  # fmt: skip
     """Serve until interrupted (Ctrl-C); ``on_ready(url)`` is called once the socket listens."""
-    server = make_server(service, host, port, max_upload_mb, log_level, max_scan_jobs=max_scan_jobs)
+    server = make_server(service, host, port, max_upload_mb, log_level, max_scan_jobs=max_scan_jobs, limits=limits)
 
     async def serve() -> None:
         task = asyncio.create_task(server.serve())

@@ -1,0 +1,119 @@
+"""A corpus of tampered and broken index folders: each is refused with one line naming the file (and the line), and
+`rice search` exits 2 without a traceback. Like the archive corpus of the data tests, every case is a real folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rice.cli import app
+from rice.retrieval.catalogue import Index
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def built(untrained_checkpoint, shop_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hostile") / "index"
+    result = runner.invoke(app, ["index", "build", str(untrained_checkpoint), "--images", str(shop_data / "imgs"),
+                                 "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _lines(folder: Path) -> list[str]:
+    return (folder / "items.jsonl").read_text().splitlines()
+
+
+def _set_line(folder: Path, number: int, text: str) -> None:
+    lines = _lines(folder)
+    lines[number - 1] = text
+    (folder / "items.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _edit_item(folder: Path, number: int, **fields) -> None:
+    _set_line(folder, number, json.dumps({**json.loads(_lines(folder)[number - 1]), **fields}))
+
+
+def _edit_meta(folder: Path, edit: Callable[[dict], None]) -> None:
+    meta = json.loads((folder / "index.json").read_text())
+    edit(meta)
+    (folder / "index.json").write_text(json.dumps(meta))
+
+
+def _foreign_faiss(folder: Path) -> None:
+    """index.faiss of another index over the same ids (another model's vectors): same size, other content."""
+    shape = np.load(folder / "embeddings.npy").shape
+    vectors = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    other = Index.from_embeddings(vectors / np.linalg.norm(vectors, axis=1, keepdims=True),
+                                  [str(i) for i in range(shape[0])])
+    other.save(folder.parent / "other")
+    shutil.copy(folder.parent / "other" / "index.faiss", folder / "index.faiss")
+
+
+# (case, how the folder is broken, the file the message must name, more text it must hold)
+CASES = [
+    ("line_not_json", lambda f: _set_line(f, 3, '{"key": 2, "id": '), "items.jsonl:3", "not a JSON object"),
+    ("line_a_list", lambda f: _set_line(f, 2, "[1, 2]"), "items.jsonl:2", "not a JSON object"),
+    ("id_not_a_string", lambda f: _edit_item(f, 4, id=17), "items.jsonl:4", "id"),
+    ("metadata_a_list", lambda f: _edit_item(f, 1, metadata=[1]), "items.jsonl:1", "metadata"),
+    ("unknown_field", lambda f: _edit_item(f, 1, shell="rm -rf"), "items.jsonl:1", "shell"),
+    ("duplicate_id", lambda f: _edit_item(f, 5, id=json.loads(_lines(f)[0])["id"]), "items.jsonl:5", "line 1"),
+    ("keys_out_of_order", lambda f: _edit_item(f, 2, key=0), "items.jsonl:2", "key"),
+    ("line_missing", lambda f: (f / "items.jsonl").write_text("\n".join(_lines(f)[:-1]) + "\n"), "items.jsonl",
+     "11 items"),
+    ("meta_not_json", lambda f: (f / "index.json").write_text('{"format": 1,'), "index.json", "not valid JSON"),
+    ("meta_a_list", lambda f: (f / "index.json").write_text("[1]"), "index.json", "object"),
+    ("unknown_index_type", lambda f: _edit_meta(f, lambda m: m["settings"].update(index_type="bogus")),
+     "index.json", "bogus"),
+    ("settings_missing", lambda f: _edit_meta(f, lambda m: m.pop("settings")), "index.json", "settings"),
+    ("faiss_truncated", lambda f: (f / "index.faiss").write_bytes((f / "index.faiss").read_bytes()[:100]),
+     "index.faiss", "size"),
+    ("faiss_random", lambda f: (f / "index.faiss").write_bytes(np.random.default_rng(0).bytes(
+        (f / "index.faiss").stat().st_size)), "index.faiss", "checksum"),
+    ("faiss_foreign", _foreign_faiss, "index.faiss", "checksum"),
+    ("faiss_unrecorded", lambda f: _edit_meta(f, lambda m: m.pop("faiss")), "index.json", "index.faiss"),
+    ("embeddings_truncated", lambda f: (f / "embeddings.npy").write_bytes((f / "embeddings.npy").read_bytes()[:200]),
+     "embeddings.npy", ""),
+    ("embeddings_missing", lambda f: (f / "embeddings.npy").unlink(), "embeddings.npy", ""),
+    ("digest_null", lambda f: _edit_meta(f, lambda m: m["model"].update(digest=None)), "index.json",
+     "--ckpt"),
+]
+
+
+@pytest.mark.parametrize(("name", "tamper", "names", "says"), CASES, ids=[c[0] for c in CASES])
+def test_a_broken_index_is_one_line_naming_the_file(built, shop_data, tmp_path, name, tamper, names, says):
+    folder = tmp_path / "index"
+    shutil.copytree(built, folder)
+    tamper(folder)
+    query = sorted((shop_data / "imgs").iterdir())[0]
+    result = runner.invoke(app, ["search", str(folder), str(query), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert names in result.output and says in result.output, result.output
+    if name != "digest_null":  # the folder itself is refused from Python too, with the same line
+        with pytest.raises(ValueError, match=names.replace(".", r"\.")):
+            Index.load(folder)
+
+
+def test_an_index_without_a_digest_is_searched_with_an_explicit_matching_checkpoint(built, shop_data, tmp_path,
+                                                                                     untrained_checkpoint):
+    folder = tmp_path / "index"
+    shutil.copytree(built, folder)
+    _edit_meta(folder, lambda m: m["model"].update(digest=None))
+    query = sorted((shop_data / "imgs").iterdir())[0]
+    result = runner.invoke(app, ["search", str(folder), str(query), "--device", "cpu", "--ckpt",
+                                 str(untrained_checkpoint)])
+    assert result.exit_code == 0, result.output
+    from rice.api import load
+
+    model = load(untrained_checkpoint)
+    with pytest.raises(ValueError, match="records no model digest"):
+        Index.load(folder, model=model)
+    assert len(Index.load(folder, model=model, trust_model=True).search([query], k=3)[0]) == 3
