@@ -379,9 +379,17 @@ def serve(
     max_scan_jobs: Annotated[int, typer.Option(min=1, help="POST /scan jobs that run at once (each keeps the "
                                                           "model busy for the whole recording); later ones wait "
                                                           "in a queue")] = 1,
+    timeout_header: Annotated[float, typer.Option(min=0.001, help="seconds a client has to send a request's "
+                                                                  "headers (408, then closed)")] = 10.0,
+    timeout_body: Annotated[float, typer.Option(min=0.001, help="seconds a client may pause while sending a "
+                                                                "body (then closed)")] = 30.0,
+    timeout_keep_alive: Annotated[int, typer.Option(min=1, help="seconds an idle connection is kept after an "
+                                                                "answer")] = 5,
+    limit_concurrency: Annotated[int, typer.Option(min=1, help="open connections beyond this get HTTP 503")] = 100,
 ) -> None:
     """Serve an index over HTTP: /search (upload a clip or an image), /scan (a recording), /items/ID/image,
     /health and a web page."""
+    from rice.serve.connections import ConnectionLimits
     from rice.serve.server import run_server
     from rice.serve.service import open_service
 
@@ -390,7 +398,9 @@ def serve(
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
         _fail(str(err))
     ready = lambda url: typer.echo(f"serving {len(service.index)} items on {url} (Ctrl-C stops)")  # noqa: E731
-    run_server(service, host, port, max_upload_mb, on_ready=ready, log_level="info", max_scan_jobs=max_scan_jobs)
+    limits = ConnectionLimits(timeout_header, timeout_body, timeout_keep_alive, limit_concurrency)
+    run_server(service, host, port, max_upload_mb, on_ready=ready, log_level="info", max_scan_jobs=max_scan_jobs,
+               limits=limits)
 
 
 @app.command("export")

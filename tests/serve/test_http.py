@@ -67,7 +67,8 @@ def server(catalogue, tmp_path_factory):
     env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path_factory.mktemp("server_tmp")))
     proc = subprocess.Popen(
         [sys.executable, "-m", "rice", "serve", str(catalogue.index_dir), "--port", "0", "--max-upload-mb", "1",
-         "--max-scan-jobs", "2"],
+         "--max-scan-jobs", "2", "--timeout-header", "20", "--timeout-body", "20", "--timeout-keep-alive", "3",
+         "--limit-concurrency", "50"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     line = ""
