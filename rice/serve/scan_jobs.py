@@ -15,7 +15,6 @@ Inference on a model in eval mode without gradients does not change it, so a sca
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import uuid
 from collections import OrderedDict
@@ -29,7 +28,7 @@ from rice.cli_scan import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SCORE, DEFAULT_MIN_SEC
 from rice.data.frames import IMAGE_SUFFIXES
 from rice.data.video import MediaError
 from rice.scanning import DecisionRule, ScanProgress, ScanRun, Segment, scan
-from rice.serve.service import SearchService, item_image_url
+from rice.serve.service import SearchService, client_reason, item_image_url
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +83,7 @@ class ScanJobs:
         if max_jobs < 1:
             raise ValueError(f"max_jobs={max_jobs}: at least one scan must be able to run; pass 1 or more")
         self.model, self.index = service.model, service.index
+        self._catalogue_path = service.catalogue_path
         self.work_dir = Path(work_dir) if work_dir is not None else service.work_dir
         self.max_jobs, self.max_queued, self.keep_finished = max_jobs, max_queued, keep_finished
         # Called in the worker thread as a job starts, before its first frame is read (tests hold a job there).
@@ -259,11 +259,11 @@ class ScanJobs:
 
     def _result(self, job: ScanJob) -> dict[str, Any]:
         """The timeline JSON, naming the client's file (not the server's copy), each segment with the URLs of its
-        shop image and key frame."""
+        shop image and key frame and its path relative to the catalogue folder (no server path is sent)."""
         result = job.run.timeline.to_json()
         result["source"] = job.filename
         for n, segment in enumerate(result["segments"]):
-            segment.update(self._urls(job, n, segment["id"]))
+            segment.update(self._urls(job, n, segment["id"]), path=self._catalogue_path(segment["path"]))
         return result
 
     @staticmethod
@@ -287,7 +287,8 @@ class ScanJobs:
             "progress": {"scanned": round(scanned, 3), "duration": None if duration is None else round(duration, 3),
                          "realtime_factor": None if rate is None else round(rate, 3), "windows": windows,
                          "segments": len(job.segments)},
-            "segments": [{**s.to_dict(), **self._urls(job, n, s.id)} for n, s in enumerate(job.segments)],
+            "segments": [{**s.to_dict(), **self._urls(job, n, s.id), "path": self._catalogue_path(s.path)}
+                         for n, s in enumerate(job.segments)],
         }  # fmt: skip
         if job.result is not None:
             state["result"] = job.result
@@ -296,12 +297,8 @@ class ScanJobs:
         return state
 
     def _client_reason(self, message: str, path: Path, filename: str) -> str:
-        """The decoder's reason in one line, naming the client's file instead of the server's copy, without the
-        advice about URLs and standard input that does not apply to an upload."""
-        message = message.replace(str(path), filename)
-        message = re.sub(re.escape(str(self.work_dir)) + r"[/\\][^\s'\")]*", filename, message)
-        message = re.sub(r";\s*pass a video file, an http.*$", "", message)
-        return " ".join(message.split())
+        """The decoder's reason in one line, naming the client's file instead of the server's copy."""
+        return client_reason(message.replace(str(path), str(self.work_dir / path.name)), self.work_dir, filename)
 
 
 def _first_line(err: BaseException) -> str:

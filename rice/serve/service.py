@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from rice.data.video import MediaError
 from rice.models.export import is_export_source
 from rice.retrieval.catalogue import Index, hits_to_json
 from rice.retrieval.embed import default_num_frames, embed_images, embed_videos, media_kind, query_frames
+from rice.retrieval.roots import is_within, real
 
 FRAME_THUMB_HEIGHT = 112  # px of the frame previews sent back to the page
 
@@ -73,6 +75,7 @@ class SearchService:
         searched = time.perf_counter()
         response = hits_to_json(display_name, hits)
         for result in response["results"]:
+            result["path"] = self.catalogue_path(result["path"])
             result["image_url"] = item_image_url(result["id"])
         response.update(
             kind=kind,
@@ -82,11 +85,8 @@ class SearchService:
         return response
 
     def _client_reason(self, message: str, display_name: str) -> str:
-        """The decoder's reason in one line, naming the client's file instead of the server's temporary one, and
-        without the dataset advice (re-download, `rice prepare`) that does not apply to an upload."""
-        message = re.sub(re.escape(str(self.work_dir)) + r"[/\\][^\s'\")]*", display_name, message)
-        message = re.sub(r";\s*re-download it.*$", "", message)
-        return " ".join(message.split())
+        """The decoder's reason in one line, naming the client's file (see `client_reason`)."""
+        return client_reason(message, self.work_dir, display_name)
 
     def _with_media_suffix(self, path: Path) -> Path:
         """An upload without a known suffix gets one from its content: an image PIL opens, else a video."""
@@ -108,6 +108,17 @@ class SearchService:
             raise KeyError(f"the image file of item {item_id!r} is missing on the server")
         return path
 
+    def catalogue_path(self, path: str | None) -> str | None:
+        """An item's path as answers carry it: relative to the catalogue folder (index root) that holds it, with
+        ``/`` separators; None for a file under no root. The server's own absolute paths are never sent."""
+        if not path:
+            return None
+        file = real(path)
+        for root in sorted(self.index.roots, key=len, reverse=True):  # the innermost root that holds it
+            if is_within(file, [root]):
+                return Path(os.path.relpath(file, root)).as_posix()
+        return None
+
     def health(self) -> dict[str, Any]:
         info = self.index.model_info
         return {"status": "ok", "items": len(self.index), "model": info.get("name"),
@@ -118,6 +129,33 @@ class SearchService:
         """Remove the temporary folder (and any upload still in it)."""
         if self._own_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+# Advice in the decoders' messages that is for a dataset or a command line, not for someone uploading a file.
+_NOT_FOR_UPLOADS = (r";\s*re-download it.*$", r";\s*pass a video file, an http.*$")
+
+
+def client_reason(message: str, work_dir: Path, display_name: str) -> str:
+    """A decoder's error about an upload, as the one line the client reads: the client's file name instead of
+    the server's copy (no server path ever leaves the server), no OS error numbers (``[Errno 1094995529]``), no
+    advice meant for datasets, the file named once, and its brackets balanced."""
+    server = str(work_dir)
+
+    def quoted(match: re.Match) -> str:  # a quoted path, maybe cut short by the decoder's 120-character limit
+        text = match.group(2)
+        return "\0" if len(text) > 1 and (text.startswith(server) or server.startswith(text)) else match.group(0)
+
+    message = re.sub(r"(['\"])([^'\"\s)]*)\1?", quoted, message)  # \0: a placeholder for the client's name
+    message = re.sub(re.escape(server) + r"[/\\][^\s'\"():,;]*", "\0", message)
+    for advice in _NOT_FOR_UPLOADS:
+        message = re.sub(advice, "", message, flags=re.S)
+    message = re.sub(r"\[Errno -?\d+\]\s*", "", message)
+    message = " ".join(message.split())
+    if message.startswith("\0"):  # named at the start: later mentions only repeat it
+        message = "\0" + re.sub(r":?\s*\0", "", message[1:])
+    message = message.replace("\0", display_name)
+    opened = message.count("(") - message.count(")")
+    return message + ")" * max(0, opened)
 
 
 def item_image_url(item_id: str) -> str:
@@ -158,4 +196,4 @@ def open_service(index_dir: str | Path, checkpoint: str | Path | None = None, de
     return SearchService(index, model)
 
 
-__all__ = ["SearchService", "item_image_url", "open_service"]
+__all__ = ["SearchService", "client_reason", "item_image_url", "open_service"]

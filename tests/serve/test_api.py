@@ -124,8 +124,10 @@ def test_bad_uploads_get_413_or_422_and_the_server_keeps_serving(service, catalo
             reply = _post(client, path)
             assert reply.status_code == 422, reply.text
             detail = reply.json()["detail"]
-            assert detail.startswith("cannot decode the upload") and path.name in detail
+            assert detail.startswith(f"cannot decode the upload: {path.name}: cannot decode ")
             assert str(service.work_dir) not in detail  # the reason names the upload, not the server's files
+            assert detail.count(path.name) == 1 and "Errno" not in detail and "re-download" not in detail
+            assert detail.count("(") == detail.count(")") and detail.count("'") % 2 == 0, detail
         empty = tmp_path / "empty.mp4"
         empty.write_bytes(b"")
         assert _post(client, empty).status_code == 422
@@ -133,7 +135,11 @@ def test_bad_uploads_get_413_or_422_and_the_server_keeps_serving(service, catalo
         assert no_field.status_code == 422 and "'file'" in no_field.json()["detail"]
         not_multipart = client.post("/search", content=good.read_bytes(), headers={"content-type": "video/mp4"})
         assert not_multipart.status_code == 422
-        assert client.post("/search?top_k=0", files={"file": ("a.mp4", b"x")}).status_code == 422
+        for query, detail in (("top_k=0", "top_k=0: input should be greater than or equal to 1"),
+                              ("top_k=ten", "top_k=ten: input should be a valid integer, unable to parse string as "
+                                            "an integer")):  # fmt: skip
+            reply = client.post(f"/search?{query}", files={"file": ("a.mp4", b"x")})
+            assert reply.status_code == 422 and reply.json() == {"detail": detail}  # one line, not FastAPI's list
         # Still serving, and every upload was removed.
         reply = _post(client, good, top_k=3)
         assert reply.status_code == 200 and reply.json()["results"][0]["id"] == item_id
@@ -198,5 +204,32 @@ def test_json_is_the_search_format(service, catalogue, tmp_path):
     hit = body["results"][0]
     assert set(hit) >= {"rank", "id", "path", "score", "image_url", "group"}
     assert hit["image_url"] == f"/items/{hit['id']}/image"
-    assert Path(hit["path"]) == Path(image).resolve()
+    # Ids, paths relative to the catalogue folder and URLs: no absolute path of the server's.
+    assert not Path(hit["path"]).is_absolute() and ".." not in Path(hit["path"]).parts
+    roots = [Path(root) for root in service.index.roots]
+    assert any((root / hit["path"]).resolve() == Path(image).resolve() for root in roots)
+    text = json.dumps(body)
+    for server_path in (*map(str, roots), str(catalogue.data.resolve()), str(service.work_dir)):
+        assert server_path not in text
     Image.open(io.BytesIO(__import__("base64").b64decode(body["frames"][0].split(",", 1)[1]))).verify()
+
+
+def test_client_reasons_name_the_upload_and_nothing_of_the_server(tmp_path):
+    from rice.serve.service import client_reason
+
+    work = tmp_path / "rice-serve-abc"
+    copy = work / "upload-0123abcd.mp4"
+    cases = {  # the decoder's message -> what the client reads
+        f"{copy}: cannot decode video (empty or corrupt file: [Errno 1094995529] Invalid data found when "
+        f"processing input: '{copy}'); re-download it or run `rice prepare` to list bad files":
+            "clip.mp4: cannot decode video (empty or corrupt file: Invalid data found when processing input)",
+        # the decoder cuts its detail at 120 characters: a quoted server path may end anywhere, even in the folder
+        f"{copy}: cannot decode video (empty or corrupt file: Invalid data: '{str(copy)[:-9]}); re-download it":
+            "clip.mp4: cannot decode video (empty or corrupt file: Invalid data)",
+        f"{copy}: cannot decode video (corrupt file: input: '{str(work)[:8]}); re-download it":
+            "clip.mp4: cannot decode video (corrupt file: input)",
+        f"{copy}: cannot open as video (bad header: \"{copy}\"; pass a video file, an http(s) URL or -":
+            "clip.mp4: cannot open as video (bad header)",
+    }  # fmt: skip
+    for message, expected in cases.items():
+        assert client_reason(message, work, "clip.mp4") == expected, message
