@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections import OrderedDict
@@ -10,13 +11,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from .video import MediaError
+from .media_limits import DECODE_SLOTS, MAX_PIXELS, MediaError, MediaTooLarge
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 _HINT = "re-download it or run `rice prepare` to list bad files"
 
 
-def load_image(path: str | os.PathLike[str], target_short_side: int | None = None) -> Image.Image:
+def load_image(
+    path: str | os.PathLike[str], target_short_side: int | None = None, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
     """Open an image as RGB.
 
     Args:
@@ -24,9 +27,11 @@ def load_image(path: str | os.PathLike[str], target_short_side: int | None = Non
         target_short_side: the size the caller will resize to. For a JPEG much larger than that, PIL's draft mode
             decodes at a reduced DCT scale (1/2, 1/4, 1/8) that still keeps both sides >= this value, which is
             several times faster than a full decode. ``None`` decodes at full size.
+        max_pixels: refuse an image larger than this, from its header, before decoding it; a JPEG is first
+            reduced by draft mode (down to 1/8) when that brings it under the bound.
 
     Raises:
-        MediaError: missing, empty or corrupt file (one line naming the file).
+        MediaError: missing, empty or corrupt file (one line naming the file); MediaTooLarge: over the bound.
     """
     path = Path(path)
     if not path.is_file():
@@ -34,19 +39,46 @@ def load_image(path: str | os.PathLike[str], target_short_side: int | None = Non
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: cannot decode image (empty file, 0 bytes); {_HINT}")
     try:
-        with warnings.catch_warnings():
+        # At most DECODE_SLOTS decodes at once in this process (see rice.data.media_limits).
+        with DECODE_SLOTS, warnings.catch_warnings():
             # A header declaring more pixels than PIL's limit is a decompression bomb: refuse it instead of
             # allocating gigabytes (PIL only warns between 1x and 2x the limit, and raises above).
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if target_short_side is not None and img.format == "JPEG":
-                    img.draft("RGB", (target_short_side, target_short_side))
+                if img.format == "JPEG":
+                    _draft(img, target_short_side, max_pixels)
+                # Opening read the header only: the size is known and nothing is decoded yet.
+                if img.width * img.height > max_pixels:
+                    raise MediaTooLarge(
+                        f"{path}: cannot decode image (decompression bomb: {img.width}x{img.height} pixels, "
+                        f"{img.width * img.height / 1e6:.1f} MP, over the limit of {max_pixels / 1e6:.1f} MP); "
+                        "scale it down and try again"
+                    )
                 return img.convert("RGB")  # convert() forces the full decode while the file is open
+    except MediaTooLarge:
+        raise
     except Exception as err:  # noqa: BLE001 - whatever the decoder raises, the file is a bad sample, not a crash
-        kind = "decompression bomb" if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)) \
-            else "corrupt file"
+        bomb = isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning))
         detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        raise MediaError(f"{path}: cannot decode image ({kind}: {detail}); {_HINT}") from None
+        kind = "decompression bomb" if bomb else "corrupt file"
+        raise (MediaTooLarge if bomb else MediaError)(f"{path}: cannot decode image ({kind}: {detail}); {_HINT}") \
+            from None
+
+
+def _draft(img: Image.Image, target_short_side: int | None, max_pixels: int) -> None:
+    """Ask a JPEG for the reduced DCT scale (1, 1/2, 1/4, 1/8) that keeps both sides >= ``target_short_side`` and
+    brings it under ``max_pixels``: the larger of the two reductions (PIL honours only the first draft call)."""
+    width, height = img.size
+    scale = 1
+    if target_short_side is not None:
+        fits = min(width // max(1, target_short_side), height // max(1, target_short_side))
+        scale = max((s for s in (1, 2, 4, 8) if s <= fits), default=1)
+    for bound_scale in (1, 2, 4, 8):
+        if math.ceil(width / bound_scale) * math.ceil(height / bound_scale) <= max_pixels:
+            break
+    scale = max(scale, bound_scale)
+    if target_short_side is not None or scale > 1:
+        img.draft("RGB", (max(1, width // scale), max(1, height // scale)))
 
 
 def list_frame_files(folder: str | os.PathLike[str]) -> list[Path]:

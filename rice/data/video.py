@@ -2,7 +2,10 @@
 
 Both backends wrap ffmpeg's decoder, so they return the same frames for the same indices (tests/data/test_video.py
 measures it). Only the frames asked for are converted to RGB: decord seeks with ``get_batch``; PyAV decodes
-sequentially and stops after the last wanted frame.
+sequentially and stops after the last wanted frame (or at the end of the data, whatever the header's frame count).
+
+Every read is bounded before a pixel is decoded (`rice.data.media_limits`): the frame size and frame count the
+header declares, the RGB bytes of the frames asked for, and the number of decodes running at once.
 """
 
 from __future__ import annotations
@@ -20,16 +23,26 @@ from typing import IO, Literal
 
 import numpy as np
 
+from .media_limits import (
+    DECODE_SLOTS,
+    MAX_DECODED_BYTES,
+    MAX_PIXELS,
+    MediaError,
+    MediaTooLarge,
+    check_decoded_bytes,
+    check_mp4_header,
+    check_pixels,
+)
+
+__all__ = ["MediaError", "MediaTooLarge", "VideoInfo", "check_video_header", "read_video_frames", "video_info",
+           "video_num_frames"]  # fmt: skip
+
 VideoBackend = Literal["auto", "decord", "pyav"]
 # Frame indices, or a function from the frame count to indices (lets a caller sample without a second open).
 Indices = Sequence[int] | Callable[[int], Sequence[int]] | None
 BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
 
 _BAD_FILE_HINT = "re-download it or run `rice prepare` to list bad files"
-
-
-class MediaError(ValueError):
-    """A video or image that cannot be read; the message is one line naming the file and a fix."""
 
 
 @dataclass(frozen=True)
@@ -69,13 +82,18 @@ def _corrupt(path: Path, err: BaseException) -> MediaError:
     return MediaError(f"{path}: cannot decode video (empty or corrupt file: {detail}); {_BAD_FILE_HINT}")
 
 
-def _check_indices(path: Path, indices: Indices, num_frames: int) -> list[int]:
+def _check_indices(
+    path: Path, indices: Indices, num_frames: int, size: tuple[int, int], max_bytes: int = MAX_DECODED_BYTES
+) -> list[int]:
+    """The frame indices to decode, after checking their RGB bytes against the read's budget."""
     if indices is None:
+        check_decoded_bytes(path, num_frames, *size, max_bytes)
         return list(range(num_frames))
     wanted = [int(i) for i in (indices(num_frames) if callable(indices) else indices)]
     bad = [i for i in wanted if not 0 <= i < num_frames]
     if bad:
         raise IndexError(f"{path}: frame indices {bad[:5]} out of range; the video has {num_frames} frames")
+    check_decoded_bytes(path, len(wanted), *size, max_bytes)
     return wanted
 
 
@@ -152,30 +170,29 @@ def _decord_call(path: Path, fn: Callable[[], np.ndarray]) -> np.ndarray:
     raise _decord_failed(path, failure, printed) from None
 
 
-def _decord_info(path: Path) -> VideoInfo:
+def _decord_info(path: Path, size: tuple[int, int]) -> VideoInfo:
     reader = _decord_reader(path)
     num_frames = len(reader)
     if num_frames == 0:
         raise MediaError(f"{path}: cannot decode video (no frames); {_BAD_FILE_HINT}")
-    height, width = _decord_call(path, lambda: reader[0].asnumpy()).shape[:2]
-    return VideoInfo(num_frames=num_frames, fps=float(reader.get_avg_fps()), width=int(width), height=int(height))
+    return VideoInfo(num_frames=num_frames, fps=float(reader.get_avg_fps()), width=size[0], height=size[1])
 
 
-def _decord_read(path: Path, indices: Indices) -> np.ndarray:
+def _decord_read(path: Path, indices: Indices, size: tuple[int, int], max_bytes: int) -> np.ndarray:
     reader = _decord_reader(path)
     num_frames = len(reader)
     if num_frames == 0:
         raise MediaError(f"{path}: cannot decode video (no frames); {_BAD_FILE_HINT}")
-    wanted = _check_indices(path, indices, num_frames)
+    wanted = _check_indices(path, indices, num_frames, size, max_bytes)
     if not wanted:
-        height, width = _decord_call(path, lambda: reader[0].asnumpy()).shape[:2]
-        return np.zeros((0, height, width, 3), dtype=np.uint8)
+        return np.zeros((0, size[1], size[0], 3), dtype=np.uint8)
     frames = _decord_call(path, lambda: reader.get_batch(wanted).asnumpy())
     return np.ascontiguousarray(frames, dtype=np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------------------- PyAV
-def _pyav_open(path: Path):  # noqa: ANN202
+def _pyav_open(path: Path, max_pixels: int = MAX_PIXELS):  # noqa: ANN202
+    """Open a container that has a video stream whose declared frame size is within ``max_pixels``."""
     import av
 
     try:
@@ -185,12 +202,18 @@ def _pyav_open(path: Path):  # noqa: ANN202
     if not container.streams.video:
         container.close()
         raise MediaError(f"{path}: no video stream in the file; {_BAD_FILE_HINT}")
+    codec = container.streams.video[0].codec_context
+    try:
+        check_pixels(path, codec.width, codec.height, "a frame", max_pixels)
+    except MediaTooLarge:
+        container.close()
+        raise
     return container
 
 
 def _pyav_count(container, path: Path) -> int:  # noqa: ANN001
     stream = container.streams.video[0]
-    if stream.frames:  # from the mp4 sample table: free
+    if stream.frames:  # from the mp4 sample table: free (and bounded by check_mp4_header before the open)
         return int(stream.frames)
     # No count in the header (some containers): count the packets that carry a frame, without decoding.
     count = sum(1 for packet in container.demux(stream) if packet.size)
@@ -216,58 +239,99 @@ def _pyav_info(path: Path) -> VideoInfo:
         container.close()
 
 
-def _pyav_read(path: Path, indices: Indices) -> np.ndarray:
-    container = _pyav_open(path)
+def _pyav_size(path: Path, max_pixels: int) -> tuple[int, int]:
+    """The declared frame size of a container that is not an MP4 (whose boxes gave it without ffmpeg)."""
+    container = _pyav_open(path, max_pixels)
+    try:
+        codec = container.streams.video[0].codec_context
+        return int(codec.width), int(codec.height)
+    finally:
+        container.close()
+
+
+def _pyav_read(path: Path, indices: Indices, size: tuple[int, int], max_pixels: int, max_bytes: int) -> np.ndarray:
+    container = _pyav_open(path, max_pixels)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         num_frames = _pyav_count(container, path)
-        wanted = _check_indices(path, indices, num_frames)
-        targets = set(wanted)
+        wanted = _check_indices(path, indices, num_frames, size, max_bytes)
+        rows: dict[int, list[int]] = {}  # frame index -> the output rows that show it (indices may repeat)
+        for row, index in enumerate(wanted):
+            rows.setdefault(index, []).append(row)
         last = max(wanted, default=-1)
-        decoded: dict[int, np.ndarray] = {}
+        out: np.ndarray | None = None  # allocated once the first frame's real size is known; never stacked
         previous: np.ndarray | None = None
+        filled: set[int] = set()
         position = -1
         if last >= 0:
+            # Decoding stops at the last wanted frame or at the end of the data, whichever comes first: a header
+            # that claims millions of frames costs only the frames the file really holds.
             for position, frame in enumerate(container.decode(stream)):
-                if position in targets:
-                    decoded[position] = frame.to_ndarray(format="rgb24")
-                    previous = decoded[position]
+                if position in rows:
+                    # The decoder's frames can be larger than the header said (a forged sample entry).
+                    check_pixels(path, frame.width, frame.height, "a decoded frame", max_pixels)
+                    if out is None:
+                        check_decoded_bytes(path, len(wanted), frame.width, frame.height, max_bytes)
+                        out = np.empty((len(wanted), frame.height, frame.width, 3), dtype=np.uint8)
+                    if (frame.height, frame.width) != out.shape[1:3]:
+                        raise MediaError(f"{path}: cannot decode video (the frame size changes mid-stream); "
+                                         f"{_BAD_FILE_HINT}")  # fmt: skip
+                    previous = frame.to_ndarray(format="rgb24")
+                    out[rows[position]] = previous
+                    filled.add(position)
                 if position >= last:
                     break
-        if last >= 0 and not decoded:
+        if last >= 0 and not filled:
             raise MediaError(f"{path}: cannot decode video (no decodable frames); {_BAD_FILE_HINT}")
-        # The header count can exceed the decodable frames by one or two (truncated tail): such indices get the
-        # last decoded frame rather than failing the whole clip.
+        # The header count can exceed the decodable frames (a truncated tail, or a forged count): such indices get
+        # the last decoded frame rather than failing the whole clip.
         if position < last:
-            assert previous is not None, "a decoded frame must exist here"
-            for index in targets - decoded.keys():
-                decoded[index] = previous
+            assert out is not None and previous is not None, "a decoded frame must exist here"
+            for index in rows.keys() - filled:
+                out[rows[index]] = previous
     except (MediaError, IndexError):
         raise
     except Exception as err:
         raise _corrupt(path, err) from None
     finally:
         container.close()
-    if not wanted:
-        codec = stream.codec_context
-        return np.zeros((0, codec.height, codec.width, 3), dtype=np.uint8)
-    return np.stack([decoded[i] for i in wanted])
+    if out is None:
+        return np.zeros((0, size[1], size[0], 3), dtype=np.uint8)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ public API
-def video_info(path: str | os.PathLike[str], backend: VideoBackend | str = "auto") -> VideoInfo:
-    """Frame count, fps and size of a video, without decoding more than one frame.
+def check_video_header(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """Check a video's declared frame size (and, for MP4/MOV, its declared frame counts) before decoding it.
+
+    MP4/MOV headers are read with plain Python before ffmpeg opens the file (ffmpeg's demuxer reserves memory
+    from the declared counts while opening); other containers are opened by PyAV without decoding a frame. Call
+    it before handing a file to a decoder of your own (a streaming source).
+
+    Returns:
+        (width, height) the header declares.
 
     Raises:
-        MediaError: missing, empty or corrupt file.
+        MediaError: missing, empty or corrupt file. MediaTooLarge: over a bound (see `rice.data.media_limits`).
     """
     path = Path(path)
     _check_file(path)
+    return check_mp4_header(path, max_pixels) or _pyav_size(path, max_pixels)
+
+
+def video_info(path: str | os.PathLike[str], backend: VideoBackend | str = "auto") -> VideoInfo:
+    """Frame count, fps and size of a video, without decoding a frame.
+
+    Raises:
+        MediaError: missing, empty or corrupt file; MediaTooLarge: over a decoding bound.
+    """
+    path = Path(path)
+    size = check_video_header(path)
     if resolve_backend(backend) == "pyav":
         return _pyav_info(path)
     try:
-        return _decord_info(path)
+        return _decord_info(path, size)
     except MediaError:
         if backend != "auto":
             raise
@@ -283,6 +347,8 @@ def read_video_frames(
     path: str | os.PathLike[str],
     indices: Indices = None,
     backend: VideoBackend | str = "auto",
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_DECODED_BYTES,
 ) -> np.ndarray:
     """Decode frames of a video as RGB.
 
@@ -292,23 +358,30 @@ def read_video_frames(
             the frame count and returns the indices (sampling without opening the file twice).
         backend: ``"auto"`` (decord if installed, else PyAV; PyAV also retries a file decord fails on),
             ``"decord"`` or ``"pyav"``.
+        max_pixels: refuse frames larger than this (checked from the header, before decoding).
+        max_bytes: refuse a read whose RGB frames (count x width x height x 3) would take more.
 
     Returns:
         uint8 array (N, H, W, 3), frames in the order of ``indices``.
 
     Raises:
-        MediaError: missing, empty or corrupt file.
+        MediaError: missing, empty or corrupt file; MediaTooLarge (a MediaError): over a bound.
         IndexError: an index outside ``[0, num_frames)``.
     """
     path = Path(path)
-    _check_file(path)
-    if resolve_backend(backend) == "pyav":
-        return _pyav_read(path, indices)
-    try:
-        return _decord_read(path, indices)
-    except MediaError:
-        if backend != "auto":
+    # At most DECODE_SLOTS decodes at once in this process: with the per-read budget, that bounds the memory
+    # all threads (the service's requests, `rice search` workers) can spend on decoded frames.
+    with DECODE_SLOTS:
+        size = check_video_header(path, max_pixels)
+        if resolve_backend(backend) == "pyav":
+            return _pyav_read(path, indices, size, max_pixels, max_bytes)
+        try:
+            return _decord_read(path, indices, size, max_bytes)
+        except MediaTooLarge:
             raise
-        # decord fails on some files PyAV reads (e.g. a 48x32 H.264 stream trips its buffer-size check); "auto"
-        # retries with PyAV before declaring the file bad.
-        return _pyav_read(path, indices)
+        except MediaError:
+            if backend != "auto":
+                raise
+            # decord fails on some files PyAV reads (e.g. a 48x32 H.264 stream trips its buffer-size check);
+            # "auto" retries with PyAV before declaring the file bad.
+            return _pyav_read(path, indices, size, max_pixels, max_bytes)
