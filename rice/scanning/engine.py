@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import queue
 import threading
 import time
@@ -104,7 +105,8 @@ class ScanRun:
                  rule: DecisionRule | None = None, batch_size: int = 16, live: bool | None = None,
                  max_lag: float | None = None, keep_windows: bool = True, thumbnails: bool = True,
                  on_progress: Callable[[ScanProgress], None] | None = None, stdin: Any = None,
-                 retries: int = 5, backoff: float = 0.5, decode_threads: int = 0) -> None:  # fmt: skip
+                 retries: int = 5, backoff: float = 0.5, decode_threads: int = 0,
+                 encode_threads: int | None = None) -> None:  # fmt: skip
         from rice.retrieval.embed import _transform, default_num_frames
 
         self.model, self.index = model, index
@@ -123,6 +125,9 @@ class ScanRun:
         self.on_progress = on_progress
         self.device = next(model.parameters()).device
         self.transform = _transform(model)
+        self.encode_threads = _threads_beside_decoder(self.device, encode_threads)
+        if not decode_threads and self.device.type == "cpu" and self.encode_threads > 1:
+            decode_threads = max(1, _cores() - self.encode_threads)  # the decoder takes the other cores
         self.source = VideoSource(source, live=live, stdin=stdin, retries=retries, backoff=backoff,
                                   threads=decode_threads)  # fmt: skip
         self.max_lag = max(2 * self.window, 10.0) if max_lag is None else max_lag
@@ -174,6 +179,7 @@ class ScanRun:
 
         reader = threading.Thread(target=decode, name="rice-scan-decode", daemon=True)
         reader.start()
+        full_threads = torch.get_num_threads()  # this thread's intra-op threads, restored when the scan ends
         segmenter = Segmenter(self.rule, self.stride)
         embeddings: dict[int, torch.Tensor] = {}  # grid index -> unnormalised frame embedding (one window's worth)
         tokens: dict[int, torch.Tensor] = {}
@@ -203,6 +209,11 @@ class ScanRun:
                 if self._stop.is_set():
                     finished = True
                 if batch:
+                    # Beside the decoder, the encoder keeps to its share of the cores (see
+                    # _threads_beside_decoder); once the source is read, it has them all.
+                    threads = min(self.encode_threads, full_threads) if reader.is_alive() else full_threads
+                    if threads != torch.get_num_threads():
+                        torch.set_num_threads(threads)
                     self._encode(batch, embeddings, tokens, thumbs)
                     last_index = batch[-1].index
                     scanned = max(scanned, batch[-1].time + self.dt / 2)
@@ -237,6 +248,8 @@ class ScanRun:
                 self.timeline.segments.append(segment)
                 yield segment
         finally:
+            if torch.get_num_threads() != full_threads:
+                torch.set_num_threads(full_threads)
             self._stop.set()
             while reader.is_alive():  # unblock a reader waiting on a full queue, then let it finish
                 try:
@@ -330,6 +343,29 @@ class ScanRun:
         return reranked + tail
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _threads_beside_decoder(device: torch.device, requested: int | None) -> int:
+    """Intra-op threads of a CPU encoder while the decoding thread runs: half the cores, at least one.
+
+    The encoder's OpenMP threads meet at a barrier after every operator; when the decoder's frame threads hold
+    the cores, a worker preempted at the barrier stalls the rest. Measured on 2 cores (a 60-s 720p H.264 file,
+    rice_tiny and rice_vit_b32): two torch threads beside the decoder took about twice the CPU time of one for
+    the same scan (rice_tiny's forward passes 10x the wall time). One thread waits on nobody, so the decoder keeps
+    ffmpeg's thread choice; with more, the decoder gets the other cores. A GPU encoder keeps torch's setting.
+    """
+    if requested is not None:
+        return max(1, int(requested))
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    return max(1, _cores() // 2)
+
+
 def _jpeg(rgb: np.ndarray) -> bytes:
     image = Image.fromarray(rgb)
     image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
@@ -343,7 +379,9 @@ def scan(model: Any, index: Any, source: str | Path, **options: Any) -> ScanRun:
 
     Iterate the result for `WindowResult` and `Segment` objects as they are found, or call ``.run()`` for the
     `Timeline`. Options: ``window`` and ``stride`` (seconds), ``top_k``, ``group``, ``rerank``, ``rule`` (a
-    `DecisionRule`), ``live``, ``max_lag``, ``keep_windows``, ``batch_size``, ``on_progress``.
+    `DecisionRule`), ``live``, ``max_lag``, ``keep_windows``, ``batch_size``, ``on_progress``, ``decode_threads``
+    (0: ffmpeg's choice, or the cores the encoder leaves), ``encode_threads`` (a CPU encoder's intra-op threads
+    while decoding runs; default half the cores).
 
     Raises:
         MediaError: the source cannot be opened as a video (one line naming it).
