@@ -4,6 +4,8 @@ Starlette's own form parsing reads the whole body into a spooled file before the
 checked there comes after the bytes were received and stored. Here the body is parsed as it streams: the upload
 is refused (413) the moment the body passes the limit, and only the ``file`` field is written, into a folder the
 service owns, under a name the service chooses (the client's file name is kept only for its suffix and display).
+A file whose name has no media suffix is named by its first bytes (`sniffed_suffix`), without decoding it: the
+decoders' bounds (`rice.data.media_limits`) then apply to every upload alike.
 """
 
 from __future__ import annotations
@@ -46,6 +48,26 @@ def stored_suffix(filename: str) -> str:
     """A media suffix the decoders understand, or ``""`` when the name has none (the content is sniffed later)."""
     suffix = Path(filename).suffix.lower()
     return suffix if suffix in IMAGE_SUFFIXES + VIDEO_SUFFIXES else ""
+
+
+# The first bytes of the image formats PIL reads; anything else is handed to the video decoders, which sniff the
+# container themselves. Only the signature is read: opening the file with PIL to find out (as before) raised
+# DecompressionBombError for a large PNG, which nothing caught (a 500).
+_IMAGE_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0, ".png"), (b"\xff\xd8\xff", 0, ".jpg"), (b"GIF87a", 0, ".png"), (b"GIF89a", 0, ".png"),
+    (b"BM", 0, ".png"), (b"WEBP", 8, ".png"), (b"II*\x00", 0, ".png"), (b"MM\x00*", 0, ".png"),
+)  # fmt: skip
+
+
+def sniffed_suffix(path: Path) -> str:
+    """``.png``/``.jpg`` for a file that starts like an image PIL reads (``load_image`` then reads it by its
+    content, whatever the suffix), else ``.mp4``. Decodes nothing."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    for signature, offset, suffix in _IMAGE_SIGNATURES:
+        if head[offset : offset + len(signature)] == signature:
+            return suffix
+    return ".mp4"
 
 
 class _FilePart:
@@ -142,6 +164,9 @@ async def receive_upload(
     if part.upload.size == 0:
         _discard(part)
         raise UploadError(422, f"{part.upload.filename}: the uploaded file is empty")
+    if not part.upload.path.suffix:  # no media suffix in the client's name: name it by its first bytes
+        path = part.upload.path
+        part.upload.path = path.rename(path.with_suffix(sniffed_suffix(path)))
     return part.upload
 
 
