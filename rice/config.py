@@ -94,6 +94,13 @@ class DataConfig(_Section):
         # One set of names everywhere: the download/prepare names lpr750k and lpr4m are the `lpr` format.
         return "lpr" if value in ("lpr750k", "lpr4m") else value
 
+    def with_absolute_root(self) -> DataConfig:
+        """This section with ``root`` made absolute (``~`` expanded), as a run saves it: a relative ``--root data``
+        stored as is would point elsewhere when ``rice eval RUN`` runs from another folder."""
+        if self.root is None or Path(self.root).expanduser().is_absolute():
+            return self if self.root is None else self.model_copy(update={"root": str(Path(self.root).expanduser())})
+        return self.model_copy(update={"root": str(Path(self.root).expanduser().absolute())})
+
     def resolved_root(self) -> Path:
         root = self.root or os.environ.get("RICE_DATA")
         if not root:

@@ -92,9 +92,12 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class SkipReport:
-    """Bad samples seen in one epoch (each replaced by the next good one), reported when the epoch ends."""
+    """Bad samples (each replaced by the next good one), reported when an epoch ends: each bad file is listed with
+    its reason the first epoch it is met, later epochs give only a count (a 200-step run on a small set used to list
+    the same two paths 44 times)."""
 
     messages: list[str] = field(default_factory=list)
+    reported: set[str] = field(default_factory=set)  # files already listed in this run
 
     def add(self, messages: list[str]) -> None:
         self.messages.extend(messages)
@@ -102,13 +105,26 @@ class SkipReport:
     def flush(self, epoch: int, log: RunLogger) -> None:
         gathered = distributed.all_gather_object(self.messages)
         unique = sorted({m for part in gathered for m in part})
-        if unique:
-            log.print(f"[yellow]epoch {epoch}: skipped {len(unique)} bad sample(s):")
-            for message in unique[:20]:
-                log.print(f"  {message}")
-            if len(unique) > 20:
-                log.print(f"  ... and {len(unique) - 20} more")
         self.messages = []
+        if not unique:
+            return
+        new = [message for message in unique if _skipped_file(message) not in self.reported]
+        self.reported.update(_skipped_file(message) for message in new)
+        if not new:
+            log.print(f"[yellow]epoch {epoch}: skipped {len(unique)} bad sample(s), all listed before")
+            return
+        known = f" ({len(unique) - len(new)} listed before, {len(new)} new)" if len(new) < len(unique) else ""
+        log.print(f"[yellow]epoch {epoch}: skipped {len(unique)} bad sample(s){known}:")
+        for message in new[:20]:
+            log.print(f"  {message}")
+        if len(new) > 20:
+            log.print(f"  ... and {len(new) - 20} more")
+
+
+def _skipped_file(message: str) -> str:
+    """The file a ``"path: reason"`` message names (a file may be skipped for different reasons in different epochs,
+    say a timeout once; it is still listed once)."""
+    return message.split(": ", 1)[0]
 
 
 @dataclass
@@ -214,6 +230,8 @@ def fit(cfg: RunConfig) -> Path:
     if device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     seed_everything(cfg.train.seed + world.rank)
+    # A relative --root is saved absolute (config.yaml, every checkpoint): `rice eval RUN` may run from elsewhere.
+    cfg = cfg.model_copy(update={"data": cfg.data.with_absolute_root()})
     out_dir = Path(cfg.train.out)
     resume = cfg.train.resume
     if distributed.restart_count() > 0:
