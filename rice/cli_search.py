@@ -19,6 +19,7 @@ index_app = typer.Typer(no_args_is_help=True, help="Build, extend, inspect and s
 
 INDEX_TYPE_HELP = "auto (flat below 1M items, IVF above, IVF-PQ when vectors exceed memory), flat, ivf, ivfpq, hnsw"
 DEVICE_HELP = "auto, cpu or cuda"
+ALLOW_OUTSIDE_HELP = "accept manifest rows and links that lead out of their folder (absolute paths, '..')"
 
 
 def _fail(message: str) -> None:
@@ -74,6 +75,7 @@ def embed(
     shard_size: Annotated[int, typer.Option(help="items per shard file (the unit of resuming)")] = 1024,
     group_by_folder: Annotated[bool, typer.Option(help="group = first folder under the input folder")] = False,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    allow_outside_paths: Annotated[bool, typer.Option(help=ALLOW_OUTSIDE_HELP)] = False,
 ) -> None:
     """Embed images or clips into resumable float32 .npy shards (torchrun ranks / --shard I/N each take a share)."""
     from rice.retrieval.jobs import embed_inputs
@@ -85,7 +87,8 @@ def embed(
     try:
         counts = embed_inputs(model, inputs, out, kind=kind, batch_size=batch_size, workers=workers,
                               shard=parse_shard(shard) if shard else None, shard_size=shard_size,
-                              checkpoint=checkpoint, group_by_folder=group_by_folder, progress=True)
+                              checkpoint=checkpoint, group_by_folder=group_by_folder, progress=True,
+                              allow_outside=allow_outside_paths)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     console.print(
@@ -123,6 +126,7 @@ def index_build(
     batch_size: Annotated[int, typer.Option(help="images per forward")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    allow_outside_paths: Annotated[bool, typer.Option(help=ALLOW_OUTSIDE_HELP)] = False,
 ) -> None:
     """Build a catalogue index from shop images (or from `rice embed` shards)."""
     from rice.retrieval.jobs import build_index
@@ -136,7 +140,7 @@ def index_build(
         index = build_index(out, model=model, inputs=images or (), from_embeddings=from_embeddings,
                             index_type=index_type, group_by_folder=group_by_folder, checkpoint=checkpoint,
                             batch_size=batch_size, workers=workers, progress=True,
-                            **_settings(nlist, nprobe, ef_search))
+                            allow_outside=allow_outside_paths, **_settings(nlist, nprobe, ef_search))
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     _report_skipped(index.skipped)
@@ -153,6 +157,7 @@ def index_add(
     batch_size: Annotated[int, typer.Option(help="images per forward")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    allow_outside_paths: Annotated[bool, typer.Option(help=ALLOW_OUTSIDE_HELP)] = False,
 ) -> None:
     """Embed new shop items and append them to an index."""
     from rice.retrieval.jobs import add_to_index
@@ -160,7 +165,7 @@ def index_add(
     model = _load_model(_index_checkpoint(index_dir, ckpt), device)
     try:
         index, skipped = add_to_index(index_dir, model, images, group_by_folder, batch_size, workers, progress=True,
-                                      trust_model=ckpt is not None)
+                                      trust_model=ckpt is not None, allow_outside=allow_outside_paths)
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(str(err))
     _report_skipped(skipped)
@@ -208,6 +213,7 @@ def index_sync(
     batch_size: Annotated[int, typer.Option(help="images per forward")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    allow_outside_paths: Annotated[bool, typer.Option(help=ALLOW_OUTSIDE_HELP)] = False,
 ) -> None:
     """Embed only new or changed items, remove listed ones that are gone, swap the updated index in; prints what it
     did (items `rice index add` put in stay unless --prune)."""
@@ -216,7 +222,7 @@ def index_sync(
     model = _load_model(_index_checkpoint(index_dir, ckpt), device)
     try:
         report = sync_from_inputs(index_dir, model, images, group_by_folder, batch_size, workers, progress=True,
-                                  prune=prune, trust_model=ckpt is not None)
+                                  prune=prune, trust_model=ckpt is not None, allow_outside=allow_outside_paths)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     _report_skipped(report.skipped)

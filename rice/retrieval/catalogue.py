@@ -39,9 +39,11 @@ from rice.retrieval.index_folder import (
     read_faiss,
     read_index_meta,
     read_item_rows,
+    read_roots,
     recover_interrupted_swap,
 )
 from rice.retrieval.protocols import member_topk
+from rice.retrieval.roots import covering_roots, is_within, real
 
 __all__ = ["FORMAT_VERSION", "Index", "ItemRecord", "SearchHit", "read_index_meta", "recover_interrupted_swap"]
 
@@ -133,6 +135,8 @@ class Index:
         self.skipped: list[str] = []  # files that could not be embedded at build/add time
         self.source: dict[str, Any] = {}  # where the catalogue came from (inputs, group_by_folder): sync's default
         self.loaded_from: Path | None = None  # the folder `load` read (a digest-less folder needs a trusted model)
+        # the folders whose files `image_path` may return (roots.py): those the items were listed from
+        self.roots: list[str] = covering_roots([], [item.path for item in items])
         self._reindex()
 
     # ------------------------------------------------------------------------------------------------- building
@@ -191,6 +195,7 @@ class Index:
                 handle.write(json.dumps(asdict(item), sort_keys=True) + "\n")
         meta = {"format": FORMAT_VERSION, "count": len(self), "dim": self.dim, "settings": self.settings.to_dict(),
                 "model": self.model_info, "stats": self.stats, "groups": len(self.groups), "source": self.source,
+                "roots": self.roots,
                 "faiss": faiss_record(staging / "index.faiss")}  # checked at load: another index's file is refused
         (staging / "index.json").write_text(json.dumps(meta, indent=1) + "\n")  # written last: the folder is whole
         _swap_in(staging, final)
@@ -214,6 +219,8 @@ class Index:
                     embeddings, items, meta["model"], meta["stats"])
         index.source = meta.get("source", {})
         index.loaded_from = folder
+        # the roots recorded at build time, never ones derived from items.jsonl (which may have been edited)
+        index.roots = read_roots(folder, meta)
         last_key = items[-1].key if items else -1
         if not isinstance(meta["stats"].get("next_key"), int) or meta["stats"]["next_key"] <= last_key:
             raise IndexFileError(f"{folder / 'index.json'}: stats.next_key must be an integer above the last item "
@@ -252,6 +259,7 @@ class Index:
         self.faiss_index.add_with_ids(vectors, np.arange(start, start + len(new), dtype=np.int64))
         self.embeddings = np.concatenate([np.asarray(self.embeddings), vectors]) if len(self) else vectors
         self.items += new
+        self.roots = covering_roots(self.roots, [item.path for item in new])
         self.stats.update(next_key=start + len(new), added_since_training=self.stats["added_since_training"] + len(new))
         self._reindex()
 
@@ -280,6 +288,8 @@ class Index:
             record = self.items[self._row_of_id(item_id)]
             for name, value in fields.items():
                 setattr(record, name, value)
+            if "path" in fields:
+                self.roots = covering_roots(self.roots, [record.path])
         self._reindex()
 
     def _rebuild_graph(self, removed_rows: np.ndarray) -> None:
@@ -422,10 +432,21 @@ class Index:
         return self.items[self._row_of_id(item_id)]
 
     def image_path(self, item_id: str) -> Path:
+        """The item's image file, links followed, when it lies under the index's roots; else KeyError.
+
+        The message is the same whether a file outside the roots exists or not, so it reveals nothing about it.
+        """
         path = self.item(item_id).path
         if path is None:
             raise KeyError(f"item {item_id!r} has no image file (it was indexed from an embedding)")
-        return Path(path)
+        if not is_within(path, self.roots):
+            raise KeyError(f"item {item_id!r}: its image is not available (an index opens only files under the "
+                           "folders it was built from)")
+        return Path(real(path))
+
+    def add_roots(self, folders: Sequence[str | os.PathLike[str]]) -> None:
+        """Allow files under ``folders`` (the catalogue folders a build or sync listed) to be opened."""
+        self.roots = covering_roots([*self.roots, *(real(f) for f in folders)], [])
 
     def info(self) -> dict[str, Any]:
         """Size, type, settings, model, memory and drift advice, as `rice index info` prints them."""

@@ -165,6 +165,14 @@ def read_faiss(folder: Path, meta: dict[str, Any], dim: int, count: int) -> fais
     return index
 
 
+def read_roots(folder: Path, meta: dict[str, Any]) -> list[str]:
+    """The folders index.json allows item files under (an index written before roots were recorded: none)."""
+    roots = meta.get("roots", [])
+    if not isinstance(roots, list) or not all(isinstance(r, str) and os.path.isabs(r) for r in roots):
+        raise IndexFileError(f"{folder / 'index.json'}: 'roots' must be a list of absolute folders; {REBUILD}")
+    return roots
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

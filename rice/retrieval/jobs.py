@@ -12,7 +12,7 @@ import numpy as np
 from rice.retrieval import shards
 from rice.retrieval.catalogue import Index, SearchHit, model_identity
 from rice.retrieval.embed import embed_media
-from rice.retrieval.sources import CatalogueItem, read_items
+from rice.retrieval.sources import CatalogueItem, input_folders, read_items
 from rice.retrieval.sync import SyncReport, sync_index
 
 
@@ -31,7 +31,8 @@ def embed_inputs(model: Any, inputs: Sequence[str | os.PathLike[str]], out: str 
                  kind: str = "auto", batch_size: int | None = None, workers: int = 0,
                  shard: tuple[int, int] | None = None, shard_size: int = 1024, device: Any = None,
                  checkpoint: str | os.PathLike[str] | None = None, group_by_folder: bool = False,
-                 num_frames: int | None = None, progress: bool = False) -> dict[str, int]:
+                 num_frames: int | None = None, progress: bool = False,
+                 allow_outside: bool = False) -> dict[str, int]:
     """Embed every input file into shards under ``out`` (resumable); this process does its share only.
 
     The share is ``shard`` = (I, N) when given, else the torchrun rank among the world (no process group is
@@ -40,7 +41,7 @@ def embed_inputs(model: Any, inputs: Sequence[str | os.PathLike[str]], out: str 
     from rice.distributed import launched_by_torchrun
 
     items = read_items(inputs, kind="image" if kind == "image" else ("video" if kind == "video" else "auto"),
-                       group_by_folder=group_by_folder)
+                       group_by_folder=group_by_folder, allow_outside=allow_outside)
     kind = _kind_of(items, kind)
     if shard is None:
         shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if launched_by_torchrun() else (0, 1)
@@ -60,8 +61,11 @@ def embed_inputs(model: Any, inputs: Sequence[str | os.PathLike[str]], out: str 
 def build_index(out: str | os.PathLike[str], model: Any = None, inputs: Sequence[str | os.PathLike[str]] = (),
                 from_embeddings: str | os.PathLike[str] | None = None, index_type: str = "auto",
                 group_by_folder: bool = False, checkpoint: str | os.PathLike[str] | None = None,
-                batch_size: int = 64, workers: int = 0, progress: bool = False, **settings: Any) -> Index:
-    """Build and save an index from catalogue inputs (embedded with ``model``) or from a `rice embed` folder."""
+                batch_size: int = 64, workers: int = 0, progress: bool = False, allow_outside: bool = False,
+                **settings: Any) -> Index:
+    """Build and save an index from catalogue inputs (embedded with ``model``) or from a `rice embed` folder.
+
+    ``allow_outside``: accept manifest rows and links leading out of their folder (`sources.read_items`)."""
     if from_embeddings is not None:
         merged = shards.read_folder(from_embeddings)
         if merged["meta"]["kind"] != "image":
@@ -78,23 +82,26 @@ def build_index(out: str | os.PathLike[str], model: Any = None, inputs: Sequence
     else:
         if model is None:
             raise ValueError("building from images needs the checkpoint (or pass --from-embeddings DIR)")
-        items = read_items(inputs, kind="image", group_by_folder=group_by_folder)
+        items = read_items(inputs, kind="image", group_by_folder=group_by_folder, allow_outside=allow_outside)
         index = Index.build(model, [i.path for i in items], [i.id for i in items], [i.group for i in items],
                             [i.metadata for i in items], index_type=index_type, batch_size=batch_size,
                             workers=workers, checkpoint=checkpoint, progress=progress, **settings)
         index.source = {"inputs": [str(Path(p).resolve()) for p in inputs], "group_by_folder": group_by_folder}
+        index.add_roots(input_folders(inputs))
     index.save(out)
     return index
 
 
 def add_to_index(index_dir: str | os.PathLike[str], model: Any, inputs: Sequence[str | os.PathLike[str]],
                  group_by_folder: bool = False, batch_size: int = 64, workers: int = 0,
-                 progress: bool = False, trust_model: bool = False) -> tuple[Index, list[str]]:
+                 progress: bool = False, trust_model: bool = False,
+                 allow_outside: bool = False) -> tuple[Index, list[str]]:
     """Embed new shop items and append them (ids already in the index are an error: use sync to update).
 
     ``trust_model``: the caller chose the model (``--ckpt``); see `Index.check_model`."""
     index = Index.load(index_dir, model=model, mmap=False, trust_model=trust_model)
-    items = read_items(inputs, kind="image", group_by_folder=group_by_folder)
+    items = read_items(inputs, kind="image", group_by_folder=group_by_folder, allow_outside=allow_outside)
+    index.add_roots(input_folders(inputs))
     skipped = index.add([i.path for i in items], [i.id for i in items], [i.group for i in items],
                         [i.metadata for i in items], batch_size=batch_size, workers=workers, progress=progress)
     index.save(index_dir)
@@ -104,16 +111,16 @@ def add_to_index(index_dir: str | os.PathLike[str], model: Any, inputs: Sequence
 def sync_from_inputs(index_dir: str | os.PathLike[str], model: Any,
                      inputs: Sequence[str | os.PathLike[str]] | None = None, group_by_folder: bool | None = None,
                      batch_size: int = 64, workers: int = 0, progress: bool = False, prune: bool = False,
-                     trust_model: bool = False) -> SyncReport:
+                     trust_model: bool = False, allow_outside: bool = False) -> SyncReport:
     """`sync_index` with the catalogue read from ``inputs`` (default: the inputs the index was built from)."""
     source = Index.load(index_dir).source if inputs is None or group_by_folder is None else {}
     inputs = inputs or source.get("inputs")
     if not inputs:
         raise ValueError(f"{index_dir}: the index does not record its catalogue folder; pass --images DIR|MANIFEST")
     by_folder = group_by_folder if group_by_folder is not None else bool(source.get("group_by_folder", False))
-    items = read_items(inputs, kind="image", group_by_folder=by_folder)
+    items = read_items(inputs, kind="image", group_by_folder=by_folder, allow_outside=allow_outside)
     return sync_index(index_dir, items, model, batch_size=batch_size, workers=workers, progress=progress, prune=prune,
-                      trust_model=trust_model)
+                      trust_model=trust_model, roots=input_folders(inputs))
 
 
 def search_files(index: Index, model: Any, queries: Sequence[str | os.PathLike[str]], k: int = 10,

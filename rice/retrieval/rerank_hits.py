@@ -35,7 +35,11 @@ def rerank_hits(model: Any, query: str | os.PathLike[str], hits: list[SearchHit]
     transform = _transform(model)
     clip, mask = pad_clip(ClipTransform(transform)(query_frames(query, num_frames)), num_frames)
     _, query_tokens = model.encode_video_tokens(clip[None].to(device), mask[None].to(device))
-    images = torch.stack([transform(load_image(h.path)) for h in hits]).to(device)
+    try:  # through the index: it opens only files under the folders it was built from
+        files = [index.image_path(h.id) if index is not None else h.path for h in hits]
+    except KeyError as err:
+        raise ValueError(str(err.args[0])) from None
+    images = torch.stack([transform(load_image(f)) for f in files]).to(device)
     _, image_tokens = model.encode_image_tokens(images)
     candidates = torch.arange(len(hits))[None]
     order, scores = rerank_topk(model.decoder, query_tokens, mask[None].to(device), image_tokens, candidates)

@@ -108,20 +108,25 @@ def _plan_key(plan: SyncPlan) -> str:
 
 def sync_index(index_dir: str | os.PathLike[str], items: Sequence[CatalogueItem], model: Any, batch_size: int = 64,
                workers: int = 0, shard_size: int = 256, progress: bool = False, prune: bool = False,
-               trust_model: bool = False) -> SyncReport:
+               trust_model: bool = False, roots: Sequence[str] = ()) -> SyncReport:
     """Sync the index folder with ``items`` (the whole new catalogue) using ``model`` (checked against the index).
 
     ``prune`` also removes the unlisted items that `rice index add` put in (by default they are kept and named).
+    ``roots``: the folders the listing came from, where the index may open item files from now on.
     """
     from rice.retrieval.embed import embed_images
 
     tic = time.perf_counter()
     folder = Path(index_dir)
     index = Index.load(folder, model=model, mmap=False, trust_model=trust_model)
+    roots_before = list(index.roots)
+    index.add_roots(roots)
     plan = plan_sync(index, items, prune)
     report = SyncReport(removed=len(plan.removed), unchanged=plan.unchanged, removed_ids=list(plan.removed),
                         kept_unlisted=list(plan.kept))
     if not (plan.embed or plan.removed or plan.relabel):
+        if index.roots != roots_before:
+            index.save(folder)  # a listing from a new folder: its files may be opened from now on
         report.seconds = time.perf_counter() - tic
         return report
 

@@ -117,3 +117,96 @@ def test_an_index_without_a_digest_is_searched_with_an_explicit_matching_checkpo
     with pytest.raises(ValueError, match="records no model digest"):
         Index.load(folder, model=model)
     assert len(Index.load(folder, model=model, trust_model=True).search([query], k=3)[0]) == 3
+
+
+# ----------------------------------------------------------------------------------------- files outside the roots
+@pytest.fixture()
+def tampered_paths(built, tmp_path):
+    """A copy of the index whose items.jsonl points items at files outside the catalogue folder."""
+    folder = tmp_path / "index"
+    shutil.copytree(built, folder)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0")
+    inside = Path(json.loads(_lines(folder)[2])["path"])
+    link = tmp_path / "link.jpg"  # a link outside the roots to an image inside: still refused (the path escapes)
+    link.symlink_to(inside)
+    escaping = inside.parent / "escaping.jpg"  # a link inside the roots to a file outside them
+    escaping.symlink_to(secret)
+    _edit_item(folder, 1, path=str(secret))
+    _edit_item(folder, 2, path=str(tmp_path / "does-not-exist.txt"))
+    _edit_item(folder, 3, path=str(escaping))
+    _edit_item(folder, 4, path=str(inside.parent / ".." / ".." / "secret.txt"))
+    yield folder, [json.loads(line)["id"] for line in _lines(folder)]
+    escaping.unlink()
+
+
+def test_an_item_path_outside_the_roots_is_never_opened(tampered_paths, untrained_checkpoint):
+    from fastapi.testclient import TestClient
+
+    from rice.api import load
+    from rice.serve.app import create_app
+    from rice.serve.service import SearchService
+
+    folder, ids = tampered_paths
+    index = Index.load(folder)
+    messages = []
+    for item_id in ids[:4]:
+        with pytest.raises(KeyError) as caught:
+            index.image_path(item_id)
+        messages.append(str(caught.value).replace(item_id, "ID"))
+    assert len(set(messages)) == 1  # the same words whether the outside file exists or not
+    assert index.image_path(ids[5]).is_file()  # an item inside the roots is served
+    model = load(untrained_checkpoint)
+    service = SearchService(index, model)
+    try:
+        client = TestClient(create_app(service))
+        answers = [client.get(f"/items/{item_id}/image") for item_id in ids[:4]]
+        assert [a.status_code for a in answers] == [404] * 4
+        assert len({a.json()["detail"].replace(i, "ID") for a, i in zip(answers, ids)}) == 1
+        assert all("root:x" not in a.text for a in answers)
+        assert client.get(f"/items/{ids[5]}/image").status_code == 200
+    finally:
+        service.close()
+
+
+MANIFEST_CASES = [
+    ("dotdot", lambda d, img: f"path,id\n../outside/{img.name},a\n", "row 1"),
+    ("absolute", lambda d, img: f"path,id\n{img.resolve()},a\n", "row 1"),
+    ("symlink", lambda d, img: "path,id\nlinked.jpg,a\n", "row 1"),
+]
+
+
+@pytest.mark.parametrize(("name", "rows", "says"), MANIFEST_CASES, ids=[c[0] for c in MANIFEST_CASES])
+def test_a_manifest_naming_files_outside_its_folder_is_refused(untrained_checkpoint, shop_data, tmp_path, name, rows,
+                                                               says):
+    from rice.retrieval.sources import read_items
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    image = shutil.copy(sorted((shop_data / "imgs").iterdir())[0], outside / "shirt.jpg")
+    catalogue = tmp_path / "catalogue"
+    catalogue.mkdir()
+    (catalogue / "linked.jpg").symlink_to(image)
+    manifest = catalogue / "items.csv"
+    manifest.write_text(rows(catalogue, Path(image)))
+    with pytest.raises(ValueError, match=says):
+        read_items([manifest])
+    assert len(read_items([manifest], allow_outside=True)) == 1
+    result = runner.invoke(app, ["index", "build", str(untrained_checkpoint), "--images", str(manifest), "--out",
+                                 str(tmp_path / "idx"), "--device", "cpu"])
+    assert result.exit_code == 2 and "items.csv" in result.output and "--allow-outside-paths" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    result = runner.invoke(app, ["index", "build", str(untrained_checkpoint), "--images", str(manifest), "--out",
+                                 str(tmp_path / "idx"), "--device", "cpu", "--allow-outside-paths"])
+    assert result.exit_code == 0, result.output
+    assert Index.load(tmp_path / "idx").image_path("a").is_file()  # allowed at build: its file is served
+
+
+def test_a_folder_with_a_link_leaving_it_is_refused(shop_data, tmp_path):
+    from rice.retrieval.sources import read_items
+
+    catalogue = tmp_path / "catalogue"
+    shutil.copytree(shop_data / "imgs", catalogue)
+    (catalogue / "away.jpg").symlink_to(tmp_path / "no-such-file.jpg")
+    with pytest.raises(ValueError, match="away.jpg.*leaves"):
+        read_items([catalogue])
