@@ -309,6 +309,9 @@ def demo(
     ablation: Annotated[bool, typer.Option(help="train ICL, ICL+PMD, ICL+PMD+PFR and print the table")] = False,
     steps: Annotated[Optional[int], typer.Option(help="training steps (default: the demo's budget)")] = None,
     difficulty: Annotated[str, typer.Option(help="normal, or hard (see `rice synth --difficulty`)")] = "normal",
+    livestream: Annotated[
+        bool, typer.Option(help="then scan synthetic livestream recordings with the trained model and score them")
+    ] = False,
 ) -> None:
     """Synthetic data -> train rice_tiny on CPU -> evaluate against the untrained model and chance."""
     from rice.demo import run_ablation, run_demo
@@ -318,7 +321,7 @@ def demo(
     else:
         if difficulty not in ("normal", "hard"):
             _fail(f"--difficulty {difficulty!r} is unknown; choose 'normal' or 'hard'")
-        run_demo(out, steps=steps, console=console, difficulty=difficulty)
+        run_demo(out, steps=steps, console=console, difficulty=difficulty, livestream=livestream)
 
 
 @app.command()

@@ -18,13 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 from rice.cli_search import DEVICE_HELP, _fail, _index_checkpoint, _load_model
+from rice.scanning.timeline import SCAN_RULE
 
-# The decision rule's defaults, measured on the synthetic livestream with the demo's model (docs/scan.md): a margin
-# of 0.02 over the runner-up kept host-only time labelled to 24% (98% with no rule) at 58% segment accuracy.
-DEFAULT_MIN_SCORE = 0.0
-DEFAULT_MIN_MARGIN = 0.02
-DEFAULT_SMOOTH = 1
-DEFAULT_MIN_SECONDS = 1.0
+# The decision rule's defaults are the library's SCAN_RULE (measured: docs/scan.md), shared with the service.
+DEFAULT_MIN_SCORE = SCAN_RULE.min_score
+DEFAULT_MIN_MARGIN = SCAN_RULE.min_margin
+DEFAULT_SMOOTH = SCAN_RULE.smooth
+DEFAULT_MIN_SECONDS = SCAN_RULE.min_seconds
 
 
 class _JsonLines:

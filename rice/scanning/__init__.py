@@ -12,8 +12,8 @@ from rice._lazy import lazy_getattr
 _LAZY = {
     "ScanProgress": "rice.scanning.engine", "ScanRun": "rice.scanning.engine", "default_window": "rice.scanning.engine",
     "scan": "rice.scanning.engine", "Gap": "rice.scanning.source", "VideoSource": "rice.scanning.source",
-    "DecisionRule": "rice.scanning.timeline", "Segment": "rice.scanning.timeline",
-    "Segmenter": "rice.scanning.timeline", "Timeline": "rice.scanning.timeline",
+    "DecisionRule": "rice.scanning.timeline", "SCAN_RULE": "rice.scanning.timeline",
+    "Segment": "rice.scanning.timeline", "Segmenter": "rice.scanning.timeline", "Timeline": "rice.scanning.timeline",
     "WindowResult": "rice.scanning.timeline",
     "segments_from_windows": "rice.scanning.timeline",
 }  # fmt: skip
