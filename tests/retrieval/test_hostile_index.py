@@ -210,3 +210,36 @@ def test_a_folder_with_a_link_leaving_it_is_refused(shop_data, tmp_path):
     (catalogue / "away.jpg").symlink_to(tmp_path / "no-such-file.jpg")
     with pytest.raises(ValueError, match="away.jpg.*leaves"):
         read_items([catalogue])
+
+
+# ----------------------------------------------------------------------------------------- hostile manifests
+BAD_MANIFESTS = [
+    ("jsonl_list_line", "items.jsonl", '{"path": "a.png"}\n[1, 2]\n', "items.jsonl:2"),
+    ("jsonl_number_path", "items.jsonl", '{"path": 5}\n', "row 1"),
+    ("jsonl_list_metadata", "items.jsonl", '{"path": "a.png", "metadata": [1]}\n', "metadata"),
+    ("jsonl_not_utf8", "items.jsonl", b'{"path": "\xff.png"}\n', "UTF-8"),
+]
+
+
+@pytest.mark.parametrize(("name", "file", "text", "says"), BAD_MANIFESTS, ids=[c[0] for c in BAD_MANIFESTS])
+def test_a_bad_manifest_is_one_line(untrained_checkpoint, tmp_path, name, file, text, says):
+    from rice.retrieval.sources import read_items
+
+    manifest = tmp_path / file
+    manifest.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError, match=says):
+        read_items([manifest])
+    result = runner.invoke(app, ["index", "build", str(untrained_checkpoint), "--images", str(manifest), "--out",
+                                 str(tmp_path / "idx"), "--device", "cpu"])
+    assert result.exit_code == 2 and file in result.output and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_csv_with_a_byte_order_mark_and_blank_groups_is_read(tmp_path):
+    from rice.retrieval.sources import read_items
+
+    (tmp_path / "items.csv").write_bytes("\ufeffpath,id,group,price\na.png,sku1,   ,3\nb.png,sku2, shop ,4\n"
+                                         .encode("utf-8"))
+    items = read_items([tmp_path / "items.csv"])
+    assert [(i.id, i.group, i.metadata) for i in items] == [("sku1", "", {"price": "3"}),
+                                                            ("sku2", "shop", {"price": "4"})]
