@@ -29,9 +29,12 @@ _LAZY = {
     # livestream scanning: rice.scan(model, index, source) -> an iterable ScanRun with .timeline
     "scan": "rice.scanning.engine",
     "Timeline": "rice.scanning.timeline",
+    # a client of `rice serve` (standard library only)
+    "Client": "rice.serve.client",
 }
 
 __all__ = [
+    "Client",
     "Index",
     "RiceModel",
     "RunConfig",
@@ -56,6 +59,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real objects
     from rice.retrieval.embed import embed_images, embed_videos
     from rice.scanning.engine import scan
     from rice.scanning.timeline import Timeline
+    from rice.serve.client import Client
 
 
 __getattr__ = lazy_getattr("rice", _LAZY, globals())

@@ -389,6 +389,8 @@ def serve(
     timeout_keep_alive: Annotated[int, typer.Option(min=1, help="seconds an idle connection is kept after an "
                                                                 "answer")] = 5,
     limit_concurrency: Annotated[int, typer.Option(min=1, help="open connections beyond this get HTTP 503")] = 100,
+    rerank: Annotated[int, typer.Option(min=0, help="re-score the top K of each uploaded query with the PMD decoder "
+                                                    "(0: off), as `rice search --rerank K`")] = 0,
 ) -> None:
     """Serve an index over HTTP: /search (upload a clip or an image), /scan (a recording), /items/ID/image,
     /health and a web page."""
@@ -397,7 +399,7 @@ def serve(
     from rice.serve.service import open_service
 
     try:
-        service = open_service(index_dir, ckpt, device)
+        service = open_service(index_dir, ckpt, device, rerank=rerank)
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
         _fail(str(err))
     ready = lambda url: typer.echo(f"serving {len(service.index)} items on {url} (Ctrl-C stops)")  # noqa: E731

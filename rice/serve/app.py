@@ -4,6 +4,8 @@ page) and its static files."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -14,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rice.data.video import MediaError
 from rice.scanning import DecisionRule
@@ -71,6 +74,25 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jo
         except UploadError as err:
             raise HTTPException(err.status, err.message) from None
 
+    async def receive_embedding(request: Request, top_k: int, group: str | None) -> EmbeddingQuery:
+        """The JSON body of an embedding query, read up to the upload limit; ``top_k`` and ``group`` in the body
+        override the query string's."""
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_bytes:
+                raise HTTPException(413, f"body larger than the limit of {max_upload_mb:g} MB")
+        try:
+            fields = json.loads(body)
+            if not isinstance(fields, dict):
+                raise ValueError("not an object")
+            return EmbeddingQuery.model_validate({"top_k": top_k, "group": group, **fields})
+        except ValidationError as err:
+            raise HTTPException(422, validation_detail(err.errors(), prefixed=False)) from None
+        except ValueError as err:  # json.JSONDecodeError is one
+            raise HTTPException(422, f"the JSON body is not an object like {{\"embedding\": [...], \"top_k\": 10}} "
+                                     f"({_one_line(err)})") from None
+
     @app.get("/health")
     async def health() -> dict:
         return {**service.health(), "max_upload_mb": max_upload_mb, "max_scan_jobs": max_scan_jobs,
@@ -86,6 +108,13 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jo
         top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="shop images returned")] = 10,
         group: Annotated[str | None, Query(description="rank only this group's items (shop, livestream)")] = None,
     ) -> dict:
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+            query = await receive_embedding(request, top_k, group)
+            try:
+                return await run_in_threadpool(service.search_vector, query.embedding, query.top_k,
+                                               known_group(query.group))  # fmt: skip
+            except ValueError as err:
+                raise HTTPException(422, str(err)) from None
         group = known_group(group)
         upload = await receive(request)
         try:
@@ -158,12 +187,34 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jo
     return app
 
 
-def validation_detail(errors: Sequence[dict[str, Any]]) -> str:
-    """FastAPI's list of validation errors as the one line every other error is: ``top_k=0: input should be
-    greater than or equal to 1`` (several joined by ``; ``)."""
+class EmbeddingQuery(BaseModel):
+    """``POST /search`` with ``Content-Type: application/json``: a query embedded elsewhere."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedding: Annotated[list[float], Field(min_length=1, max_length=1 << 16)]
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = 10
+    group: str | None = None
+
+    @field_validator("embedding")
+    @classmethod
+    def _finite(cls, values: list[float]) -> list[float]:
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError("every number must be finite")
+        return values
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def validation_detail(errors: Sequence[dict[str, Any]], prefixed: bool = True) -> str:
+    """FastAPI's (or pydantic's) list of validation errors as the one line every other error is: ``top_k=0:
+    input should be greater than or equal to 1`` (several joined by ``; ``). ``prefixed``: each location starts
+    with where the value was (``query``, ``body``), which is left out."""
     parts = []
     for error in errors:
-        name = ".".join(str(part) for part in error.get("loc", ())[1:]) or "request"
+        name = ".".join(str(part) for part in error.get("loc", ())[1 if prefixed else 0 :]) or "request"
         message = str(error.get("msg", "invalid value"))
         message = message[:1].lower() + message[1:]
         value = error.get("input")

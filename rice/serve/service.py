@@ -14,10 +14,12 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
@@ -27,6 +29,7 @@ from rice.data.video import MediaError
 from rice.models.export import is_export_source
 from rice.retrieval.catalogue import Index, hits_to_json
 from rice.retrieval.embed import default_num_frames, embed_images, embed_videos, media_kind, query_frames
+from rice.retrieval.rerank_hits import rerank_hits
 from rice.retrieval.roots import is_within, real
 
 FRAME_THUMB_HEIGHT = 112  # px of the frame previews sent back to the page
@@ -39,10 +42,14 @@ class SearchService:
         index: an index folder's `Index` (its model is checked against it by the caller, see `open_service`).
         model: the model that embedded the catalogue, in eval mode.
         work_dir: where uploads are written; default: a fresh temporary folder, removed by `close()`.
+        rerank: re-score the top K of each file query with the PMD decoder (`rice search --rerank K`; 0: off).
     """
 
-    def __init__(self, index: Index, model: torch.nn.Module, work_dir: Path | None = None) -> None:
-        self.index, self.model = index, model
+    def __init__(self, index: Index, model: torch.nn.Module, work_dir: Path | None = None, rerank: int = 0) -> None:
+        if rerank < 0 or (rerank and getattr(model, "decoder", None) is None):
+            raise ValueError(f"--rerank {rerank} needs a model with the PMD decoder (a checkpoint trained with "
+                             "--losses icl,pmd[,pfr]) and K >= 0; pass --rerank 0 or another checkpoint")
+        self.index, self.model, self.rerank = index, model, rerank
         self.num_frames = default_num_frames(model)
         pre = model.preprocess
         self._clip_transform = ClipTransform(build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size))
@@ -71,17 +78,47 @@ class SearchService:
                 batch = embed_images(self.model, frames)
             else:
                 batch = embed_videos(self.model, [self._clip_transform(frames)], num_frames=self.num_frames)
-            hits = self.index.search(batch.embeddings, k=top_k, group=group)[0]
+            hits = self.index.search(batch.embeddings, k=max(top_k, self.rerank), group=group)[0]
+            if self.rerank:  # as `rice search --rerank K`: the top K re-scored, the rest after them
+                hits = rerank_hits(self.model, path, hits[: self.rerank], self.index) + hits[self.rerank :]
         searched = time.perf_counter()
-        response = hits_to_json(display_name, hits)
-        for result in response["results"]:
-            result["path"] = self.catalogue_path(result["path"])
-            result["image_url"] = item_image_url(result["id"])
+        response = self._answer(display_name, hits[:top_k])
         response.update(
             kind=kind,
             frames=[_data_uri(frame) for frame in frames],
             timing_ms={"decode": round(1000 * (decoded - tic), 1), "search": round(1000 * (searched - decoded), 1)},
+            reranked=min(self.rerank, len(hits)),
         )
+        return response
+
+    def search_vector(self, embedding: Sequence[float], top_k: int, group: str | None = None) -> dict[str, Any]:
+        """Search with an embedding computed elsewhere (the index's model, ``index.dim`` numbers); it is scaled to
+        unit length, as the model's own embeddings are, so scores stay cosines. No re-ranking: the decoder needs
+        the query's frames.
+
+        Raises:
+            ValueError: a vector of another length, or of length zero (one line).
+        """
+        tic = time.perf_counter()
+        vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.index.dim:
+            raise ValueError(f"embedding has {vector.shape[0]} numbers; this index holds {self.index.dim}-d vectors "
+                             f"(model {self.index.model_info.get('name')})")  # fmt: skip
+        norm = float(np.linalg.norm(vector))
+        if not np.isfinite(norm) or norm == 0:
+            raise ValueError("embedding is all zeros or not finite; send the model's embedding of the query")
+        hits = self.index.search((vector / norm)[None], k=top_k, group=group)[0]
+        response = self._answer("embedding", hits)
+        response.update(kind="embedding", frames=[], reranked=0,
+                        timing_ms={"decode": 0.0, "search": round(1000 * (time.perf_counter() - tic), 1)})
+        return response
+
+    def _answer(self, query: str, hits: list) -> dict[str, Any]:
+        """`rice search --json`'s entry, with paths relative to the catalogue and each item's image URL."""
+        response = hits_to_json(query, hits)
+        for result in response["results"]:
+            result["path"] = self.catalogue_path(result["path"])
+            result["image_url"] = item_image_url(result["id"])
         return response
 
     def _client_reason(self, message: str, display_name: str) -> str:
@@ -123,7 +160,8 @@ class SearchService:
         info = self.index.model_info
         return {"status": "ok", "items": len(self.index), "model": info.get("name"),
                 "model_digest": (info.get("digest") or "")[:12] or None, "index_type": self.index.settings.index_type,
-                "groups": len(self.index.groups), "num_frames": self.num_frames}  # fmt: skip
+                "groups": len(self.index.groups), "num_frames": self.num_frames, "dim": self.index.dim,
+                "rerank": self.rerank}  # fmt: skip
 
     def close(self) -> None:
         """Remove the temporary folder (and any upload still in it)."""
@@ -171,12 +209,13 @@ def _data_uri(frame: Image.Image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def open_service(index_dir: str | Path, checkpoint: str | Path | None = None, device: str = "auto") -> SearchService:
+def open_service(index_dir: str | Path, checkpoint: str | Path | None = None, device: str = "auto",
+                 rerank: int = 0) -> SearchService:  # fmt: skip
     """Load an index folder and its model (the checkpoint recorded in the folder unless one is given).
 
     Raises:
         FileNotFoundError: no index there, or the checkpoint is missing.
-        ValueError: the checkpoint's model is not the one that embedded the index.
+        ValueError: the checkpoint's model is not the one that embedded the index, or ``rerank`` without a decoder.
     """
     from rice.api import load
 
@@ -193,7 +232,7 @@ def open_service(index_dir: str | Path, checkpoint: str | Path | None = None, de
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load(checkpoint, device=device)
     index.use_model(model)  # refuses another model's checkpoint, one line
-    return SearchService(index, model)
+    return SearchService(index, model, rerank=rerank)
 
 
 __all__ = ["SearchService", "client_reason", "item_image_url", "open_service"]
