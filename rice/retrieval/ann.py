@@ -29,7 +29,7 @@ class AnnSettings:
     nlist: int = 0  # IVF lists; 0 = 2 * sqrt(N) at build time (at most N / 39: FAISS wants >= 39 points a list)
     nprobe: int = 0  # IVF lists probed per query; 0 = nlist / 32 (>= 1)
     pq_m: int = 0  # IVF-PQ sub-quantisers (bytes per vector); 0 = D / 8
-    pq_bits: int = 8
+    pq_bits: int = 0  # bits per sub-quantiser code (2**bits centroids each); 0 = 8, fewer for a small catalogue
     refine: int = 10  # IVF-PQ: re-score refine * k candidates exactly from the stored vectors
     hnsw_m: int = 32
     ef_construction: int = 80
@@ -65,11 +65,26 @@ def resolve_settings(settings: AnnSettings, num_items: int, dim: int) -> AnnSett
         pq_m = settings.pq_m or _pq_m(dim)
         if settings.index_type == "ivfpq" and dim % pq_m:
             raise ValueError(f"pq_m={pq_m} must divide the embedding size {dim}")
+        train_size = settings.train_size or min(num_items, 40 * nlist)
         settings = replace(
-            settings, nlist=nlist, nprobe=settings.nprobe or max(1, nlist // 32), pq_m=pq_m,
-            train_size=settings.train_size or min(num_items, 40 * nlist),
+            settings, nlist=nlist, nprobe=settings.nprobe or max(1, nlist // 32), pq_m=pq_m, train_size=train_size,
+            pq_bits=_pq_bits(settings.pq_bits, train_size) if settings.index_type == "ivfpq" else settings.pq_bits,
         )  # fmt: skip
     return settings
+
+
+def _pq_bits(asked: int, train_size: int) -> int:
+    """Code-book bits a training set of ``train_size`` vectors can fit: each of the 2**bits centroids wants about 39
+    points (FAISS's rule, as for the IVF lists), so a small catalogue gets fewer bits instead of a FAISS error. Its
+    candidates are re-scored exactly from the stored vectors (``refine``), which keeps the ranking exact enough."""
+    if train_size < 2:
+        raise ValueError(f"IVF-PQ needs at least 2 training vectors, got {train_size}; use --index-type flat")
+    if asked:
+        if 2**asked > train_size:
+            raise ValueError(f"pq_bits={asked} asks for {2**asked} centroids per code book but only {train_size} "
+                             f"training vectors exist; use pq_bits <= {train_size.bit_length() - 1} or leave it unset")
+        return asked
+    return max(1, min(8, int(math.log2(train_size / 39)) if train_size >= 78 else 1))
 
 
 def _pq_m(dim: int) -> int:

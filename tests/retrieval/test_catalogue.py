@@ -184,3 +184,23 @@ def test_a_swap_killed_between_its_renames_is_finished_on_load(catalogue, tmp_pa
     assert len(Index.load(tmp_path / "idx")) == 10 and not list(tmp_path.glob(".idx*"))
     (tmp_path / "idx").rename(tmp_path / ".idx.old")  # the state after the first rename of a swap
     assert len(Index.load(tmp_path / "idx")) == 10
+
+
+@pytest.mark.parametrize("n", [80, 12, 3])
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
+def test_ivf_and_ivfpq_on_a_small_catalogue_fit_their_quantisers_to_it(kind, n, tmp_path):
+    vectors = clustered(n, dim=32, seed=3)
+    queries = clustered(10, dim=32, seed=4)
+    index = Index.from_embeddings(vectors, [f"i{i}" for i in range(n)], index_type=kind)
+    settings = index.settings
+    assert settings.nlist <= n and (kind == "ivf" or 2**settings.pq_bits <= n), settings
+    index.save(tmp_path / "idx")
+    # k * refine >= n: IVF-PQ's candidates are every item, re-scored exactly; IVF probes every list
+    found = ids_of(Index.load(tmp_path / "idx").search(queries, k=8, nprobe=settings.nlist))
+    truth, _ = brute_force(vectors, queries, 8)
+    assert found == [[f"i{r}" for r in row] for row in truth]
+
+
+def test_a_pq_code_book_larger_than_the_catalogue_is_one_line():
+    with pytest.raises(ValueError, match="pq_bits"):
+        Index.from_embeddings(clustered(80, dim=32), [str(i) for i in range(80)], index_type="ivfpq", pq_bits=9)

@@ -196,3 +196,15 @@ def test_a_staging_folder_of_a_dead_process_is_removed(built_index, tmp_path):
     (tmp_path / ".idx.old").mkdir()  # killed after the second rename, before removing the old folder
     Index.load(tmp_path / "idx")
     assert list(tmp_path.glob(".idx*")) == [alive]
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
+def test_an_ivf_index_of_a_small_catalogue_builds_and_finds_each_image_first(untrained_checkpoint, shop_data,
+                                                                             tmp_path, kind):
+    result = invoke("index", "build", untrained_checkpoint, "--images", shop_data / "imgs", "--out", tmp_path / "idx",
+                    "--index-type", kind, "--device", "cpu")
+    assert result.exit_code == 0 and kind in result.output, result.output
+    image = sorted((shop_data / "imgs").iterdir())[3]
+    result = invoke("search", tmp_path / "idx", image, "--json", tmp_path / "r.json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"][0]["id"] == image.stem
