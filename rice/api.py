@@ -19,11 +19,16 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
     Accepts checkpoints written by ``rice train`` / ``rice convert``, the public RICE code's ``rice_final.pth``
     files (all their layouts), which are detected from their keys, and shared models: a folder written by
     ``rice export`` or ``hf-hub:ORG/NAME`` (see `rice.models.export`).
+
+    The model remembers where it came from in ``model.source`` (the resolved path, or the ``hf-hub:`` name), so an
+    index built from it (`Index.build`) records its checkpoint and `rice search` / `rice serve` can reopen it.
     """
-    from rice.models.export import is_export_source, load_export
+    from rice.models.export import HUB_PREFIX, is_export_source, load_export
 
     if is_export_source(path):
-        return load_export(path, device)
+        model = load_export(path, device)
+        model.source = str(path) if str(path).startswith(HUB_PREFIX) else str(Path(path).resolve())
+        return model
     path = Path(path)
     state = read_checkpoint(path)  # read once: native and public files alike are weights-only loads
     if is_native_checkpoint(state):
@@ -48,6 +53,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
                 f"{path}: {message}; pass a checkpoint written by `rice train` / `rice convert`, or a public "
                 "rice_final.pth"
             ) from None
+    model.source = str(path.resolve())
     return model.to(device).eval()
 
 

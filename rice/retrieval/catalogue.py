@@ -120,7 +120,14 @@ def model_identity(model: Any, checkpoint: str | os.PathLike[str] | None = None)
     config = getattr(model, "config", None)
     name = config.model.name if config is not None else type(model).__name__
     return {"name": name, "digest": model_digest(model), "embed_dim": int(model.embed_dim),
-            "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None}
+            "checkpoint": _checkpoint_name(checkpoint)}
+
+
+def _checkpoint_name(checkpoint: str | os.PathLike[str] | None) -> str | None:
+    """A resolved path, or an ``hf-hub:ORG/NAME`` name as it is (resolving would make it a local path)."""
+    if not checkpoint:
+        return None
+    return str(checkpoint) if str(checkpoint).startswith("hf-hub:") else str(Path(checkpoint).resolve())
 
 
 class Index:
@@ -145,7 +152,10 @@ class Index:
               groups: Sequence[str] | None = None, metadata: Sequence[dict[str, Any]] | None = None,
               index_type: str = "auto", batch_size: int = 64, workers: int = 0, device: Any = None,
               checkpoint: str | os.PathLike[str] | None = None, progress: bool = False, **settings: Any) -> Index:
-        """Embed shop image files with ``model`` and index them (unreadable files land in ``index.skipped``)."""
+        """Embed shop image files with ``model`` and index them (unreadable files land in ``index.skipped``).
+
+        ``checkpoint`` is recorded for the CLI and the server; default: where `rice.load` read ``model`` from.
+        """
         from rice.retrieval.embed import embed_images
 
         ids = list(ids) if ids is not None else [Path(p).stem for p in images]
@@ -153,7 +163,8 @@ class Index:
         pick = batch.positions.tolist()
         index = cls.from_embeddings(
             batch.embeddings, batch.ids, paths=batch.paths, groups=_pick(groups, pick), metadata=_pick(metadata, pick),
-            index_type=index_type, model_info=model_identity(model, checkpoint), **settings,
+            index_type=index_type, model_info=model_identity(model, checkpoint or getattr(model, "source", None)),
+            **settings,
         )  # fmt: skip
         index.skipped = batch.skipped
         index.model = model
@@ -301,13 +312,14 @@ class Index:
         self.faiss_index = graph
 
     # ------------------------------------------------------------------------------------------------- searching
-    def search(self, queries: np.ndarray | Sequence[str | os.PathLike[str]], k: int = 10, group: str | None = None,
+    def search(self, queries: Any, k: int = 10, group: str | None = None,
                nprobe: int | None = None, ef_search: int | None = None,
                group_method: str = "auto") -> list[list[SearchHit]]:  # fmt: skip
         """Top-k hits per query, best first.
 
         Args:
-            queries: (Q, D) embeddings, or query files (video, folder of frames, image) embedded with the model.
+            queries: (Q, D) or (D,) embeddings (numpy or torch), or query files (video, folder of frames, image)
+                embedded with the model.
             group: rank only this group's items, exactly (unknown group: ValueError).
             nprobe / ef_search: IVF lists probed / HNSW candidate list size, overriding the stored defaults.
             group_method: how a group search runs: ``"per_group"`` (rank the group's rows), ``"selector"`` (FAISS
@@ -355,7 +367,9 @@ class Index:
         """Rows of the item keys FAISS returned (keys increase with the row); -1 stays -1."""
         return np.where(keys >= 0, np.searchsorted(self._keys, np.maximum(keys, 0)), -1)
 
-    def _query_vectors(self, queries: np.ndarray | Sequence[str | os.PathLike[str]]) -> np.ndarray:
+    def _query_vectors(self, queries: Any) -> np.ndarray:
+        if type(queries).__module__.startswith("torch"):  # what rice.embed_video returns; torch is not imported here
+            queries = queries.detach().float().cpu().numpy()
         if isinstance(queries, np.ndarray):
             vectors = np.ascontiguousarray(queries, dtype=np.float32)
             vectors = vectors[None] if vectors.ndim == 1 else vectors

@@ -208,3 +208,24 @@ def test_an_ivf_index_of_a_small_catalogue_builds_and_finds_each_image_first(unt
     result = invoke("search", tmp_path / "idx", image, "--json", tmp_path / "r.json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"][0]["id"] == image.stem
+
+
+def test_an_index_built_from_python_works_with_the_cli(untrained_checkpoint, shop_data, tmp_path):
+    import rice
+    from rice.retrieval.catalogue import Index
+
+    model = rice.load(untrained_checkpoint)
+    assert model.source == str(untrained_checkpoint.resolve())
+    images = sorted((shop_data / "imgs").iterdir())
+    index = Index.build(model, images)
+    assert index.model_info["checkpoint"] == str(untrained_checkpoint.resolve())
+    clip = shop_clips(shop_data)[0][0]
+    query = rice.embed_video(model, clip)  # a torch tensor, as the notebook API returns it
+    from_tensor = index.search(query, k=3)[0]
+    from_array = index.search(query.detach().numpy(), k=3)[0]
+    assert [h.id for h in from_tensor] == [h.id for h in from_array] and len(from_tensor) == 3
+    assert [h.id for h in index.search(query[None], k=3)[0]] == [h.id for h in from_tensor]  # (1, D) too
+    index.save(tmp_path / "idx")
+    result = invoke("search", tmp_path / "idx", images[2], "--json", tmp_path / "r.json", "--device", "cpu")
+    assert result.exit_code == 0, result.output  # the checkpoint recorded by Index.build, no --ckpt needed
+    assert json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"][0]["id"] == images[2].stem
