@@ -105,3 +105,41 @@ def test_demo_livestream_figures_are_what_the_timelines_and_clips_give(synthetic
                                     [c.item for c in clips])  # fmt: skip
     assert result["segments"] == len(truth["segments"]) == len(clips)
     assert result["clip_R@1"] == pytest.approx(100 * expected)
+
+
+def test_rerank_scores_each_window_as_search_reranks_that_window_cut_out(scan_setup, tmp_path):
+    """--rerank: a window's top-K re-scored by the PMD decoder from the frame tokens computed once per frame equals
+    `rice search --rerank` (`rerank_hits`) on the window cut out as a folder of its frames."""
+    import torch
+
+    from rice.config import ModelConfig
+    from rice.data import read_video_frames
+    from rice.models import build_model
+    from rice.retrieval.catalogue import Index
+    from rice.retrieval.rerank_hits import rerank_hits
+    from rice.scanning import WindowResult, scan
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="rice_tiny", pretrained=False), with_decoder=True).eval()
+    images = [Path(item.path) for item in Index.load(scan_setup.index_dir).items][:8]  # the catalogue's shop images
+    index = Index.build(model, images)
+    # an untrained model samples 10 frames a clip: 1.25-s windows at 8 fps hold exactly the 10 frames they sample
+    run = scan(model, index, scan_setup.recording, window=1.25, stride=1.0, top_k=4, rerank=4)
+    assert run.num_frames == 10
+    windows = [event for event in run if isinstance(event, WindowResult)]
+    decoded = read_video_frames(scan_setup.recording, backend="pyav")
+    plain = {w.start: w for w in scan(model, index, scan_setup.recording, window=1.25, stride=1.0, top_k=4)
+             if isinstance(w, WindowResult)}  # fmt: skip
+    changed = 0
+    for window in windows[::3]:
+        folder = tmp_path / f"w{window.start:g}"
+        folder.mkdir()
+        lo, hi = round(window.start * FPS), round(window.end * FPS)
+        for k, frame in enumerate(decoded[lo:hi]):
+            Image.fromarray(frame).save(folder / f"{k:04d}.png")
+        before = index.search([str(folder)], k=4)[0]
+        expected = rerank_hits(model, folder, before, index=index)
+        assert [h.id for h in window.results] == [h.id for h in expected]
+        np.testing.assert_allclose([h.score for h in window.results], [h.score for h in expected], atol=1e-5)
+        changed += [h.id for h in plain[window.start].results] != [h.id for h in window.results]
+    assert changed, "the decoder's order equals the cosine order everywhere: the test would not see a missing rerank"
