@@ -173,7 +173,7 @@ def read_roots(folder: Path, meta: dict[str, Any]) -> list[str]:
     return roots
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -196,7 +196,7 @@ def recover_interrupted_swap(final: Path) -> None:
     stagings: list[tuple[Path, bool]] = []
     for path in parent.glob(f".{glob.escape(name)}.new-*"):
         pid = path.name.rsplit("-", 1)[-1]
-        stagings.append((path, pid.isdigit() and _process_alive(int(pid))))
+        stagings.append((path, pid.isdigit() and process_alive(int(pid))))
     dead = [path for path, alive in stagings if not alive]
     if not final.exists():
         if len(dead) < len(stagings):
