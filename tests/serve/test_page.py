@@ -141,3 +141,67 @@ def test_scan_a_recording_through_the_page(browser, catalogue, tmp_path):
         assert "broken.mp4" in browser.find_element(By.ID, "scan-status").text
     assert (tmp_path / "scan.png").stat().st_size > 10_000
     assert not service.work_dir.exists()
+
+
+def test_results_show_metadata_link_the_full_image_and_follow_the_options(browser, catalogue, tmp_path):
+    """An index whose items carry manifest metadata: the page shows title, price and a product link, each result
+    opens the full image, changing "results" or "shop" searches again with the same file, an error clears the
+    old results, and the upload limit reads in sensible units."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    model = load(catalogue.checkpoint)
+    ids = sorted(catalogue.images)
+    metadata = [{"title": f"Product {n}", "price": f"{10 + n}.99 EUR", "url": f"https://shop.invalid/p/{n}",
+                 "colour": "red"} for n in range(len(ids))]  # fmt: skip
+    metadata[1]["url"] = "javascript:alert(1)"  # not a web address: never made a link
+    index = Index.build(model, [catalogue.images[i] for i in ids], ids=ids,
+                        groups=[catalogue.groups[i] for i in ids], metadata=metadata)  # fmt: skip
+    service = SearchService(index, model)
+    item_id, image = sorted(catalogue.images.items())[0]
+    clip = clip_of_image(image, tmp_path / "clip.mp4")
+    with BackgroundServer(service, max_upload_mb=2048) as base:
+        browser.get(base + "/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda d: "uploads up to 2 GB" in d.find_element(By.ID, "status").text)
+        wait.until(lambda d: len(Select(d.find_element(By.ID, "group")).options) == 3)
+        browser.find_element(By.ID, "file").send_keys(str(clip))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li")) == 10)
+
+        first = browser.find_element(By.CSS_SELECTOR, "#results li")
+        n = ids.index(item_id)
+        assert first.find_element(By.CSS_SELECTOR, ".id").text == f"1. {item_id}"
+        assert first.find_element(By.CSS_SELECTOR, ".title").text == f"Product {n}"
+        assert first.find_element(By.CSS_SELECTOR, ".price").text == f"{10 + n}.99 EUR"
+        link = first.find_element(By.CSS_SELECTOR, "a.product-link")
+        assert link.get_attribute("href") == f"https://shop.invalid/p/{n}" and link.text == "product page"
+        assert first.find_element(By.CSS_SELECTOR, ".meta").text == "colour: red"
+        full = first.find_element(By.CSS_SELECTOR, "a.full")
+        assert full.get_attribute("href") == f"{base}/items/{item_id}/image"
+        assert full.find_element(By.TAG_NAME, "img").get_attribute("src") == full.get_attribute("href")
+        links = browser.execute_script("""return Array.from(document.querySelectorAll("#results a.product-link"))
+            .map(a => a.href);""")
+        shown = [card.text.split(". ", 1)[1] for card in browser.find_elements(By.CSS_SELECTOR, "#results li .id")]
+        assert links == [f"https://shop.invalid/p/{ids.index(i)}" for i in shown if i != ids[1]]
+        wait.until(lambda d: all(d.execute_script(LOADED, "#results img")))
+        browser.save_screenshot(str(tmp_path / "metadata.png"))
+
+        # "results" and "shop" search again with the file already chosen.
+        Select(browser.find_element(By.ID, "top-k")).select_by_visible_text("5")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li")) == 5)
+        Select(browser.find_element(By.ID, "group")).select_by_value("shop_a")
+        in_shop = sum(group == "shop_a" for group in catalogue.groups.values())
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li")) == min(5, in_shop)
+                   and all("shop_a" in li.text for li in d.find_elements(By.CSS_SELECTOR, "#results li")))
+        cards = browser.find_elements(By.CSS_SELECTOR, "#results li .id")
+        assert all(catalogue.groups[card.text.split(". ", 1)[1]] == "shop_a" for card in cards)
+
+        # An error clears the old results.
+        bad = tmp_path / "broken.mp4"
+        bad.write_bytes(b"not a video" * 50)
+        browser.find_element(By.ID, "file").send_keys(str(bad))
+        wait.until(lambda d: d.find_element(By.ID, "message").text.startswith("422"))
+        assert browser.find_elements(By.CSS_SELECTOR, "#results li") == []
+        assert not browser.find_element(By.ID, "results-section").is_displayed()
+        assert not browser.find_element(By.ID, "query").is_displayed()
+        browser.save_screenshot(str(tmp_path / "error.png"))

@@ -4,6 +4,21 @@
 
 const $ = (id) => document.getElementById(id);
 let maxUploadMb = Infinity;
+let lastQuery = null; // the file last searched with: changing "results" or "shop" searches with it again
+
+function sizeText(mb) {
+  // 0.5 -> "512 KB", 200 -> "200 MB", 2048 -> "2 GB": the unit a person would say
+  if (mb >= 1024) return `${+(mb / 1024).toFixed(1)} GB`;
+  if (mb >= 1) return `${+mb.toFixed(1)} MB`;
+  return `${Math.round(mb * 1024)} KB`;
+}
+
+function clearResults() {
+  $("frames").replaceChildren();
+  $("results").replaceChildren();
+  $("query").hidden = true;
+  $("results-section").hidden = true;
+}
 
 function showMessage(text, kind = "error") {
   const box = $("message");
@@ -17,7 +32,7 @@ async function loadStatus() {
     const health = await (await fetch("/health")).json();
     maxUploadMb = health.max_upload_mb;
     $("status").textContent = `${health.items} shop images · model ${health.model || "unknown"} · ` +
-      `${health.index_type} index · uploads up to ${health.max_upload_mb} MB`;
+      `${health.index_type} index · uploads up to ${sizeText(health.max_upload_mb)}`;
     for (const [field, value] of Object.entries(health.scan_rule || {})) {
       const input = document.querySelector(`#scan-form input[name="${field}"]`);
       if (input && input.value === "") input.value = value; // the server's defaults: those of `rice scan`
@@ -30,6 +45,39 @@ async function loadStatus() {
   } catch (err) {
     $("status").textContent = "the server does not answer /health";
   }
+}
+
+function metadataLines(metadata) {
+  // The manifest's columns: title and price first, a product link (http/https only), then any other field.
+  const lines = [];
+  const pick = (...names) => names.map((n) => Object.keys(metadata).find((k) => k.toLowerCase() === n))
+    .find((k) => k !== undefined);
+  const titleKey = pick("title", "name");
+  const priceKey = pick("price");
+  const urlKey = pick("url", "link", "product_url");
+  const line = (className, text) => {
+    const div = document.createElement("div");
+    div.className = className;
+    div.textContent = text;
+    return div;
+  };
+  if (titleKey) lines.push(line("title", String(metadata[titleKey])));
+  if (priceKey) lines.push(line("price", String(metadata[priceKey])));
+  if (urlKey && /^https?:\/\//i.test(String(metadata[urlKey]))) {
+    const link = document.createElement("a");
+    link.className = "product-link";
+    link.href = String(metadata[urlKey]);
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    link.textContent = "product page";
+    lines.push(link);
+  }
+  for (const [key, value] of Object.entries(metadata)) {
+    if (![titleKey, priceKey, urlKey].includes(key)) {
+      lines.push(line("meta muted", `${key}: ${typeof value === "object" ? JSON.stringify(value) : value}`));
+    }
+  }
+  return lines;
 }
 
 function render(response) {
@@ -48,6 +96,13 @@ function render(response) {
     img.src = hit.image_url;
     img.alt = hit.id;
     img.loading = "eager";
+    const full = document.createElement("a"); // the shop image at its own size, in a new tab
+    full.className = "full";
+    full.href = hit.image_url;
+    full.target = "_blank";
+    full.rel = "noopener";
+    full.title = "open the full image";
+    full.append(img);
     const card = document.createElement("div");
     card.className = "card";
     const id = document.createElement("div");
@@ -60,8 +115,8 @@ function render(response) {
     const fill = document.createElement("div");
     fill.style.width = `${Math.max(0, Math.min(1, hit.score)) * 100}%`;
     bar.append(fill);
-    card.append(id, score, bar);
-    item.append(img, card);
+    card.append(id, ...metadataLines(hit.metadata || {}), score, bar);
+    item.append(full, card);
     return item;
   }));
   $("query").hidden = false;
@@ -71,9 +126,11 @@ function render(response) {
 async function search(file) {
   if (!file) return;
   if (file.size > maxUploadMb * 1024 * 1024) {
-    showMessage(`${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MB; this server takes up to ${maxUploadMb} MB`);
+    clearResults();
+    showMessage(`${file.name} is ${sizeText(file.size / 2 ** 20)}; this server takes up to ${sizeText(maxUploadMb)}`);
     return;
   }
+  lastQuery = file;
   const params = new URLSearchParams({ top_k: $("top-k").value });
   if ($("group").value) params.set("group", $("group").value);
   const form = new FormData();
@@ -85,12 +142,14 @@ async function search(file) {
     const body = await reply.json().catch(() => ({ detail: reply.statusText }));
     if (!reply.ok) {
       const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+      clearResults(); // the old results belong to another query: never leave them under an error
       showMessage(`${reply.status}: ${detail}`);
       return;
     }
     showMessage("");
     render(body);
   } catch (err) {
+    clearResults();
     showMessage(`the request failed: ${err}`);
   } finally {
     $("drop").classList.remove("busy");
@@ -107,6 +166,9 @@ drop.addEventListener("drop", (event) => {
   search(event.dataTransfer.files[0]);
 });
 $("file").addEventListener("change", () => search($("file").files[0]));
+for (const option of ["top-k", "group"]) {
+  $(option).addEventListener("change", () => { if (lastQuery) search(lastQuery); });
+}
 loadStatus();
 
 // ---------------------------------------------------------------------------------------- scanning a recording
@@ -245,7 +307,7 @@ async function startScan(event) {
     return;
   }
   if (file.size > maxUploadMb * 1024 * 1024) {
-    setScanStatus(`${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MB; this server takes up to ${maxUploadMb} MB`,
+    setScanStatus(`${file.name} is ${sizeText(file.size / 2 ** 20)}; this server takes up to ${sizeText(maxUploadMb)}`,
       "failed");
     return;
   }
