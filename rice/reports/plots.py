@@ -12,7 +12,7 @@ def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as err:
-        raise RuntimeError("reports need matplotlib: pip install 'rice[report]'") from err
+        raise RuntimeError("reports need matplotlib: pip install 'rice-retrieval[report]'") from err
     matplotlib.use("Agg", force=True)  # never open a window, even where a display exists
     import matplotlib.pyplot as plt
 

@@ -28,9 +28,9 @@ class RunLogger:
         self._tb = None
         if enabled and tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter  # optional extra: rice[tensorboard]
+                from torch.utils.tensorboard import SummaryWriter  # optional extra: rice-retrieval[tensorboard]
             except ImportError as err:
-                raise RuntimeError("tensorboard logging needs the extra: pip install 'rice[tensorboard]'") from err
+                raise RuntimeError("tensorboard logging needs: pip install 'rice-retrieval[tensorboard]'") from err
             self._tb = SummaryWriter(str(out_dir / "tensorboard"))
         self._progress = Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
