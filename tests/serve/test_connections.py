@@ -38,6 +38,15 @@ def _health(base: str) -> int:
         return err.code
 
 
+def _health_answered(base: str) -> bool:
+    """/health answers 200; a 408 (the loop of a loaded machine stalled past the short header deadline of these
+    tests before it read the request) is asked again, until BOUND."""
+    deadline = time.monotonic() + BOUND
+    while (status := _health(base)) == 408 and time.monotonic() < deadline:
+        pass
+    return status == 200
+
+
 def _read_until_closed(sock: socket.socket, deadline: float) -> bytes:
     """Everything the server sends until it closes the connection; fails if it is still open at ``deadline``."""
     answer = b""
@@ -66,7 +75,7 @@ def test_half_sent_requests_are_closed_and_the_server_keeps_answering(service):
         for sock in partial_body:  # complete headers, then 20 of the 5000 announced bytes
             sock.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
                          b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\nContent-Disp")  # fmt: skip
-        assert _health(base) == 200  # answered, whatever the half-sent connections do
+        assert _health_answered(base)  # answered, whatever the half-sent connections do
 
         deadline = time.monotonic() + BOUND
         for sock in silent + partial_headers:
@@ -77,7 +86,7 @@ def test_half_sent_requests_are_closed_and_the_server_keeps_answering(service):
             assert b" 200 " not in answer.split(b"\r\n", 1)[0], answer[:100]
         for sock in silent + partial_headers + partial_body:
             sock.close()
-        assert _health(base) == 200
+        assert _health_answered(base)
         # The partial uploads were dropped with their connections.
         ended = time.monotonic() + BOUND
         while list(service.work_dir.iterdir()) and time.monotonic() < ended:
