@@ -85,6 +85,7 @@ class VideoSource:
         self.gaps: list[Gap] = []
         self.decoded = 0  # frames decoded (every frame the codec produced)
         self.reconnects = 0
+        self._gops = _GopHistory()
         self._container = self._open()
 
     # ------------------------------------------------------------------------------------------------- opening
@@ -122,6 +123,11 @@ class VideoSource:
         self.fps = float(rate) if rate else self.fps
         return container
 
+    @property
+    def trimmed(self) -> int:
+        """Packets not decoded: ends of keyframe intervals that no sample needs (see `_GopTrimmer`)."""
+        return self._gops.dropped
+
     def _name(self) -> str:
         return "standard input" if self.source == "-" else self.source
 
@@ -154,11 +160,17 @@ class VideoSource:
         last_key: float | None = None
         seeked = False  # the next frame comes after a deliberate seek: its jump in time is no missing stretch
         attempts = 0
+        trimmer: _GopTrimmer | None = None
         while True:
             container = self._container
             stream = container.streams.video[0]
             try:
-                packets = container.demux(stream)
+                packets: Any = container.demux(stream)
+                restarts = _restart_test(stream)
+                if not self.live and restarts is not None:  # a live source is read at its pace: nothing to gain
+                    time_of = _packet_clock(stream, lambda: origin, lambda: offset)
+                    trimmer = _GopTrimmer(packets, time_of, sample_time, self._gops, restarts)
+                    packets = iter(trimmer)
                 for packet in packets:
                     if should_stop():
                         return
@@ -186,6 +198,8 @@ class VideoSource:
                         # dropped without a word) show as a jump in the timestamps.
                         interval = 1.0 / (self.fps or 25.0)
                         jump = now - last_time > max(4 * interval, 0.5) and last_time > -math.inf
+                        if jump and trimmer is not None and trimmer.skipped_over(last_time, now, interval):
+                            jump = False  # the end of a keyframe interval that was left out on purpose
                         if jump and bad_since is None and not seeked:
                             bad_since = last_time + interval
                         seeked = False
@@ -275,6 +289,181 @@ class VideoSource:
         resumed = max(last_time, 0.0) + (time.monotonic() - dropped_wall)
         self.gaps.append(Gap(max(dropped_time, 0.0), resumed, f"connection lost ({reason}); reconnected"))
         return resumed
+
+
+class _GopHistory:
+    """What the trimmer has learnt about the source's keyframe intervals, kept across seeks and reconnects."""
+
+    def __init__(self) -> None:
+        self.closed = 0  # keyframe intervals seen whole, after the first, with no leading pictures
+        self.open = False  # a frame after a keyframe (decode order) showed before it: open GOPs, never trim
+        self.dropped = 0  # packets left out
+
+
+def _packet_clock(stream: Any, origin: Callable[[], float | None],
+                  offset: Callable[[], float]) -> Callable[[Any], float | None]:  # fmt: skip
+    """A packet's time on the scan's axis (seconds from the first frame), None before the first frame is known."""
+
+    def time_of(packet: Any) -> float | None:
+        start = origin()
+        if start is None or packet.pts is None or stream.time_base is None:
+            return None
+        return float(packet.pts * stream.time_base) - start + offset()
+
+    return time_of
+
+
+class _GopTrimmer:
+    """The demuxed packets, less the end of each keyframe interval that no sample needs.
+
+    Samples are sparse (one a second at the default window of 10 frames over 10 s) and keyframes come every
+    couple of seconds in recordings, so after the last sample of an interval the decoder would decode frames
+    that only later frames of the same interval refer to. Those packets are held back (at most until the next
+    sample) and, when the next keyframe arrives, the longest run at their end is dropped whose leaving out
+    changes no sample: with ``L`` the latest kept frame shown before the run and ``K`` the keyframe, no sample
+    lies strictly between them, so each sample's two neighbours (the last frame at or before it, the first
+    after) are still decoded and every sample gets the frame a straight pass gives.
+
+    A run is dropped only before a keyframe that restarts decoding, after which no frame refers to one before
+    it: an H.264 or HEVC IDR picture, read from the packet's NAL units (``restarts``; a container's keyframe flag
+    also marks open-GOP I pictures, whose following frames may refer back: measured, x264 open-gop streams then
+    decode corrupt frames). As a second guard, a stream where a frame after a keyframe (decode order) shows
+    before it is never trimmed, and trimming starts once an interval after the first was seen whole.
+    """
+
+    def __init__(self, packets: Iterator[Any], time_of: Callable[[Any], float | None],
+                 sample_time: Callable[[int], float], history: _GopHistory,
+                 restarts: Callable[[Any], bool]) -> None:  # fmt: skip
+        self.packets, self.time_of, self.sample_time, self.history = packets, time_of, sample_time, history
+        self.restarts = restarts
+        self.held: list[tuple[Any, float]] = []  # packets after the last sample, in decode order, with their times
+        self.kept: list[float] = []  # times of the packets of this interval already released to the decoder
+        self.kept_max = -math.inf
+        self.key_time: float | None = None  # the interval's keyframe
+        self.leading = False  # a frame of this interval shows before its keyframe
+        self.skipped: list[tuple[float, float]] = []  # (first dropped frame, next keyframe) per dropped run
+        self._first_sample = 0  # index of the first sample after the previous keyframe
+
+    def __iter__(self) -> Iterator[Any]:
+        for packet in self.packets:
+            at = self.time_of(packet)
+            if at is None:  # no time yet (the first frames) or no timestamp: decode it, and all held before it
+                yield from self._release()
+                yield packet
+                continue
+            if packet.is_keyframe:
+                if self.restarts(packet):
+                    yield from self._at_keyframe(at)
+                else:
+                    yield from self._release()
+                self._start_interval(at)
+                yield packet
+                continue
+            if self.key_time is not None and at < self.key_time:
+                self.leading = True
+            self.held.append((packet, at))
+            if at >= self._first_sample_after(self.kept_max):
+                # past the next sample: the frames around it are needed, and so is everything before them
+                yield from self._release()
+        yield from self._release()
+
+    def skipped_over(self, last: float, now: float, interval: float) -> bool:
+        """Does the jump from the frame at ``last`` to the one at ``now`` cross a run left out on purpose?"""
+        slack = 2 * interval  # a frame either side, and rounding in the timestamps
+        while self.skipped and self.skipped[0][1] < last - slack:
+            self.skipped.pop(0)
+        return any(start - slack <= last and now <= end + slack for start, end in self.skipped)
+
+    # ----------------------------------------------------------------------------------------------- internals
+    def _start_interval(self, at: float) -> None:
+        history = self.history
+        if self.key_time is not None:  # the interval that ends here was seen whole
+            history.open = history.open or self.leading
+            history.closed += 0 if self.leading else 1
+        self.key_time, self.kept, self.kept_max, self.leading = at, [at], at, False
+
+    def _release(self) -> Iterator[Any]:
+        held, self.held = self.held, []
+        for packet, at in held:
+            self.kept.append(at)
+            self.kept_max = max(self.kept_max, at)
+            yield packet
+
+    def _at_keyframe(self, key: float) -> Iterator[Any]:
+        """Release the held packets but the droppable run at their end; ``key`` is the next keyframe's time."""
+        history = self.history
+        if not self.held or history.open or self.leading or history.closed < 1 or self.key_time is None:
+            yield from self._release()
+            return
+        cut = len(self.held)  # held[cut:] is dropped; grow the run backwards while no sample falls in (L, key)
+        while cut > 0:
+            run_start = min(at for _, at in self.held[cut - 1 :])
+            before = [at for at in self.kept + [at for _, at in self.held[: cut - 1]] if at < run_start]
+            latest = max(before, default=self.key_time)
+            if self._first_sample_after(latest) < key:
+                break
+            cut -= 1
+        if cut < len(self.held):
+            self.skipped.append((min(at for _, at in self.held[cut:]), key))
+        history.dropped += len(self.held) - cut
+        self.held = self.held[:cut]
+        yield from self._release()
+
+    def _first_sample_after(self, at: float) -> float:
+        """The first sample time strictly after ``at`` (samples increase; the pointer only moves forward past the
+        samples before the interval's keyframe)."""
+        if self.key_time is not None:
+            while self.sample_time(self._first_sample) <= self.key_time:
+                self._first_sample += 1
+        k = self._first_sample
+        while self.sample_time(k) <= at:
+            k += 1
+        return self.sample_time(k)
+
+
+H264_IDR = {5}
+HEVC_IDR = {19, 20}  # IDR_W_RADL, IDR_N_LP (a CRA's or BLA's leading pictures may refer back)
+
+
+def _restart_test(stream: Any) -> Callable[[Any], bool] | None:
+    """For H.264 and HEVC: a test of whether a keyframe packet holds an IDR picture (None for other codecs, which
+    are not trimmed). Packets are length-prefixed NAL units when the extradata is an avcC/hvcC record (MP4,
+    Matroska), else Annex B start codes (MPEG-TS, raw streams)."""
+    name = stream.codec_context.name
+    if name not in ("h264", "hevc"):
+        return None
+    extradata = bytes(stream.codec_context.extradata or b"")
+    length_size: int | None = None
+    if extradata[:1] == b"\x01":
+        field = 4 if name == "h264" else 21
+        if len(extradata) <= field:
+            return None
+        length_size = (extradata[field] & 3) + 1
+    idr = H264_IDR if name == "h264" else HEVC_IDR
+
+    def nal_type(header: int) -> int:
+        return header & 0x1F if name == "h264" else (header >> 1) & 0x3F
+
+    def restarts(packet: Any) -> bool:
+        data = bytes(packet)
+        return any(nal_type(header) in idr for header in _nal_headers(data, length_size))
+
+    return restarts
+
+
+def _nal_headers(data: bytes, length_size: int | None) -> Iterator[int]:
+    """The first byte of each NAL unit of a packet."""
+    if length_size is None:  # Annex B: 00 00 01 before each unit
+        at = data.find(b"\x00\x00\x01")
+        while 0 <= at < len(data) - 3:
+            yield data[at + 3]
+            at = data.find(b"\x00\x00\x01", at + 3)
+        return
+    at = 0
+    while at + length_size < len(data):
+        size = int.from_bytes(data[at : at + length_size], "big")
+        yield data[at + length_size]
+        at += length_size + size
 
 
 def _is_seekable(stream: Any) -> bool:
