@@ -42,6 +42,7 @@ BENCHMARKS = [
     "safe_extract",  # hardened tar extraction vs tarfile's data filter; decord with stderr captured
     "gpu",  # training clips/s, MFU, eval throughput on a GPU
     "hard_demo_step",  # hard demo: cached decoded frames vs decoding; channels-last stem vs NCHW
+    "scan",  # rice.scan of a 720p H.264 recording vs one decode pass + encoding the sampled frames
 ]
 
 

@@ -1,0 +1,145 @@
+"""Scan speed (issue 21): `rice.scan` end to end on a 720p H.264 recording against one decoding pass of the source
+plus encoding each sampled frame once, both measured in the same run.
+
+The recording is 1280x720 at 25 fps with a keyframe every 2 s (``--gop``), a moving textured picture (`_media`),
+``--seconds`` long (default 60). For each model (random init, no weights downloaded):
+
+- decode pass: every frame of the file decoded once with PyAV, codec threads as the scan opens them, nothing
+  converted (the floor of reading the source);
+- encode: the frames the scan samples at the model's default window and stride 1 (``(j + 0.5) * window / T``),
+  decoded and transformed beforehand, through the model's frame encoder in the scan's batches (forward only, with
+  torch's thread count);
+- scan: ``rice.scan(model, index, recording).run()`` with the defaults (thumbnails and the window list kept) on a
+  1000-item catalogue of random vectors.
+
+Targets: scan <= 1.3 x (decode pass + encode) for rice_tiny and rice_vit_b32; rice_vit_b32 at >= 5x real time
+(recording seconds / scan seconds) on 2 cores. The scan does not decode the end of a keyframe interval that no
+sample needs (at one sample a second and a keyframe every 2 s, about a fifth of the frames), so it decodes less
+than the baseline's full pass: the note gives the frames it decoded. Each figure is the best of ``--repeats``.
+
+    python benchmarks/scan.py [--seconds 60] [--gop 50] [--models rice_tiny rice_vit_b32] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import best_of, info_row, row
+from _media import h264_clip
+
+TARGET = 1.3  # scan / (decode pass + encode)
+REALTIME_TARGET = 5.0  # rice_vit_b32, 720p, 2 cores
+CATALOGUE = 1000
+
+
+def decode_pass(path: Path) -> int:
+    """Decode every frame once, converting none, with the codec threads the scan uses (VideoSource)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = 0
+        return sum(1 for _ in container.decode(stream))
+
+
+def _catalogue(dim: int):
+    from rice.retrieval.catalogue import Index
+
+    vectors = np.random.default_rng(0).standard_normal((CATALOGUE, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return Index.from_embeddings(vectors, [f"item{i:04d}" for i in range(CATALOGUE)], index_type="flat")
+
+
+def measure(model_name: str, path: Path, seconds: float, repeats: int, size: str = "720p") -> list[dict]:
+    from PIL import Image
+
+    from rice.config import ModelConfig
+    from rice.models import build_model
+    from rice.retrieval.embed import _transform
+    from rice.scanning import scan
+    from rice.scanning.engine import ScanRun
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=model_name, pretrained=False)).eval()
+    index = _catalogue(_embed_dim(model))
+    probe = ScanRun(model, index, path)  # the scan's own grid and the frames it samples (decoded untimed here)
+    window, batch_size = probe.window, probe.batch_size
+    with probe.source as source:
+        samples = [s.rgb for s in source.frames(probe.sample_time)]
+    transform = _transform(model)
+    pixels = torch.stack([transform(Image.fromarray(rgb)) for rgb in samples])
+
+    @torch.no_grad()
+    def encode() -> None:
+        for start in range(0, len(pixels), batch_size):
+            model.encoder(pixels[start : start + batch_size])
+
+    encode()  # warm-up: allocator, thread pools
+    timelines = []
+
+    def scan_once() -> None:
+        timelines.append(scan(model, index, path, stride=1.0).run())
+
+    decode_s = best_of(lambda: decode_pass(path), repeats)
+    encode_s = best_of(encode, repeats)
+    scan_s = best_of(scan_once, repeats)
+    stats = timelines[-1].stats
+    # Before: the encoder with torch's full thread count beside the decoding thread (see engine.py).
+    full = torch.get_num_threads()
+    all_threads_s = best_of(lambda: scan(model, index, path, stride=1.0, encode_threads=full).run(), repeats)
+    frames = decode_pass(path)
+    setting = f"{model_name}, {seconds:g} s {size}, window {window:g} s, stride 1, {len(pixels)} samples"
+    rows = [
+        row(f"scan {model_name}: rice.scan vs decode pass + encode", scan_s, decode_s + encode_s, "<=", TARGET,
+            note=f"{setting}; scan decoded {stats.get('decoded_frames')} of {frames} frames"),
+        info_row(f"scan {model_name}: decode pass vs encode", decode_s, encode_s, "s",
+                 "one PyAV pass (codec threads) vs the sampled frames through the encoder"),
+        info_row(f"scan {model_name}: encoder on {full} threads beside the decoder vs the default", all_threads_s,
+                 scan_s, "s", "encode_threads=torch's count vs the default (half the cores while decoding)"),
+    ]  # fmt: skip
+    realtime = seconds / scan_s
+    if model_name == "rice_vit_b32":
+        rows.append(row(f"scan {model_name}: real-time factor", realtime, 1.0, ">=", REALTIME_TARGET, unit="x",
+                        note=f"recording seconds / scan seconds ({setting})"))  # fmt: skip
+    else:
+        rows.append(info_row(f"scan {model_name}: real-time factor", realtime, 1.0, "x",
+                             f"recording seconds / scan seconds ({setting})"))  # fmt: skip
+    return rows
+
+
+def _embed_dim(model: torch.nn.Module) -> int:
+    with torch.no_grad():
+        size = model.preprocess.input_size
+        return int(model.encoder(torch.zeros(1, 3, size, size)).embedding.shape[-1])
+
+
+def run(smoke: bool = False, seconds: float = 60.0, gop: int = 50, models: tuple[str, ...] = ("rice_tiny",
+        "rice_vit_b32"), repeats: int = 3) -> list[dict]:  # fmt: skip
+    """Rows {name, ours, baseline, ratio, target, met} per model: scan vs decode + encode, and real-time factor."""
+    if smoke:  # a 4-s 160x96 clip and the tiny model: checks the script runs
+        path = h264_clip(160, 96, seconds=4.0, fps=25, gop=gop)
+        return measure("rice_tiny", path, 4.0, 1, size="160x96")
+    path = h264_clip(1280, 720, seconds=seconds, fps=25, gop=gop)
+    return [r for name in models for r in measure(name, path, seconds, repeats)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="recording length")
+    parser.add_argument("--gop", type=int, default=50, help="frames between keyframes (25 fps)")
+    parser.add_argument("--models", nargs="+", default=["rice_tiny", "rice_vit_b32"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny clip, rice_tiny: checks that the script runs")
+    args = parser.parse_args()
+    for r in run(args.smoke, args.seconds, args.gop, tuple(args.models), args.repeats):
+        target = f"  target {r['target']}: {'yes' if r['met'] else 'NO'}" if r["met"] is not None else ""
+        print(f"{r['name']}: {r['ours']:.3f} {r['unit']} vs {r['baseline']:.3f} {r['unit']} "
+              f"(ratio {r['ratio']:.2f}){target}  [{r['note']}]")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
