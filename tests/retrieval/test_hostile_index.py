@@ -243,3 +243,34 @@ def test_a_csv_with_a_byte_order_mark_and_blank_groups_is_read(tmp_path):
     items = read_items([tmp_path / "items.csv"])
     assert [(i.id, i.group, i.metadata) for i in items] == [("sku1", "", {"price": "3"}),
                                                             ("sku2", "shop", {"price": "4"})]
+
+
+SERVE_CASES = [c for c in CASES if c[0] in ("line_not_json", "unknown_index_type", "faiss_foreign", "digest_null")]
+
+
+@pytest.mark.parametrize(("name", "tamper", "names", "says"), SERVE_CASES, ids=[c[0] for c in SERVE_CASES])
+def test_rice_serve_refuses_a_broken_index_in_one_line(built, tmp_path, name, tamper, names, says):
+    folder = tmp_path / "index"
+    shutil.copytree(built, folder)
+    tamper(folder)
+    result = runner.invoke(app, ["serve", str(folder), "--device", "cpu", "--port", "0"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert names.split(":")[0] in result.output, result.output
+
+
+def test_open_service_finishes_a_swap_killed_between_its_renames(built, tmp_path):
+    import subprocess
+    import sys
+
+    from rice.serve.service import open_service
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    shutil.copytree(built, tmp_path / ".index.old")
+    shutil.copytree(built, tmp_path / f".index.new-{child.pid}")
+    service = open_service(tmp_path / "index", device="cpu")
+    try:
+        assert len(service.index) == len(Index.load(built)) and not list(tmp_path.glob(".index*"))
+    finally:
+        service.close()
