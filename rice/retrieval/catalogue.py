@@ -143,7 +143,7 @@ class Index:
         self.source: dict[str, Any] = {}  # where the catalogue came from (inputs, group_by_folder): sync's default
         self.loaded_from: Path | None = None  # the folder `load` read (a digest-less folder needs a trusted model)
         # the folders whose files `image_path` may return (roots.py): those the items were listed from
-        self.roots: list[str] = covering_roots([], [item.path for item in items])
+        self.roots: list[str] = []  # set by from_embeddings / load (not derived here: load must not trust items)
         self._reindex()
 
     # ------------------------------------------------------------------------------------------------- building
@@ -189,7 +189,9 @@ class Index:
         stats = {"items_at_training": len(items), "added_since_training": 0, "removed_since_training": 0,
                  "next_key": len(items), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **train_stats}
         info = model_info or {"name": None, "digest": None, "embed_dim": int(vectors.shape[1]), "checkpoint": None}
-        return cls(faiss_index, resolved, vectors, items, info, stats)
+        index = cls(faiss_index, resolved, vectors, items, info, stats)
+        index.roots = covering_roots([], [item.path for item in items])
+        return index
 
     # ------------------------------------------------------------------------------------------------- storage
     def save(self, directory: str | os.PathLike[str]) -> Path:
