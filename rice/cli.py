@@ -53,7 +53,8 @@ def _main(
     """Video-to-shop product retrieval: RICE and its baselines."""
 
 
-_PRECISION = {"auto": "auto", "bf16": "bf16", "fp16": "fp16", "fp32": "none"}  # --precision -> train.amp
+# --precision -> train.amp
+_PRECISION = {"auto": "auto", "native": "native", "bf16": "bf16", "fp16": "fp16", "fp32": "none"}
 
 
 def _fail(message: str) -> None:
@@ -108,7 +109,9 @@ def print_results(results: dict, title: str) -> None:
 @app.command()
 def train(
     config: Annotated[
-        Optional[Path], typer.Option("--config", "-c", help="YAML file, or a bundled recipe such as movingfashion_rice")
+        Optional[Path],
+        typer.Option("--config", "-c", help="YAML file, or a bundled recipe (`rice recipes` lists them): "
+                     "movingfashion_rice, lpr750k_rice, cpu_tiny (the CPU recipe), ..."),
     ] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value (repeatable)")] = None,
     dataset: Annotated[Optional[str], typer.Option(help=_help("data.dataset"))] = None,
@@ -122,7 +125,8 @@ def train(
     lr: Annotated[Optional[float], typer.Option(help=_help("optim.lr"))] = None,
     seed: Annotated[Optional[int], typer.Option(help=_help("train.seed"))] = None,
     precision: Annotated[
-        Optional[str], typer.Option(help="bf16, fp16, fp32 or auto (bf16 on GPU, fp32 on CPU) [config: train.amp]")
+        Optional[str], typer.Option(help="bf16, fp16, fp32, auto (bf16 on GPU, fp32 on CPU) or native (bf16 also on "
+                                         "CPUs with bf16 units) [config: train.amp]")
     ] = None,
     workers: Annotated[Optional[int], typer.Option(help=_help("data.workers"))] = None,
     device: Annotated[Optional[str], typer.Option(help=_help("train.device"))] = None,
@@ -322,6 +326,23 @@ def demo(
         if difficulty not in ("normal", "hard"):
             _fail(f"--difficulty {difficulty!r} is unknown; choose 'normal' or 'hard'")
         run_demo(out, steps=steps, console=console, difficulty=difficulty, livestream=livestream)
+
+
+@app.command()
+def recipes() -> None:
+    """List the bundled training recipes (`rice train --config NAME`) with what each is for."""
+    from rice.config import BUNDLED_CONFIGS, bundled_configs
+
+    table = Table(title="bundled recipes: rice train --config NAME")
+    table.add_column("name")
+    table.add_column("what it is", overflow="fold")
+    for name in bundled_configs():
+        # the first sentence of each recipe's leading comment says what it is
+        lines = (BUNDLED_CONFIGS / f"{name}.yaml").read_text().splitlines()
+        comment = " ".join(line.lstrip("#").strip() for line in lines[: next(
+            (n for n, line in enumerate(lines) if not line.startswith("#")), len(lines))])  # fmt: skip
+        table.add_row(name, comment.split(". ")[0].rstrip(".") + ".")
+    console.print(table)
 
 
 @app.command()

@@ -178,7 +178,9 @@ class TrainConfig(_Section):
     )
     max_steps: int = Field(5000, ge=1, description="optimizer steps")
     seed: int = 0
-    amp: Literal["auto", "bf16", "fp16", "none"] = Field("auto", description="auto = bf16 on GPU, none on CPU")
+    amp: Literal["auto", "native", "bf16", "fp16", "none"] = Field(
+        "auto", description="auto = bf16 on GPU, none on CPU; native = bf16 on GPU and on CPUs with bf16 units"
+    )
     device: str = Field("auto", description="auto, cpu or cuda")
     save_every: int = Field(1000, ge=1, description="keep a step_N.pt checkpoint every N steps (last.pt always)")
     log_every: int = Field(10, ge=1, description="log (and print a line when not on a terminal) every N steps")

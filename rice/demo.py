@@ -20,7 +20,7 @@ from rice.data import write_synthetic_dataset
 from rice.evaluation import evaluate_model
 from rice.models import build_model
 from rice.retrieval.evaluate import EmbeddingSet
-from rice.train.engine import cpu_has_native_bf16, fit
+from rice.train.engine import fit
 
 # The demo's budget, measured on 2 CPU cores: about 2 minutes of data, 4-5 of training, 1 of evaluation.
 DEMO_DATA = {"num_products": 96, "videos_per_product": 2, "frames": 16, "size": 64, "seed": 0}
@@ -31,20 +31,22 @@ DEMO_TRAIN = {
     "train": {"batch_size": 16, "seed": 0, "save_every": 100000, "log_every": 10, "device": "cpu", "amp": "none"},
     "eval": {"batch_size": 32},
 }
-# `rice demo --difficulty hard`: on cluttered, moving, relit clips the tiny model must learn the product, not the
-# clip. Colour jitter, a crop per frame and a random resized crop make the clip's own look (lighting, framing,
-# scale) useless for telling pairs apart; the shop image keeps only a crop and flip, because at test time it
-# arrives clean and its colours and silhouette are what tells similar products apart. Every measurement behind
-# these values (and what did not help) is in docs/hard-demo.md.
-HARD_RECIPE = {
-    # workers 0: two worker processes beside the training threads on 2 cores were slower than loading in the main
-    # process (61 vs 77 clips/s), and in the main process the decoded frames stay in memory across the ~100
-    # epochs (decoded_cache_mb; about 40 MB here), which halves what loading a sample costs.
-    "data": {"color_jitter": 0.4, "clip_crops": "frame", "num_frames": 4, "crop_scale": (0.5, 1.0),
-             "shop_augment": "crop_flip", "workers": 0, "decoded_cache_mb": 256},
-    "eval": {"num_frames": 10},  # trained on 4 frames, scored on the protocol's 10
-}
-HARD_STEPS = 2000
+# `rice demo --difficulty hard` trains with the bundled CPU recipe (rice/configs/cpu_tiny.yaml; `rice train --config
+# cpu_tiny`): colour jitter, a crop per frame, a random resized crop, a clean shop image, 4 frames, decoded frames
+# kept in memory, bf16 where the CPU has bf16 units, 2000 steps. Every measurement behind it is in docs/hard-demo.md.
+HARD_RECIPE_NAME = "cpu_tiny"
+
+
+def _hard_recipe() -> dict[str, Any]:
+    import yaml
+
+    from rice.config import resolve_config_file
+
+    return yaml.safe_load(resolve_config_file(HARD_RECIPE_NAME).read_text())
+
+
+HARD_RECIPE = _hard_recipe()  # the recipe's sections, as written in the file
+HARD_STEPS = int(HARD_RECIPE["train"]["max_steps"])
 
 
 def _extract_frames(root: Path, console: Console) -> None:
@@ -82,20 +84,12 @@ def prepare_demo_data(root: Path, console: Console, difficulty: str = "normal") 
 def demo_config(
     out: Path, data_root: Path, steps: int, losses: list[str] | None = None, run: str = "run", hard: bool = False
 ) -> RunConfig:
-    base = copy.deepcopy(DEMO_TRAIN)
+    """The normal demo's settings (DEMO_TRAIN), or with ``hard`` the bundled CPU recipe file itself."""
+    flags = {"data__root": str(data_root), "train__out": str(out / run), "train__max_steps": steps,
+             "loss__losses": losses}  # fmt: skip
     if hard:
-        for section, values in HARD_RECIPE.items():
-            base.setdefault(section, {}).update(values)
-        # bf16 autocast where the CPU has bf16 units: a step ~1.45x faster on 2 cores (AMX), so the budget buys the
-        # steps the recipe needs; it learned as well as fp32 in paired runs (docs/hard-demo.md). Emulated bf16
-        # would be slower, so other CPUs train in fp32.
-        base["train"]["amp"] = "bf16" if cpu_has_native_bf16() else "none"
-    base["data"]["root"] = str(data_root)
-    base["train"]["out"] = str(out / run)
-    base["train"]["max_steps"] = steps
-    if losses:
-        base["loss"] = {"losses": losses}
-    return build_config(base=base)
+        return build_config(HARD_RECIPE_NAME, **flags)
+    return build_config(base=copy.deepcopy(DEMO_TRAIN), **flags)
 
 
 def chance_recall(emb: EmbeddingSet, ks: list[int]) -> dict[str, float]:

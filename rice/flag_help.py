@@ -47,7 +47,7 @@ HELP = {
     'train.grad_cache_chunk': 'pairs per forward/backward chunk with train.grad_cache (default: 16) [config: train.grad_cache_chunk]',
     'train.max_steps': 'optimizer steps (default: 5000) [config: train.max_steps]',
     'train.seed': 'seed (default: 0) [config: train.seed]',
-    'train.amp': 'auto = bf16 on GPU, none on CPU (default: auto) [config: train.amp]',
+    'train.amp': 'auto = bf16 on GPU, none on CPU; native = bf16 on GPU and on CPUs with bf16 units (default: auto) [config: train.amp]',
     'train.device': 'auto, cpu or cuda (default: auto) [config: train.device]',
     'train.save_every': 'keep a step_N.pt checkpoint every N steps (last.pt always) (default: 1000) [config: train.save_every]',
     'train.log_every': 'log (and print a line when not on a terminal) every N steps (default: 10) [config: train.log_every]',

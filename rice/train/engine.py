@@ -66,8 +66,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 on GPU by default; fp16 (with a GradScaler) when asked; none on CPU unless asked."""
+    """bf16 on GPU by default; fp16 (with a GradScaler) when asked; none on CPU unless asked, or unless ``native``
+    and the CPU multiplies bf16 in hardware (emulated bf16 would slow a CPU run down)."""
     if cfg.amp == "none" or (cfg.amp == "auto" and device.type != "cuda"):
+        return None
+    if cfg.amp == "native" and device.type == "cpu" and not cpu_has_native_bf16():
         return None
     if cfg.amp == "fp16":
         return torch.float16
