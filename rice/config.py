@@ -121,6 +121,10 @@ class LossConfig(_Section):
     mask_same_product: bool = Field(
         False, description="pairs of the same product (shared shop image) are not negatives in ICL and PMD mining"
     )
+    pfr_softmax: Literal["valid", "all"] = Field(
+        "valid", description="PFR's softmax over a clip's tokens: valid frames only, or all keys with padded frames' "
+        "zeroed tokens (all, public code)"
+    )
 
     @field_validator("losses")
     @classmethod

@@ -26,7 +26,7 @@ LOSSES: dict[str, Callable[[LossConfig], nn.Module]] = {
     "pmd": lambda cfg: PairwiseMatchingLoss(
         cfg.pmd_negatives, cfg.pmd_chunk_size, gather_with_grad=all_gather_with_grad, gather_no_grad=all_gather_no_grad
     ),
-    "pfr": lambda cfg: PatchFeatureReconstructionLoss(chunk_size=cfg.pmd_chunk_size),
+    "pfr": lambda cfg: PatchFeatureReconstructionLoss(chunk_size=cfg.pmd_chunk_size, softmax_keys=cfg.pfr_softmax),
 }
 
 

@@ -13,19 +13,27 @@ class PatchFeatureReconstructionLoss(nn.Module):
     """PFR loss on the positive (image, own clip) pairs.
 
     The cross-attention probabilities of the decoder's cross block (B, H, L_img, T*L_vid) are scaled by
-    sqrt(head_dim) and merged over heads by the decoder's 1x1 convolutions, then a softmax over the clip's valid
-    tokens gives W (B, L_img, T*L_vid). The reconstruction W @ sg(X_video) is compared with sg(Y_image) by MSE,
-    averaged over all elements of the local batch (B * L_img * W values). Both feature sets are stop-gradient, so
-    only the attention path (decoder Q/K, the head-merging convs, and the encoder through Q/K) learns from it.
+    sqrt(head_dim) and merged over heads by the decoder's 1x1 convolutions, then a softmax over the clip's tokens
+    gives W (B, L_img, T*L_vid): over its valid tokens only (``softmax_keys="valid"``), or over all T*L_vid keys,
+    padded frames included (``"all"``, the public code: a padded key's attention is 0, so its merged logit is the
+    convolutions' value at 0, ``ReLU(w2 . ReLU(b1) + b2)``, 0 at initialisation, and it takes a share of W while its
+    zeroed tokens add nothing to the reconstruction). The reconstruction W @ sg(X_video) is compared with
+    sg(Y_image) by MSE, averaged over all elements of the local batch (B * L_img * W values). Both feature sets are
+    stop-gradient, so only the attention path (decoder Q/K, the head-merging convs, and the encoder through Q/K)
+    learns from it.
     DDP's gradient averaging over equal local batches makes it the mean over the global batch.
 
     Args:
         chunk_size: positive pairs per decoder call when the attention is not passed in.
+        softmax_keys: "valid" (padded frames masked out of the softmax) or "all" (the public code).
     """
 
-    def __init__(self, chunk_size: int = 32):
+    def __init__(self, chunk_size: int = 32, softmax_keys: str = "valid"):
         super().__init__()
+        if softmax_keys not in ("valid", "all"):
+            raise ValueError(f"PFR softmax_keys {softmax_keys!r} is unknown; choose 'valid' or 'all'")
         self.chunk_size = chunk_size
+        self.softmax_keys = softmax_keys
 
     def forward(
         self,
@@ -52,7 +60,12 @@ class PatchFeatureReconstructionLoss(nn.Module):
         dtype = torch.promote_types(positive_attention.dtype, torch.float32)  # fp32 at least (under AMP)
         logits = decoder.merge_heads(positive_attention).to(dtype)  # (B, L_img, T*L_vid)
         key_mask = frame_mask.bool().repeat_interleave(l_vid, dim=1)  # (B, T*L_vid)
-        weights = logits.masked_fill(~key_mask[:, None, :], float("-inf")).softmax(dim=-1)
+        if self.softmax_keys == "valid":
+            logits = logits.masked_fill(~key_mask[:, None, :], float("-inf"))
+        weights = logits.softmax(dim=-1)
+        # Padded frames' tokens are zeroed, as the public code does: with "all" they keep their share of W but add
+        # nothing (the encoder's tokens of a black padding frame are not zero); with "valid" their weight is 0.
         context = video_tokens.detach().reshape(batch, frames * l_vid, width).to(dtype)
+        context = context.masked_fill(~key_mask[:, :, None], 0.0)
         reconstruction = weights @ context  # (B, L_img, W)
         return F.mse_loss(reconstruction, image_tokens.detach().to(dtype))

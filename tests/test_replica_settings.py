@@ -1,0 +1,34 @@
+"""The bundled public-code recipes set every replica setting to the public code's value; rice's defaults (and the
+CPU recipe) keep rice's behaviour. Each setting's behaviour is tested against a naive reference of the public code
+in its own module (tests/losses/test_pfr_padded_keys.py, tests/data/test_train_frame_sampling.py, ...)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rice.config import RunConfig, build_config
+
+PUBLIC_RECIPES = ["movingfashion_icl", "movingfashion_icl_pmd", "movingfashion_rice", "lpr750k_rice"]
+
+# dotted setting -> (the public code's value, rice's default)
+REPLICA_SETTINGS = {
+    "loss.pfr_softmax": ("all", "valid"),
+}
+
+
+def _get(cfg: RunConfig, dotted: str):
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+@pytest.mark.parametrize("recipe", PUBLIC_RECIPES)
+def test_every_public_recipe_sets_the_public_value(recipe):
+    cfg = build_config(recipe)
+    wrong = {k: _get(cfg, k) for k, (public, _) in REPLICA_SETTINGS.items() if _get(cfg, k) != public}
+    assert not wrong, f"{recipe}: not the public code's value: {wrong}"
+
+
+def test_defaults_and_the_cpu_recipe_keep_rices_behaviour():
+    for cfg in (build_config(), build_config("cpu_tiny")):
+        wrong = {k: _get(cfg, k) for k, (_, ours) in REPLICA_SETTINGS.items() if _get(cfg, k) != ours}
+        assert not wrong, f"not rice's default: {wrong}"
