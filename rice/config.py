@@ -66,6 +66,10 @@ class DataConfig(_Section):
     tail_drop: Literal["any", "full"] = Field(
         "any", description="which clips a tail drop may cut: any, or only those with all T frames (full, public code)"
     )
+    train_frame_sampling: Literal["jitter", "official"] = Field(
+        "jitter", description="training frames: a random frame per segment each epoch (jitter), or the fixed frames "
+        "floor(i*n/T) (official, public code)"
+    )
     color_jitter: float = Field(
         0.0, ge=0.0, lt=1.0, description="training only: brightness/contrast/saturation factors in [1-j, 1+j]"
     )

@@ -13,6 +13,7 @@ PUBLIC_RECIPES = ["movingfashion_icl", "movingfashion_icl_pmd", "movingfashion_r
 # dotted setting -> (the public code's value, rice's default)
 REPLICA_SETTINGS = {
     "loss.pfr_softmax": ("all", "valid"),
+    "data.train_frame_sampling": ("official", "jitter"),
 }
 
 

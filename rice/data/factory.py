@@ -52,7 +52,7 @@ def _mf_train(cfg: DataConfig, transform: ImageTransform, seed: int | None) -> D
         video_backend=cfg.video_backend,
         use_prepared_frames=cfg.use_prepared_frames,
         seed=seed,
-        frame_policy=FramePolicy(tail_drop=cfg.tail_drop),
+        frame_policy=FramePolicy(tail_drop=cfg.tail_drop, train_sampling=cfg.train_frame_sampling),
         decoded_cache_mb=cfg.decoded_cache_mb,
     )
 

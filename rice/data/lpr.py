@@ -442,7 +442,8 @@ def train_from_config(cfg: Any, transform: ImageTransform, seed: int | None) -> 
     return LPRTrainPairs(cfg.resolved_root(), "train", num_frames=cfg.num_frames, transform=transform,
                          image_transform=shop_image_transform(transform, cfg.shop_augment), train=True,
                          tail_drop_prob=cfg.tail_drop_prob, seed=seed,
-                         frame_policy=FramePolicy(tail_drop=cfg.tail_drop), decoded_cache_mb=cfg.decoded_cache_mb)
+                         frame_policy=FramePolicy(tail_drop=cfg.tail_drop, train_sampling=cfg.train_frame_sampling),
+                         decoded_cache_mb=cfg.decoded_cache_mb)
 
 
 def queries_from_config(cfg: Any, transform: ImageTransform, split: str, frame_policy: FramePolicy | None = None,

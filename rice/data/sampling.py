@@ -13,13 +13,20 @@ import torch
 
 
 def sample_frame_indices(
-    num_available: int, num_frames: int, train: bool, rng: random.Random | None = None, eval_sampling: str = "centre"
+    num_available: int,
+    num_frames: int,
+    train: bool,
+    rng: random.Random | None = None,
+    eval_sampling: str = "centre",
+    train_sampling: str = "jitter",
 ) -> list[int]:
     """Pick up to ``num_frames`` sorted frame indices spread uniformly over ``num_available`` frames.
 
     The clip is cut into ``num_frames`` equal segments. Eval takes each segment's centre (``eval_sampling="centre"``)
     or its first frame, floor(i * n / T), as the public code's ``prepare_movingfashion.py`` (``"official"``); train
-    takes a uniformly random frame inside each segment. A clip shorter than ``num_frames`` gives all its frames;
+    takes a uniformly random frame inside each segment (``train_sampling="jitter"``), or the same fixed frames
+    floor(i * n / T) every epoch (``"official"``: the public code trains on the frames its prepare script chose
+    once, offline). A clip shorter than ``num_frames`` gives all its frames;
     the caller pads the rest (`pad_clip`), so ``len(result)`` is the valid count.
 
     Args:
@@ -37,6 +44,10 @@ def sample_frame_indices(
         return list(range(num_available))
     # Integer segment bounds: disjoint, each holding >= 1 frame, so the indices are distinct and sorted.
     bounds = [i * num_available // num_frames for i in range(num_frames + 1)]
+    if train and train_sampling == "official":
+        return bounds[:-1]
+    if train and train_sampling != "jitter":
+        raise ValueError(f"train frame sampling {train_sampling!r} is unknown; choose 'jitter' or 'official'")
     if not train:
         if eval_sampling == "official":
             return bounds[:-1]
@@ -84,21 +95,25 @@ def pad_clip(frames: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch
 
 @dataclass(frozen=True)
 class FramePolicy:
-    """Which frames a dataset reads (``data.tail_drop`` and ``eval.frame_sampling`` of the config).
+    """Which frames a dataset reads (``data.tail_drop``, ``data.train_frame_sampling`` and ``eval.frame_sampling``
+    of the config).
 
     Attributes:
         eval_sampling: "centre" (segment centres) or "official" (floor(i * n / T), the public code).
         tail_drop: "full" (cut only clips with all T frames, the public code) or "any" (any clip).
+        train_sampling: "jitter" (a random frame per segment each epoch) or "official" (floor(i * n / T) every
+            epoch, the public code).
     """
 
     eval_sampling: Literal["centre", "official"] = "centre"
     tail_drop: Literal["any", "full"] = "any"
+    train_sampling: Literal["jitter", "official"] = "jitter"
 
     def indices(
         self, num_available: int, num_frames: int, train: bool, tail_drop_prob: float, rng: random.Random | None
     ) -> list[int]:
         """The sorted frame indices of one clip (at most ``num_frames``)."""
-        picks = sample_frame_indices(num_available, num_frames, train, rng, self.eval_sampling)
+        picks = sample_frame_indices(num_available, num_frames, train, rng, self.eval_sampling, self.train_sampling)
         if not train:
             return picks
         return drop_tail(picks, tail_drop_prob, rng, num_frames if self.tail_drop == "full" else None)
