@@ -14,6 +14,7 @@ PUBLIC_RECIPES = ["movingfashion_icl", "movingfashion_icl_pmd", "movingfashion_r
 REPLICA_SETTINGS = {
     "loss.pfr_softmax": ("all", "valid"),
     "data.train_frame_sampling": ("official", "jitter"),
+    "eval.precision": ("fp32", "auto"),
 }
 
 
@@ -33,3 +34,11 @@ def test_defaults_and_the_cpu_recipe_keep_rices_behaviour():
     for cfg in (build_config(), build_config("cpu_tiny")):
         wrong = {k: _get(cfg, k) for k, (_, ours) in REPLICA_SETTINGS.items() if _get(cfg, k) != ours}
         assert not wrong, f"not rice's default: {wrong}"
+
+
+@pytest.mark.parametrize("recipe", PUBLIC_RECIPES)
+def test_public_recipes_evaluate_without_autocast_on_a_gpu(recipe):
+    from rice.retrieval.evaluate import autocast_dtype
+
+    assert autocast_dtype(build_config(recipe).eval.precision, "cuda") is None  # plain fp32, as the public scripts
+    assert autocast_dtype(build_config().eval.precision, "cuda") is not None  # rice's default: bf16 on CUDA
