@@ -347,15 +347,20 @@ def recipes() -> None:
 
 @app.command()
 def models() -> None:
-    """List the registered models with their parameter count and input size (read from the registry, no build)."""
+    """List the registered models: parameters, GFLOPs per image (a multiply-add counts 2), input size, embedding
+    size (read from the registry, no build; docs/models.md says how to choose)."""
     from rice.models.registry import list_models, model_info
 
     table = Table(title="registered models")
-    for column in ("name", "params (M)", "input", "embed dim"):
+    for column in ("name", "params (M)", "GFLOPs/image", "input", "embed dim"):
         table.add_column(column)
     for name in list_models():
         info = model_info(name)
-        table.add_row(name, f"{info.params / 1e6:.2f}", str(info.input_size), str(info.embed_dim))
+        if info is None:  # registered by user code: nothing known without building it
+            table.add_row(name, "?", "?", "?", "?")
+            continue
+        gflops = f"{info.gflops:.2f}" if info.gflops >= 0.1 else f"{info.gflops:.4f}"
+        table.add_row(name, f"{info.params / 1e6:.2f}", gflops, str(info.input_size), str(info.embed_dim))
     console.print(table)
 
 

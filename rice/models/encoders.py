@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,10 @@ class Preprocess:
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
     resize_size: int | None = None  # None: input_size * 256 / 224 (square resize, as the public code)
+    # The resampling filter of the weights' own recipe (timm's pretrained config). Recorded with the model, its
+    # checkpoints and exports; rice's data pipeline resizes with PIL's antialiased bilinear filter for every model
+    # (see docs/models.md), so it is information for now, not yet a switch of the pipeline.
+    interpolation: str = "bilinear"
 
     def __call__(self, image: Any) -> torch.Tensor:
         """The eval preprocessing of one PIL image (or uint8 (H, W, 3) array) -> float32 (3, S, S) tensor."""
@@ -58,42 +65,99 @@ class ImageEncoder(nn.Module):
 
 
 class TimmViTEncoder(ImageEncoder):
-    """A timm VisionTransformer: global embedding = head(norm(CLS)); tokens = blocks' output before ``norm``.
+    """A timm ViT (VisionTransformer or Eva): global embedding = proj(timm's pooled feature); tokens = the blocks'
+    output before the final ``norm``.
 
-    The projection is kept as our own bias-free ``proj`` Linear (CLIP's ``visual.proj``), so the module tree
-    maps one-to-one onto the OpenAI CLIP visual tower.
+    The pooling is the backbone's own (CLS token for CLIP, DFN, EVA02 and DINOv2; SigLIP's attention pool), through
+    timm's ``forward_head``. A backbone without a class token (SigLIP) gets the mean of its patch tokens prepended,
+    so that token 0 is always a summary token, as the PMD decoder and the encoder contract expect. Register tokens
+    (DINOv2 reg4) stay in the token grid: PMD and PFR attend over every token the backbone produces.
+
+    The projection is our own ``proj`` Linear (CLIP's ``visual.proj``), a copy of timm's head when the weights have
+    one (a CLIP-style image-text projection), else the identity (SigLIP and DINOv2 embed at their width), so the
+    module tree maps one-to-one onto the OpenAI CLIP visual tower.
     """
 
-    def __init__(self, backbone: nn.Module, preprocess: Preprocess):
+    def __init__(self, backbone: nn.Module, preprocess: Preprocess, proj_bias: bool = False):
         super().__init__()
         head = backbone.head
         embed_dim = head.out_features if isinstance(head, nn.Linear) else backbone.num_features
-        self.proj = nn.Linear(backbone.num_features, embed_dim, bias=False)
-        if isinstance(head, nn.Linear):
-            with torch.no_grad():
+        proj_bias = proj_bias and isinstance(head, nn.Linear) and head.bias is not None
+        self.proj = nn.Linear(backbone.num_features, embed_dim, bias=proj_bias)
+        with torch.no_grad():
+            if isinstance(head, nn.Linear):
                 self.proj.weight.copy_(head.weight)
+                if proj_bias:
+                    self.proj.bias.copy_(head.bias)
+            elif not self.proj.weight.is_meta:
+                # No projection in the weights: start as the identity, so the embedding is the backbone's own.
+                self.proj.weight.copy_(torch.eye(embed_dim, backbone.num_features))
         backbone.reset_classifier(0)
         self.backbone = backbone
         self.width = backbone.num_features
         self.embed_dim = embed_dim
-        self.num_tokens = backbone.patch_embed.num_patches + backbone.num_prefix_tokens
+        self.mean_token = backbone.num_prefix_tokens == 0  # no CLS: prepend the patch-token mean as token 0
+        self.num_tokens = backbone.patch_embed.num_patches + backbone.num_prefix_tokens + int(self.mean_token)
         self.preprocess = preprocess
+
+    def _blocks(self, images: torch.Tensor) -> torch.Tensor:
+        vit = self.backbone
+        x = vit.patch_embed(images)
+        if _is_eva(vit):
+            x, rope = vit._pos_embed(x)  # Eva returns its rotary embedding beside the tokens
+            x = vit.norm_pre(x)
+            for block in vit.blocks:
+                x = block(x, rope=rope)
+            return x
+        x = vit._pos_embed(x)
+        x = vit.norm_pre(x)
+        return vit.blocks(x)
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:
         vit = self.backbone
-        x = vit.patch_embed(images)
-        x = vit._pos_embed(x)
-        x = vit.norm_pre(x)
-        tokens = vit.blocks(x)  # (N, L, W) before the final norm
-        pooled = vit.norm(tokens)[:, 0]
+        tokens = self._blocks(images)  # (N, L, W) before the final norm
+        pooled = vit.forward_head(vit.norm(tokens), pre_logits=True)
+        if self.mean_token:
+            tokens = torch.cat([tokens.mean(1, keepdim=True), tokens], dim=1)
         return EncoderOutput(self.proj(pooled), tokens)
 
     def last_blocks(self, n: int) -> list[nn.Module] | None:
+        """The last ``n`` blocks when they are timm ViT ``Block``s (the decoder copies their layout); a block's
+        LayerScale (DINOv2) is folded into copies of its output projections, which is exact. None for Eva blocks
+        (rotary embedding, SwiGLU): the decoder then starts from random weights."""
+        from timm.models.vision_transformer import Block as VitBlock
+
         blocks = list(self.backbone.blocks)
-        return blocks[-n:] if len(blocks) >= n else None
+        if len(blocks) < n or not all(type(b) is VitBlock for b in blocks[-n:]):
+            return None
+        return [_fold_layer_scale(b) for b in blocks[-n:]]
 
     def no_weight_decay_names(self) -> set[str]:
         return {f"backbone.{name}" for name in self.backbone.no_weight_decay()}
+
+
+def _is_eva(backbone: nn.Module) -> bool:
+    from timm.models.eva import Eva
+
+    return isinstance(backbone, Eva)
+
+
+@torch.no_grad()
+def _fold_layer_scale(block: nn.Module) -> nn.Module:
+    """``block`` itself when it has no LayerScale, else a copy whose attn.proj and mlp.fc2 absorb gamma:
+    gamma * (W x + b) = (diag(gamma) W) x + gamma b."""
+    from timm.layers import LayerScale
+
+    if not isinstance(block.ls1, LayerScale) and not isinstance(block.ls2, LayerScale):
+        return block
+    block = copy.deepcopy(block)
+    for scale, linear in ((block.ls1, block.attn.proj), (block.ls2, block.mlp.fc2)):
+        if isinstance(scale, LayerScale):
+            linear.weight.mul_(scale.gamma[:, None])
+            if linear.bias is not None:
+                linear.bias.mul_(scale.gamma)
+    block.ls1, block.ls2 = nn.Identity(), nn.Identity()
+    return block
 
 
 class ConvStemEncoder(ImageEncoder):
@@ -143,21 +207,42 @@ class ConvStemEncoder(ImageEncoder):
         return {"pos_embed"}
 
 
+def timm_preprocess(backbone: nn.Module) -> Preprocess:
+    """The eval preprocessing of a timm backbone's pretrained weights (its ``pretrained_cfg``), at the size the
+    backbone was built for: mean/std and interpolation as the weights were trained, and the resize before the
+    centre crop from the config's ``crop_pct`` (timm: resize to floor(size / crop_pct), crop size)."""
+    cfg = backbone.pretrained_cfg
+    size = int(backbone.patch_embed.img_size[0])
+    crop_pct = float(cfg.get("crop_pct") or 1.0)
+    return Preprocess(
+        input_size=size,
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        resize_size=math.floor(size / crop_pct),
+        interpolation=str(cfg.get("interpolation") or "bicubic"),
+    )
+
+
 def create_timm_vit(
     timm_name: str,
     pretrained: bool,
     pretrained_file: str | None,
-    preprocess: Preprocess,
+    preprocess: Preprocess | None,
+    proj_bias: bool = False,
     **timm_kwargs: object,
 ) -> TimmViTEncoder:
-    """Build a timm ViT encoder; weights from the hub only when asked, or from a local file."""
+    """Build a timm ViT encoder; weights from the hub only when asked, or from a local file.
+
+    ``preprocess`` None: the weights' own preprocessing from timm's pretrained config (`timm_preprocess`).
+    ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``img_size``; the tests shrink ``depth`` and ``embed_dim``).
+    """
     if pretrained_file is not None:
         if not Path(pretrained_file).is_file():
             raise FileNotFoundError(
                 f"pretrained file {pretrained_file} not found; pass an existing file to --pretrained-file"
             )
         backbone = timm.create_model(timm_name, pretrained=False, **timm_kwargs)
-        load_pretrained_file(backbone, pretrained_file)
+        load_pretrained_file(backbone, pretrained_file, timm_filter=preprocess is None)
     elif pretrained:
         try:
             backbone = timm.create_model(timm_name, pretrained=True, **timm_kwargs)
@@ -169,17 +254,36 @@ def create_timm_vit(
             ) from err
     else:
         backbone = timm.create_model(timm_name, pretrained=False, **timm_kwargs)
-    return TimmViTEncoder(backbone, preprocess)
+    return TimmViTEncoder(backbone, preprocess or timm_preprocess(backbone), proj_bias=proj_bias)
 
 
-def load_pretrained_file(backbone: nn.Module, path: str) -> None:
-    """Load a local timm checkpoint or an OpenAI CLIP ``ViT-B-32.pt`` (JIT archive or plain state dict)."""
+def load_pretrained_file(backbone: nn.Module, path: str, timm_filter: bool = False) -> None:
+    """Load a local timm checkpoint (``.safetensors`` as on the hub, or a torch file) or an OpenAI CLIP
+    ``ViT-B-32.pt`` (JIT archive or plain state dict).
+
+    ``timm_filter``: pass the weights through the timm model's own ``checkpoint_filter_fn``, as timm does when it
+    loads from the hub (open_clip key names, position embeddings resampled to the built size, e.g. DINOv2's 518 px
+    grid to 224 px).
+    """
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"pretrained file {file} not found; pass an existing file to --pretrained-file")
-    from rice.models.clip_weights import read_pretrained_state_dict
+    if file.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ImportError(f"{file}: reading .safetensors needs safetensors; pip install safetensors") from None
+        try:
+            state = {k: v.float() for k, v in load_file(str(file)).items()}
+        except Exception as err:  # SafetensorError, OSError
+            raise ValueError(f"{file}: not a readable safetensors file ({err}); pass the model's weights") from None
+    else:
+        from rice.models.clip_weights import read_pretrained_state_dict
 
-    state = read_pretrained_state_dict(file, backbone)
+        state = read_pretrained_state_dict(file, backbone)
+    filter_fn = getattr(sys.modules[type(backbone).__module__], "checkpoint_filter_fn", None)
+    if timm_filter and filter_fn is not None:
+        state = filter_fn(state, backbone)
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("head.")]
     if missing or unexpected:

@@ -25,20 +25,28 @@ class ModelInfo:
     params: int  # parameter count of ``create_model(name, pretrained=False)`` (no PMD decoder)
     input_size: int  # square side, in pixels, of the images and frames the encoder takes
     embed_dim: int  # size of the retrieval embedding
+    # Forward FLOPs of embedding one image at input_size, in 1e9, counting a multiply-add as 2 FLOPs (torch's
+    # FlopCounterMode on the meta device; tests/models/test_registry_info.py recounts it). Video models count one
+    # frame; PMD re-ranking is extra.
+    gflops: float = 0.0
 
 
 _RICE = "rice.models.rice_model"
 _BASELINES = "rice.models.baselines"
 
 BUILTIN_MODELS: dict[str, ModelInfo] = {
-    "rice_vit_b32": ModelInfo(_RICE, params=87_849_217, input_size=224, embed_dim=512),
-    "rice_tiny": ModelInfo(_RICE, params=241_369, input_size=64, embed_dim=128),
-    "swin_b": ModelInfo(_BASELINES, params=87_267_513, input_size=224, embed_dim=512),
-    "swin_b_tiny": ModelInfo(_BASELINES, params=20_005, input_size=32, embed_dim=24),
-    "timesformer": ModelInfo(_BASELINES, params=114_571_009, input_size=224, embed_dim=512),
-    "timesformer_tiny": ModelInfo(_BASELINES, params=42_081, input_size=32, embed_dim=24),
-    "fashionnet": ModelInfo(_BASELINES, params=136_357_697, input_size=224, embed_dim=512),
-    "fashionnet_tiny": ModelInfo(_BASELINES, params=262_305, input_size=32, embed_dim=24),
+    "rice_vit_b32": ModelInfo(_RICE, params=87_849_217, input_size=224, embed_dim=512, gflops=8.82),
+    "rice_tiny": ModelInfo(_RICE, params=241_369, input_size=64, embed_dim=128, gflops=0.0609),
+    "swin_b": ModelInfo(_BASELINES, params=87_267_513, input_size=224, embed_dim=512, gflops=30.86),
+    "swin_b_tiny": ModelInfo(_BASELINES, params=20_005, input_size=32, embed_dim=24, gflops=0.0011),
+    "timesformer": ModelInfo(_BASELINES, params=114_571_009, input_size=224, embed_dim=512, gflops=46.23),
+    "timesformer_tiny": ModelInfo(_BASELINES, params=42_081, input_size=32, embed_dim=24, gflops=0.0013),
+    "fashionnet": ModelInfo(_BASELINES, params=136_357_697, input_size=224, embed_dim=512, gflops=30.94),
+    "fashionnet_tiny": ModelInfo(_BASELINES, params=262_305, input_size=32, embed_dim=24, gflops=0.0018),
+    "rice_siglip2_b16": ModelInfo(_RICE, params=93_474_049, input_size=224, embed_dim=768, gflops=35.42),
+    "rice_dfn_b16": ModelInfo(_RICE, params=86_193_153, input_size=224, embed_dim=512, gflops=35.13),
+    "rice_eva02_b16": ModelInfo(_RICE, params=86_263_041, input_size=224, embed_dim=512, gflops=35.13),
+    "rice_dinov2_b14": ModelInfo(_RICE, params=86_317_057, input_size=224, embed_dim=768, gflops=47.08),
 }
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}

@@ -147,3 +147,58 @@ def rice_tiny(pretrained: bool = False, pretrained_file: str | None = None, logi
         encoder.load_state_dict(state.get("encoder", state))
     return RiceModel(encoder, logit_scale_init)
 
+
+
+# Stronger image towers (issue 23), through timm. Each takes its preprocessing from timm's pretrained config
+# (`timm_preprocess`); weights come from the hub only with pretrained=True, or from a local file. ``timm_overrides``
+# go to ``timm.create_model``: the tests build each variant small (img_size, depth, embed_dim, num_heads).
+
+
+def _timm_variant(
+    timm_name: str, pretrained: bool, pretrained_file: str | None, logit_scale_init: float, **timm_overrides: object
+) -> RiceModel:
+    encoder = create_timm_vit(
+        timm_name, pretrained=pretrained, pretrained_file=pretrained_file, preprocess=None, proj_bias=True,
+        **timm_overrides,
+    )  # fmt: skip
+    return RiceModel(encoder, logit_scale_init)
+
+
+@register_model
+def rice_siglip2_b16(
+    pretrained: bool = True, pretrained_file: str | None = None, logit_scale_init: float = 4.0, **timm_overrides
+) -> RiceModel:
+    """RICE on SigLIP 2 ViT-B/16 at 224 px (timm vit_base_patch16_siglip_224.v2_webli): attention-pool embedding
+    (768-d), 196 patch tokens plus their mean as token 0."""
+    return _timm_variant("vit_base_patch16_siglip_224.v2_webli", pretrained, pretrained_file, logit_scale_init,
+                         **timm_overrides)  # fmt: skip
+
+
+@register_model
+def rice_dfn_b16(
+    pretrained: bool = True, pretrained_file: str | None = None, logit_scale_init: float = 4.0, **timm_overrides
+) -> RiceModel:
+    """RICE on Apple's DFN-2B CLIP ViT-B/16 (timm vit_base_patch16_clip_224.dfn2b): 512-d, 197 tokens."""
+    return _timm_variant("vit_base_patch16_clip_224.dfn2b", pretrained, pretrained_file, logit_scale_init,
+                         **timm_overrides)  # fmt: skip
+
+
+@register_model
+def rice_eva02_b16(
+    pretrained: bool = True, pretrained_file: str | None = None, logit_scale_init: float = 4.0, **timm_overrides
+) -> RiceModel:
+    """RICE on EVA02-CLIP B/16 (timm eva02_base_patch16_clip_224.merged2b): 512-d, 197 tokens, rotary positions.
+    Its blocks are not plain ViT blocks, so the PMD decoder starts from random weights."""
+    return _timm_variant("eva02_base_patch16_clip_224.merged2b", pretrained, pretrained_file, logit_scale_init,
+                         **timm_overrides)  # fmt: skip
+
+
+@register_model
+def rice_dinov2_b14(
+    pretrained: bool = True, pretrained_file: str | None = None, logit_scale_init: float = 4.0, **timm_overrides
+) -> RiceModel:
+    """RICE on DINOv2 ViT-B/14 with 4 registers (timm vit_base_patch14_reg4_dinov2.lvd142m) at 224 px (the weights
+    were trained at 518; timm resamples the position embedding): 768-d, 1 CLS + 4 registers + 256 patch tokens."""
+    timm_overrides.setdefault("img_size", 224)
+    return _timm_variant("vit_base_patch14_reg4_dinov2.lvd142m", pretrained, pretrained_file, logit_scale_init,
+                         **timm_overrides)  # fmt: skip

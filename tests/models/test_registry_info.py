@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
 from rice.cli import app
@@ -25,6 +26,10 @@ def test_catalogue_matches_a_build(name):
         model.preprocess.input_size,
         model.embed_dim,
     )
+    size = info.input_size
+    with torch.device("cpu" if name.endswith("_tiny") else "meta"), FlopCounterMode(display=False) as counter:
+        model.encode_image(torch.zeros(1, 3, size, size))  # on meta: shapes only, the count is exact and free
+    assert info.gflops == pytest.approx(counter.get_total_flops() / 1e9, rel=0.005, abs=5e-5)
 
 
 def test_models_command_prints_the_catalogue():
@@ -32,6 +37,7 @@ def test_models_command_prints_the_catalogue():
     for name in list_models():
         assert name in out
     assert f"{model_info('rice_vit_b32').params / 1e6:.2f}" in out  # 87.85
+    assert "GFLOPs" in out and f"{model_info('rice_dinov2_b14').gflops:.2f}" in out  # 47.08
 
 
 def test_built_in_variant_without_catalogue_entry_is_refused():
