@@ -179,7 +179,6 @@ class ScanRun:
 
         reader = threading.Thread(target=decode, name="rice-scan-decode", daemon=True)
         reader.start()
-        full_threads = torch.get_num_threads()  # this thread's intra-op threads, restored when the scan ends
         segmenter = Segmenter(self.rule, self.stride)
         embeddings: dict[int, torch.Tensor] = {}  # grid index -> unnormalised frame embedding (one window's worth)
         tokens: dict[int, torch.Tensor] = {}
@@ -190,6 +189,7 @@ class ScanRun:
         scanned = 0.0
         dropped = 0
         finished = False
+        full_threads = _intra_op.enter()  # torch's count before any scan changed it, restored by the last to end
         try:
             while not finished:
                 batch: list[SampledFrame] = []
@@ -248,8 +248,7 @@ class ScanRun:
                 self.timeline.segments.append(segment)
                 yield segment
         finally:
-            if torch.get_num_threads() != full_threads:
-                torch.set_num_threads(full_threads)
+            _intra_op.exit()
             self._stop.set()
             while reader.is_alive():  # unblock a reader waiting on a full queue, then let it finish
                 try:
@@ -341,6 +340,34 @@ class ScanRun:
         reranked = [replace(head[i], rank=r + 1, score=float(s))
                     for r, (i, s) in enumerate(zip(order[0].tolist(), scores[0].tolist()))]
         return reranked + tail
+
+
+class _IntraOpThreads:
+    """torch's intra-op thread count is one for the whole process (set from any thread, every thread sees it), so
+    concurrent scans (the service's scan workers) share one record of the count before the first of them changed
+    it, and the last scan to end puts it back. While a scan runs on CPU, other inference in the process (the
+    service's /search) runs with the scan's count too."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._saved = 1
+
+    def enter(self) -> int:
+        with self._lock:
+            if self._active == 0:
+                self._saved = torch.get_num_threads()
+            self._active += 1
+            return self._saved
+
+    def exit(self) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0 and torch.get_num_threads() != self._saved:
+                torch.set_num_threads(self._saved)
+
+
+_intra_op = _IntraOpThreads()
 
 
 def _cores() -> int:

@@ -110,3 +110,29 @@ def test_a_cpu_encoder_keeps_to_its_threads_while_decoding_and_gives_them_back(s
     finally:
         hook.remove()
         torch.set_num_threads(before)
+
+
+def test_overlapping_scans_give_torch_its_thread_count_back(scan_setup, tmp_path):
+    """torch's intra-op count is one for the process: two scans that overlap (the service's scan workers) must
+    leave it as it was before the first began, whichever ends first."""
+    from rice.api import load
+    from rice.retrieval.catalogue import Index
+    from rice.scanning import WindowResult
+
+    model = load(scan_setup.checkpoint)
+    index = Index.load(scan_setup.index_dir, model=model)
+    path = _write(tmp_path / "long.mp4", 80.0, "bframes=0", gop=250)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first = iter(scan(model, index, path, window=2.0, stride=1.0, encode_threads=1))
+        second = iter(scan(model, index, path, window=2.0, stride=1.0, encode_threads=1))
+        assert isinstance(next(first), WindowResult)  # encoding on one thread beside its decoder
+        assert isinstance(next(second), WindowResult)  # began while the first had torch on one thread
+        for _ in first:
+            pass
+        for _ in second:
+            pass
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
