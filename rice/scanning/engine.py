@@ -9,8 +9,9 @@ unnormalised frame embeddings, L2-normalised) over embeddings already computed: 
 the grid (two strides that snap to one start give one window).
 
 Decoding runs in a thread of its own (ffmpeg releases the GIL) with a short queue to the encoder, so the two
-overlap. Memory holds the embeddings of one window and a thumbnail per open window, whatever the duration; the
-list of windows is kept only when asked (``keep_windows``, for --json and --html).
+overlap; a CPU encoder keeps to half the cores while the decoder runs (`_threads_beside_decoder`). Memory holds
+the embeddings of one window and a thumbnail per open window, whatever the duration; the list of windows is kept
+only when asked (``keep_windows``, for --json and --html).
 """
 
 from __future__ import annotations
