@@ -155,13 +155,17 @@ class LossConfig(_Section):
 class OptimConfig(_Section):
     lr: float = Field(1e-6, gt=0, description="learning rate of the pretrained encoder")
     head_lr: float = Field(1e-4, gt=0, description="learning rate of decoder, heads and logit scale (100x)")
-    weight_decay: float = Field(0.2, ge=0, description="AdamW decay; never on biases, norms and scalars")
+    weight_decay: float = Field(0.2, ge=0, description="AdamW decay (which parameters: optim.decay_exempt)")
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     warmup_steps: int = Field(500, ge=0, description="linear warm-up, then cosine to 0 at train.max_steps")
     grad_clip: float | None = Field(None, description="clip the global grad norm to this value")
     logit_scale_group: Literal["encoder", "head"] = Field(
         "encoder", description="train the logit scale with the encoder (lr, decay; public code) or the heads"
+    )
+    decay_exempt: Literal["vectors_and_embeddings", "bias"] = Field(
+        "vectors_and_embeddings", description="parameters without weight decay: every 1-D parameter and the "
+        "embeddings, or only those whose name contains 'bias' (bias, public code)"
     )
 
 

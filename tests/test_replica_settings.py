@@ -15,6 +15,7 @@ REPLICA_SETTINGS = {
     "loss.pfr_softmax": ("all", "valid"),
     "data.train_frame_sampling": ("official", "jitter"),
     "eval.precision": ("fp32", "auto"),
+    "optim.decay_exempt": ("bias", "vectors_and_embeddings"),
 }
 
 

@@ -14,9 +14,12 @@ from rice.models import RiceModel
 def build_optimizer(model: RiceModel, cfg: OptimConfig) -> torch.optim.AdamW:
     """Encoder at ``cfg.lr``; decoder, heads and the logit scale at ``cfg.head_lr`` (100x in the paper).
 
-    No weight decay on biases, norms, embeddings and scalars (anything with fewer than 2 dims, plus the
-    encoder's own no-decay list). ``cfg.logit_scale_group == "encoder"`` (the public code) trains the logit scale
-    with the encoder instead: encoder learning rate, with weight decay.
+    Weight decay (``cfg.decay_exempt``): ``vectors_and_embeddings`` exempts biases, norms, embeddings and scalars
+    (anything with fewer than 2 dims, plus the encoder's own no-decay list such as the position and class
+    embeddings); ``bias`` exempts only the parameters whose name contains "bias", as the public code (its list
+    also names ``LayerNorm.weight``, which matches none of its parameters: its norms are ``ln_*`` and
+    ``layer_norm``), so norm weights, embeddings and the logit scale are decayed. ``cfg.logit_scale_group ==
+    "encoder"`` (the public code) trains the logit scale with the encoder: encoder learning rate, with weight decay.
     """
     no_decay_names = model.no_weight_decay_names()
     head_names = model.head_parameter_names()
@@ -28,7 +31,10 @@ def build_optimizer(model: RiceModel, cfg: OptimConfig) -> torch.optim.AdamW:
         if not param.requires_grad:
             continue
         is_head = name in head_names
-        decay = name not in no_decay_names and (param.ndim >= 2 or name == "logit_scale")
+        if cfg.decay_exempt == "bias":
+            decay = "bias" not in name
+        else:
+            decay = name not in no_decay_names and (param.ndim >= 2 or name == "logit_scale")
         groups.setdefault((is_head, decay), []).append(param)
     param_groups = [
         {
