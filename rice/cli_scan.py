@@ -93,7 +93,7 @@ def scan(
         _fail(f"{index_dir}: not an index folder; build one with `rice index build CKPT --images DIR --out INDEX`")
     model = _load_model(_index_checkpoint(index_dir, ckpt), device)
     try:
-        index = Index.load(index_dir, model=model)
+        index = Index.load(index_dir, model=model, trust_model=ckpt is not None)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     rule = DecisionRule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds)

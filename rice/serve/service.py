@@ -220,6 +220,7 @@ def open_service(index_dir: str | Path, checkpoint: str | Path | None = None, de
     from rice.api import load
 
     index = Index.load(index_dir)
+    chosen = checkpoint is not None  # --ckpt given: the caller vouches for the model of a digest-less index
     if checkpoint is None:
         checkpoint = index.model_info.get("checkpoint")
         if not checkpoint:
@@ -231,7 +232,7 @@ def open_service(index_dir: str | Path, checkpoint: str | Path | None = None, de
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load(checkpoint, device=device)
-    index.use_model(model)  # refuses another model's checkpoint, one line
+    index.use_model(model, trust_model=chosen)  # refuses another model's checkpoint, one line
     return SearchService(index, model, rerank=rerank)
 
 

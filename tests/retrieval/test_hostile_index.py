@@ -274,3 +274,19 @@ def test_open_service_finishes_a_swap_killed_between_its_renames(built, tmp_path
         assert len(service.index) == len(Index.load(built)) and not list(tmp_path.glob(".index*"))
     finally:
         service.close()
+
+
+def test_open_service_uses_a_digest_less_index_only_with_the_checkpoint_named(built, tmp_path):
+    from rice.serve.service import open_service
+
+    folder = tmp_path / "index"
+    shutil.copytree(built, folder)
+    _edit_meta(folder, lambda m: m["model"].update(digest=None))
+    checkpoint = json.loads((folder / "index.json").read_text())["model"]["checkpoint"]
+    with pytest.raises(ValueError, match="records no model digest"):
+        open_service(folder, device="cpu")
+    service = open_service(folder, checkpoint, device="cpu")
+    try:
+        assert len(service.index) == len(Index.load(built))
+    finally:
+        service.close()

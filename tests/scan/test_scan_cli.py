@@ -149,3 +149,21 @@ def test_bad_sources_are_one_line_and_exit_2(scan_setup, tmp_path, kind):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(source) in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_index_without_a_model_digest_is_scanned_only_with_ckpt(scan_setup, tmp_path):
+    """A digest-less index cannot be checked against its model: refused in one line, unless --ckpt names it."""
+    import shutil
+
+    folder = tmp_path / "index"
+    shutil.copytree(scan_setup.index_dir, folder)
+    meta = json.loads((folder / "index.json").read_text())
+    meta["model"]["digest"] = None
+    (folder / "index.json").write_text(json.dumps(meta))
+    common = ["--window", "2", "--device", "cpu", "--json", str(tmp_path / "t.json")]
+    refused = rice("scan", str(folder), str(scan_setup.recording), *common)
+    assert refused.returncode == 2 and "records no model digest" in refused.stderr, refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr
+    chosen = rice("scan", str(folder), str(scan_setup.recording), *common, "--ckpt", str(scan_setup.checkpoint))
+    assert chosen.returncode == 0, chosen.stderr[-2000:]
+    assert json.loads((tmp_path / "t.json").read_text())["windows"]
