@@ -48,6 +48,10 @@ class ModelConfig(_Section):
     decoder_self_attn_drop: float = Field(0.0, description="attention dropout of the decoder's self-attention block")
     decoder_norm_kv: bool = Field(False, description="also layer-norm the clip tokens (keys/values) in the PMD cross "
                                   "block; the public code normalises the queries only (false)")
+    match_head_init: Literal["normal", "linear_default"] = Field(
+        "normal", description="PMD match vector w: N(0, width^-1/2), norm about 1 (normal), or nn.Linear's default "
+        "U(+-width^-1/2), norm about 0.58 (linear_default, public code)"
+    )
 
 
 class DataConfig(_Section):

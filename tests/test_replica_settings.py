@@ -16,6 +16,7 @@ REPLICA_SETTINGS = {
     "data.train_frame_sampling": ("official", "jitter"),
     "eval.precision": ("fp32", "auto"),
     "optim.decay_exempt": ("bias", "vectors_and_embeddings"),
+    "model.match_head_init": ("linear_default", "normal"),
 }
 
 

@@ -63,6 +63,6 @@ def build_model(cfg, with_decoder: bool = False, with_reconstruction: bool = Fal
         model.decoder = build_decoder(
             model.encoder, heads=cfg.decoder_heads, attn_drop=cfg.decoder_attn_drop,
             reconstruction=with_reconstruction, self_attn_drop=cfg.decoder_self_attn_drop,
-            norm_kv=cfg.decoder_norm_kv,
+            norm_kv=cfg.decoder_norm_kv, match_head_init=cfg.match_head_init,
         )  # fmt: skip
     return model

@@ -226,6 +226,8 @@ class PairwiseMatchingDecoder(nn.Module):
         reconstruction: also build PFR's head-merging convs (``head_merge``); only when PFR is trained, so that
             every parameter gets a gradient.
         score_scale: the fixed factor of the cosine match score (10).
+        match_head_init: the learned vector w: ``"normal"``, N(0, width^-1/2) (norm about 1), or
+            ``"linear_default"``, ``nn.Linear``'s own init U(+-width^-1/2) (norm about 0.58), as the public code.
     """
 
     def __init__(
@@ -237,15 +239,19 @@ class PairwiseMatchingDecoder(nn.Module):
         score_scale: float = 10.0,
         self_attn_drop: float = 0.0,
         norm_kv: bool = False,
+        match_head_init: str = "normal",
     ):
         super().__init__()
+        if match_head_init not in ("normal", "linear_default"):
+            raise ValueError(f"match_head_init {match_head_init!r} is unknown; choose 'normal' or 'linear_default'")
         self.width, self.heads, self.score_scale = width, heads, score_scale
         # eps as the public code: its self-attention block uses a TF-style LayerNorm (1e-12), the cross block 1e-5
         self.self_block = DecoderBlock(width, heads, self_attn_drop, eps=1e-12)
         self.cross_block = DecoderBlock(width, heads, attn_drop, eps=1e-5, norm_context=norm_kv)
         self.pooler = Pooler(width)
         self.match_head = nn.Linear(width, 1, bias=False)  # the learned vector w of 10 * cos(pooled, w)
-        nn.init.normal_(self.match_head.weight, std=width**-0.5)
+        if match_head_init == "normal":  # else nn.Linear's kaiming-uniform init stays, as the public code
+            nn.init.normal_(self.match_head.weight, std=width**-0.5)
         self.head_merge = HeadMerge(heads) if reconstruction else None
 
     @property
@@ -335,13 +341,14 @@ def build_decoder(
     reconstruction: bool = False,
     self_attn_drop: float = 0.0,
     norm_kv: bool = False,
+    match_head_init: str = "normal",
 ) -> PairwiseMatchingDecoder:
     """The PMD decoder for ``encoder``: width = encoder.width, initialised from ``encoder.last_blocks(2)`` when the
     encoder has timm ViT blocks (random when it returns None, e.g. ``rice_tiny`` or Swin)."""
     width = int(encoder.width)
     decoder = PairwiseMatchingDecoder(
         width, heads or default_decoder_heads(width), attn_drop=attn_drop, reconstruction=reconstruction,
-        self_attn_drop=self_attn_drop, norm_kv=norm_kv,
+        self_attn_drop=self_attn_drop, norm_kv=norm_kv, match_head_init=match_head_init,
     )  # fmt: skip
     decoder.init_from_blocks(encoder.last_blocks(2))
     return decoder
