@@ -42,6 +42,11 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
         model = build_model(model_cfg, with_decoder=has_decoder, with_reconstruction=has_reconstruction)
         model.config = cfg
         load_checked_state(model, weights, path)
+        if state.get("preprocess") is not None:  # checkpoints before issue 23 carry none: the model's own applies
+            from rice.models.encoders import preprocess_from_record
+
+            stored = state["preprocess"]
+            model.encoder.preprocess = preprocess_from_record(stored, model.preprocess.input_size, str(path))
     else:
         from rice.models.official import official_model  # the public code's MMF checkpoints
 

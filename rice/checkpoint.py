@@ -75,10 +75,18 @@ def save_checkpoint(path: str | Path, *, model, optimizer, scheduler, scaler, st
             "step": step,
             "epoch": epoch,
             "config": config.to_dict(),
+            "preprocess": _preprocess_record(model),  # what the model is fed travels with it (issue 23)
             **(extra or {}),
         },
         path,
     )
+
+
+def _preprocess_record(model) -> dict[str, Any] | None:
+    from rice.models.encoders import preprocess_record
+
+    module = getattr(model, "module", model)  # DDP wraps the model
+    return preprocess_record(module.preprocess) if hasattr(module, "preprocess") else None
 
 
 def is_native_checkpoint(obj: Any) -> bool:

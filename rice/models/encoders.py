@@ -39,6 +39,47 @@ class Preprocess:
         return build_transform(self.input_size, False, self.mean, self.std, self.resize_size)(image)
 
 
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+def preprocess_record(pre: Preprocess) -> dict[str, Any]:
+    """The JSON-able record of a model's preprocessing that checkpoints and exports carry."""
+    resize = None if pre.resize_size is None else int(pre.resize_size)
+    return {"input_size": int(pre.input_size), "mean": [float(v) for v in pre.mean],
+            "std": [float(v) for v in pre.std], "resize_size": resize, "interpolation": str(pre.interpolation)}
+
+
+def preprocess_from_record(record: Any, input_size: int, where: str) -> Preprocess:
+    """The `Preprocess` a checkpoint or export stored, checked: the input size must be the built model's (its
+    position embedding is sized by it), mean and std three finite numbers (std > 0), the resize at least the crop.
+
+    Raises:
+        ValueError: one line naming ``where`` (the file) and what is wrong.
+    """
+    again = f"{where}: bad stored preprocessing"
+    fix = "save or export the model again"
+    if not isinstance(record, dict):
+        raise ValueError(f"{again} (expected an object, got {type(record).__name__}); {fix}")
+    size, resize = record.get("input_size"), record.get("resize_size")
+    if not isinstance(size, int) or size != input_size:
+        raise ValueError(f"{again} (input_size {size!r:.20} but the model is built for {input_size}); {fix}")
+    if resize is not None and (not isinstance(resize, int) or not size <= resize <= 4 * size):
+        raise ValueError(f"{again} (resize_size {resize!r:.20} must be an integer from {size} to {4 * size}); {fix}")
+    stats = {}
+    for key in ("mean", "std"):
+        values = record.get(key)
+        if not (isinstance(values, list) and len(values) == 3 and all(isinstance(v, (int, float)) for v in values)
+                and all(math.isfinite(v) and -10 < v < 10 for v in values)):  # fmt: skip
+            raise ValueError(f"{again} ({key} must be 3 numbers, got {values!r:.60}); {fix}")
+        stats[key] = tuple(float(v) for v in values)
+    if min(stats["std"]) <= 0:
+        raise ValueError(f"{again} (std {list(stats['std'])} must be positive); {fix}")
+    interpolation = record.get("interpolation", "bilinear")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"{again} (interpolation {interpolation!r:.30} is none of {list(INTERPOLATIONS)}); {fix}")
+    return Preprocess(size, stats["mean"], stats["std"], resize, interpolation)
+
+
 @dataclass
 class EncoderOutput:
     embedding: torch.Tensor  # (N, D) global embedding, not normalised

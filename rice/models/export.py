@@ -4,8 +4,9 @@ reads such a folder, or a copy of it on the Hugging Face Hub (``hf-hub:ORG/NAME[
 An export folder holds three files:
 
 - ``model.safetensors``: the model's state dict (no optimizer, no pickled objects);
-- ``config.json``: ``{"format": "rice-export", "rice_version", "model", "decoder", "reconstruction", "config"}``,
-  ``config`` being the RunConfig the model was trained with;
+- ``config.json``: ``{"format": "rice-export", "rice_version", "model", "decoder", "reconstruction", "preprocess",
+  "config"}``, ``preprocess`` being the model's input preprocessing (size, mean/std, resize, interpolation) and
+  ``config`` the RunConfig the model was trained with;
 - ``README.md``: a model card (recipe, data, the evaluation table when one is known).
 
 safetensors and huggingface_hub come with the ``hub`` extra (``pip install "rice-retrieval[hub]"``).
@@ -55,6 +56,7 @@ def export_model(
     """
     from rice.api import load  # lazy: reading checkpoints lives with the API
     from rice.checkpoint import resolve_checkpoint
+    from rice.models.encoders import preprocess_record
 
     safetensors_torch = _need("safetensors.torch")
     checkpoint = resolve_checkpoint(checkpoint)  # a run directory: its last.pt, and the eval.json beside it
@@ -75,6 +77,9 @@ def export_model(
         "model": model.config.model.name,
         "decoder": model.decoder is not None,
         "reconstruction": getattr(model.decoder, "head_merge", None) is not None,
+        # The preprocessing the model was trained and evaluated with (size, mean/std, resize, interpolation): a
+        # later timm with another pretrained config cannot change what an exported model is fed.
+        "preprocess": preprocess_record(model.preprocess),
         "config": model.config.to_dict(),
     }
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
@@ -166,6 +171,12 @@ def load_export(source: str | Path, device: str | torch.device = "cpu") -> torch
     model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_file": None})
     model = build_model(model_cfg, with_decoder=meta["decoder"], with_reconstruction=meta["reconstruction"])
     model.load_state_dict(read_checked_weights(folder / WEIGHTS_FILE, model.state_dict()), strict=True)
+    if "preprocess" in meta:  # exports before issue 23 carry none: the model's own is what they were trained with
+        from rice.models.encoders import preprocess_from_record
+
+        model.encoder.preprocess = preprocess_from_record(
+            meta["preprocess"], model.preprocess.input_size, str(folder / CONFIG_FILE)
+        )
     model.config = cfg
     return model.to(device).eval()
 
