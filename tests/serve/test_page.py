@@ -147,6 +147,7 @@ def test_results_show_metadata_link_the_full_image_and_follow_the_options(browse
     """An index whose items carry manifest metadata: the page shows title, price and a product link, each result
     opens the full image, changing "results" or "shop" searches again with the same file, an error clears the
     old results, and the upload limit reads in sensible units."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -162,7 +163,7 @@ def test_results_show_metadata_link_the_full_image_and_follow_the_options(browse
     clip = clip_of_image(image, tmp_path / "clip.mp4")
     with BackgroundServer(service, max_upload_mb=2048) as base:
         browser.get(base + "/")
-        wait = WebDriverWait(browser, 60)
+        wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
         wait.until(lambda d: "uploads up to 2 GB" in d.find_element(By.ID, "status").text)
         wait.until(lambda d: len(Select(d.find_element(By.ID, "group")).options) == 3)
         browser.find_element(By.ID, "file").send_keys(str(clip))
@@ -191,10 +192,12 @@ def test_results_show_metadata_link_the_full_image_and_follow_the_options(browse
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li")) == 5)
         Select(browser.find_element(By.ID, "group")).select_by_value("shop_a")
         in_shop = sum(group == "shop_a" for group in catalogue.groups.values())
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li")) == min(5, in_shop)
-                   and all("shop_a" in li.text for li in d.find_elements(By.CSS_SELECTOR, "#results li")))
-        cards = browser.find_elements(By.CSS_SELECTOR, "#results li .id")
-        assert all(catalogue.groups[card.text.split(". ", 1)[1]] == "shop_a" for card in cards)
+        # The list is re-rendered by each answer: read it in one script, never through elements that may go stale.
+        texts = "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent);"
+        wait.until(lambda d: len(d.execute_script(texts, "#results li")) == min(5, in_shop)
+                   and all("shop_a" in text for text in d.execute_script(texts, "#results li")))
+        cards = browser.execute_script(texts, "#results li .id")
+        assert all(catalogue.groups[card.split(". ", 1)[1].strip()] == "shop_a" for card in cards)
 
         # An error clears the old results.
         bad = tmp_path / "broken.mp4"
