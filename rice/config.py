@@ -87,6 +87,10 @@ class DataConfig(_Section):
         "frames", description="training shop images: the frames' augmentation, only a random crop and flip "
         "(crop_flip), or none (the eval centre crop)"
     )
+    shared_video_gt: Literal["any", "official"] = Field(
+        "any", description="MovingFashion test videos listed by several products: any of their images is a hit, or "
+        "only the last product's (official, the public evaluation)"
+    )
     video_backend: Literal["auto", "decord", "pyav"] = Field("auto", description="mp4 decoder")
     use_prepared_frames: bool = Field(True, description="read frames/ from `rice prepare` when present")
     workers: int = Field(2, ge=0, le=MAX_WORKERS, description="DataLoader worker processes per rank")

@@ -66,6 +66,7 @@ def _mf_queries(cfg: DataConfig, transform: ImageTransform, split: str, policy: 
         video_backend=cfg.video_backend,
         use_prepared_frames=cfg.use_prepared_frames,
         frame_policy=policy,
+        shared_video_gt=cfg.shared_video_gt,
     )
 
 

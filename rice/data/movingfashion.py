@@ -5,7 +5,8 @@ Three datasets, items as in docs/internals.md:
 
 - `MovingFashionPairs`: one training pair per (product, video) association.
 - `MovingFashionQueries`: one query per unique test video; a video shared by several products keeps ALL their
-  images as ground truth (the official ``video_to_gt.json`` keeps only the last one).
+  images as ground truth (``shared_video_gt="any"``), or only the last product's, as the official
+  ``video_to_gt.json`` (``"official"``).
 - `MovingFashionGallery`: one item per unique shop image of the split.
 
 Bad media never pass silently: missing/empty files are counted at construction (``dataset.missing``,
@@ -309,8 +310,11 @@ class MovingFashionPairs(_MovingFashionBase):
 class MovingFashionQueries(_MovingFashionBase):
     """Evaluation queries: one per unique video of the split, deterministic frames.
 
-    ``gt_ids`` holds the image ids of every product that lists the video; ``source`` is the first such product's.
-    An unreadable video gives ``ok=False``, zero frames and an all-False mask (it counts as a miss).
+    ``gt_ids`` holds the image ids of every product that lists the video and ``source`` is the first such
+    product's (``shared_video_gt="any"``); with ``"official"`` both are the last such product's in the split file,
+    as the public ``prepare_movingfashion.py`` writes them (each product overwrites the video's entry), so a hit on
+    an earlier product's image is a miss. An unreadable video gives ``ok=False``, zero frames and an all-False mask
+    (it counts as a miss).
     """
 
     def __init__(
@@ -323,13 +327,19 @@ class MovingFashionQueries(_MovingFashionBase):
         video_backend: str = "auto",
         use_prepared_frames: bool = True,
         frame_policy: FramePolicy | None = None,
+        shared_video_gt: str = "any",
     ) -> None:
         super().__init__(root, split, num_frames, transform, False, video_backend, use_prepared_frames, frame_policy)
+        if shared_video_gt not in ("any", "official"):
+            raise ValueError(f"shared_video_gt {shared_video_gt!r} is unknown; choose 'any' or 'official'")
         by_video: dict[str, dict[str, Any]] = {}
         for record in self.records:
             for video_path in record.video_paths:
-                entry = by_video.setdefault(video_path, {"gt_ids": [], "source": record.source})
                 image_id = image_id_of(record.img_path)
+                if shared_video_gt == "official":  # the later product replaces the entry, as the public script
+                    by_video[video_path] = {"gt_ids": [image_id], "source": record.source}
+                    continue
+                entry = by_video.setdefault(video_path, {"gt_ids": [], "source": record.source})
                 if image_id not in entry["gt_ids"]:
                     entry["gt_ids"].append(image_id)
         self.queries: list[tuple[str, list[str], int]] = [
