@@ -43,6 +43,27 @@ def _load_model(checkpoint: Path | str, device: str) -> Any:
         _fail(f"{checkpoint}: {err}" if str(checkpoint) not in str(err) else str(err))
 
 
+# The data readers advise on datasets ("re-download it or run `rice prepare`"); a catalogue's files are the user's
+# own, so the catalogue commands say what to do with a file instead.
+_DATASET_ADVICE = "re-download it or run `rice prepare` to list bad files"
+
+
+def catalogue_message(message: str) -> str:
+    """A reader's error in the words of a catalogue command."""
+    return message.replace(_DATASET_ADVICE, "check the path, or replace the file")
+
+
+def _warn_unused_settings(index: Any, nprobe: Optional[int], ef_search: Optional[int]) -> None:
+    """Say so when a search setting does not apply to the index's type (it would be silently ignored)."""
+    kind = index.settings.index_type
+    if nprobe is not None and not kind.startswith("ivf"):
+        console.print(f"[yellow]warning: --nprobe applies to IVF indexes; this one is {kind} (searched exactly)"
+                      "[/yellow]", soft_wrap=True)  # fmt: skip
+    if ef_search is not None and kind != "hnsw":
+        console.print(f"[yellow]warning: --ef-search applies to HNSW indexes; this one is {kind}[/yellow]",
+                      soft_wrap=True)  # fmt: skip
+
+
 def _index_checkpoint(index_dir: Path, ckpt: Optional[Path]) -> str:
     """--ckpt, else the checkpoint recorded when the index was built."""
     from rice.retrieval.catalogue import read_index_meta
@@ -50,7 +71,7 @@ def _index_checkpoint(index_dir: Path, ckpt: Optional[Path]) -> str:
     try:
         meta = read_index_meta(index_dir)  # finishes a save killed half-way first
     except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+        _fail(catalogue_message(str(err)))
     if ckpt is not None:
         return str(ckpt)
     if meta["model"].get("digest") is None:
@@ -90,7 +111,7 @@ def embed(
                               checkpoint=checkpoint, group_by_folder=group_by_folder, progress=True,
                               allow_outside=allow_outside_paths)
     except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+        _fail(catalogue_message(str(err)))
     console.print(
         f"{out}: {counts['written']} shard(s) written ({counts['embedded']} items), "
         f"{counts['done_before']} already done, {counts['skipped']} unreadable file(s) skipped",
@@ -142,7 +163,7 @@ def index_build(
                             batch_size=batch_size, workers=workers, progress=True,
                             allow_outside=allow_outside_paths, **_settings(nlist, nprobe, ef_search))
     except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+        _fail(catalogue_message(str(err)))
     _report_skipped(index.skipped)
     summary = f"{out}: {len(index)} items, {index.settings.index_type}, {len(index.groups)} group(s)"
     console.print(summary, soft_wrap=True)
@@ -167,7 +188,7 @@ def index_add(
         index, skipped = add_to_index(index_dir, model, images, group_by_folder, batch_size, workers, progress=True,
                                       trust_model=ckpt is not None, allow_outside=allow_outside_paths)
     except (ValueError, FileNotFoundError, KeyError) as err:
-        _fail(str(err))
+        _fail(catalogue_message(str(err)))
     _report_skipped(skipped)
     console.print(f"{index_dir}: now {len(index)} items", soft_wrap=True)
 
@@ -183,21 +204,32 @@ def index_info(
     try:
         info = Index.load(index_dir).info()
     except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+        _fail(catalogue_message(str(err)))
     if json_out:
         typer.echo(json.dumps(info, indent=1))
         return
     memory = info["memory_bytes"]
+    sizes = info["group_sizes"]
+    shown = ", ".join(f"{g} ({n})" for g, n in list(sizes.items())[:10]) + (" ..." if len(sizes) > 10 else "")
     table = Table(title=str(index_dir), show_header=False)
     for name, value in (
-        ("items", info["items"]), ("groups", info["groups"]), ("type", info["index_type"]), ("dim", info["dim"]),
+        ("items", info["items"]), ("groups", f"{info['groups']}" + (f": {shown}" if sizes else "")),
+        ("type", info["index_type"]), ("dim", info["dim"]),
         ("model", f"{info['model'].get('name')} (digest {str(info['model'].get('digest'))[:12]})"),
         ("checkpoint", info["model"].get("checkpoint")),
-        ("memory", f"index {memory['faiss_index'] / 2**20:.1f} MiB, vectors {memory['vectors'] / 2**20:.1f} MiB"),
+        ("memory", f"index {_bytes(memory['faiss_index'])}, vectors {_bytes(memory['vectors'])}"),
         ("drift", info["drift"]["advice"]),
     ):  # fmt: skip
         table.add_row(name, str(value))
     console.print(table)
+
+
+def _bytes(count: int) -> str:
+    """A byte count in the largest unit that keeps it at least 1 (B, KiB, MiB, GiB)."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
 
 
 @index_app.command("sync")
@@ -224,14 +256,15 @@ def index_sync(
         report = sync_from_inputs(index_dir, model, images, group_by_folder, batch_size, workers, progress=True,
                                   prune=prune, trust_model=ckpt is not None, allow_outside=allow_outside_paths)
     except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+        _fail(catalogue_message(str(err)))
     _report_skipped(report.skipped)
     console.print(f"{index_dir}: {report.summary()} ({report.seconds:.1f} s)", soft_wrap=True)
 
 
 def search(
     index_dir: Annotated[Path, typer.Argument(help="an index folder")],
-    queries: Annotated[list[Path], typer.Argument(help="video files, folders of frames or images")],
+    queries: Annotated[list[str], typer.Argument(help="video files, images, folders of frames (one clip each) or of "
+                                                 "clips, or @LIST (a file naming one query per line)")],
     ckpt: Annotated[Optional[Path], typer.Option(help="default: the checkpoint recorded in the index")] = None,
     top_k: Annotated[int, typer.Option(help="results per query")] = 10,
     group: Annotated[Optional[str], typer.Option(help="search only this group (shop, livestream)")] = None,
@@ -247,20 +280,29 @@ def search(
     from rice.data import MediaError
     from rice.retrieval.catalogue import Index, hits_to_json
     from rice.retrieval.jobs import search_files
+    from rice.retrieval.queries import QueryListError, expand_queries
 
+    try:
+        queries = expand_queries(queries)
+    except QueryListError as err:
+        _fail(catalogue_message(str(err)))
     model = _load_model(_index_checkpoint(index_dir, ckpt), device)
     try:
         index = Index.load(index_dir, model=model, trust_model=ckpt is not None)
+        _warn_unused_settings(index, nprobe, ef_search)
         results = search_files(index, model, queries, k=top_k, group=group, rerank=rerank, nprobe=nprobe,
                                ef_search=ef_search)
     except (ValueError, FileNotFoundError, MediaError) as err:
-        _fail(str(err))
+        _fail(catalogue_message(str(err)))
     for query, hits in zip(queries, results):
         table = Table(title=str(query))
-        for column in ("rank", "id", "score", "path"):
+        # the manifest's metadata (title, price, ...) as columns, in the order the items first name them
+        extra = list(dict.fromkeys(key for hit in hits for key in (hit.metadata or {})))
+        for column in ("rank", "id", "score", *extra, "path"):
             table.add_column(column, overflow="fold")
         for hit in hits:
-            table.add_row(str(hit.rank), hit.id, f"{hit.score:.4f}", str(hit.path))
+            values = [str((hit.metadata or {}).get(key, "")) for key in extra]
+            table.add_row(str(hit.rank), hit.id, f"{hit.score:.4f}", *values, str(hit.path))
         console.print(table)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -471,6 +471,9 @@ class Index:
         return {
             "items": len(self), "dim": self.dim, "index_type": self.settings.index_type,
             "settings": self.settings.to_dict(), "groups": len(self.groups), "model": self.model_info,
+            # largest first, then by name: the shops or livestreams that dominate the catalogue
+            "group_sizes": dict(sorted(((g, len(rows)) for g, rows in self._rows_by_group.items() if g),
+                                       key=lambda pair: (-pair[1], pair[0]))),
             "memory_bytes": {"faiss_index": ann.index_memory(self.faiss_index),
                              "vectors": int(len(self) * self.dim * 4)},
             "drift": drift_report(self),

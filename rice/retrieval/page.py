@@ -28,6 +28,19 @@ def _thumbnail(image: Image.Image, path: Path, size: int = THUMB) -> None:
     image.save(path, quality=90)
 
 
+def _metadata(hit: SearchHit) -> str:
+    """The manifest's columns of a hit (title, price, ...), escaped; a web address (http/https only) as a link."""
+    lines = []
+    for key, value in (hit.metadata or {}).items():
+        text = html.escape(str(value))
+        if str(value).startswith(("http://", "https://")):
+            text = f'<a href="{text}" rel="noopener noreferrer">{html.escape(str(key))}</a>'
+        else:
+            text = f"{html.escape(str(key))}: {text}"
+        lines.append(f'<br><span class="meta">{text}</span>')
+    return "".join(lines)
+
+
 def write_search_page(out: str | os.PathLike[str], queries: Sequence[str | os.PathLike[str]],
                       frames: Sequence[Sequence[Image.Image]], hits: Sequence[Sequence[SearchHit]],
                       title: str = "rice search") -> Path:
@@ -55,7 +68,7 @@ def write_search_page(out: str | os.PathLike[str], queries: Sequence[str | os.Pa
                 image = "<div>(image missing)</div>"
             group = f"<br>{html.escape(hit.group)}" if hit.group else ""
             figures.append(f"<figure>{image}<figcaption>#{hit.rank} {html.escape(hit.id)}<br>"
-                           f'<span class="score">{hit.score:.4f}</span>{group}</figcaption></figure>')
+                           f'<span class="score">{hit.score:.4f}</span>{group}{_metadata(hit)}</figcaption></figure>')
         sections.append(
             f'<section class="query"><h2>{html.escape(str(query))}</h2>'
             f'<div class="label">sampled frames</div><div class="frames">{"".join(frame_tags)}</div>'

@@ -229,3 +229,77 @@ def test_an_index_built_from_python_works_with_the_cli(untrained_checkpoint, sho
     result = invoke("search", tmp_path / "idx", images[2], "--json", tmp_path / "r.json", "--device", "cpu")
     assert result.exit_code == 0, result.output  # the checkpoint recorded by Index.build, no --ckpt needed
     assert json.loads((tmp_path / "r.json").read_text())["queries"][0]["results"][0]["id"] == images[2].stem
+
+
+def test_search_takes_a_list_file_and_a_folder_of_clips(built_index, shop_data, tmp_path):
+    """`@LIST` and a folder of clips expand to the same queries, in order, as naming the files; a folder of frames
+    stays one clip."""
+    clips = [c for c, _ in shop_clips(shop_data)[:3]]
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for clip in clips:
+        shutil.copy(clip, folder / Path(clip).name)
+    listing = tmp_path / "lists" / "queries.txt"
+    listing.parent.mkdir()
+    listing.write_text("# my queries\n\n" + "\n".join(os.path.relpath(c, listing.parent) for c in clips) + "\n")
+    runs = {}
+    for name, args in (("files", clips), ("list", [f"@{listing}"]), ("folder", [folder])):
+        result = invoke("search", built_index, *args, "--top-k", "3", "--json", tmp_path / f"{name}.json",
+                        "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads((tmp_path / f"{name}.json").read_text())["queries"]
+    def ranked(queries):
+        return [(Path(q["query"]).name, [r["id"] for r in q["results"]]) for q in queries]
+
+    assert len(runs["files"]) == 3
+    assert ranked(runs["list"]) == ranked(runs["files"])  # the list's order
+    assert ranked(runs["folder"]) == sorted(ranked(runs["files"]))  # the folder's clips, by name
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(sorted((shop_data / "imgs").iterdir())[0], frames / "0001.jpg")
+    result = invoke("search", built_index, frames, "--top-k", "1", "--json", tmp_path / "f.json", "--device", "cpu")
+    assert result.exit_code == 0 and len(json.loads((tmp_path / "f.json").read_text())["queries"]) == 1
+    missing = invoke("search", built_index, f"@{tmp_path / 'nope.txt'}", "--device", "cpu")
+    assert missing.exit_code == 2 and "query list not found" in missing.output
+
+
+def test_search_speaks_of_catalogue_files_shows_metadata_and_warns_of_unused_settings(
+    untrained_checkpoint, shop_data, built_index, tmp_path
+):
+    images = sorted((shop_data / "imgs").iterdir())[:4]
+    manifest = tmp_path / "items.jsonl"
+    manifest.write_text("".join(json.dumps({"path": str(p), "id": p.stem, "title": f"Shirt {n}", "price": f"{n}9 EUR"})
+                                + "\n" for n, p in enumerate(images)))  # fmt: skip
+    out = tmp_path / "index"
+    result = invoke("index", "build", untrained_checkpoint, "--images", manifest, "--out", out, "--device", "cpu",
+                    "--allow-outside-paths")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["search", str(out), str(images[0]), "--top-k", "4", "--nprobe", "8", "--device",
+                                 "cpu"], env={"COLUMNS": "250"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    assert "title" in text and "price" in text and "Shirt 0" in text and "09 EUR" in text
+    assert "warning: --nprobe applies to IVF indexes; this one is flat" in text
+    page = tmp_path / "page.html"
+    assert invoke("search", out, images[1], "--top-k", "4", "--html", page, "--device", "cpu").exit_code == 0
+    assert "title: Shirt 1" in page.read_text() and "price: 19 EUR" in page.read_text()
+    gone = invoke("search", built_index, tmp_path / "gone.mp4", "--device", "cpu")
+    assert gone.exit_code == 2 and "rice prepare" not in gone.output and "check the path" in flat(gone.output)
+
+
+def test_index_info_lists_groups_by_size_and_memory_in_readable_units(untrained_checkpoint, shop_data, tmp_path):
+    images = sorted((shop_data / "imgs").iterdir())
+    gallery = tmp_path / "gallery"
+    for n, image in enumerate(images):
+        shop = gallery / ("shop_small" if n < 3 else "shop_big")
+        shop.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, shop / image.name)
+    out = tmp_path / "index"
+    assert invoke("index", "build", untrained_checkpoint, "--images", gallery, "--group-by-folder", "--out", out,
+                  "--device", "cpu").exit_code == 0  # fmt: skip
+    data = json.loads(invoke("index", "info", out, "--json").output)
+    assert data["group_sizes"] == {"shop_big": len(images) - 3, "shop_small": 3}  # largest first
+    text = flat(runner.invoke(app, ["index", "info", str(out)], env={"COLUMNS": "200"}).output)
+    assert f"2: shop_big ({len(images) - 3}), shop_small (3)" in text
+    vectors = len(images) * data["dim"] * 4  # float32 rows
+    assert f"vectors {vectors / 1024:.1f} KiB" in text and "0.0 MiB" not in text
