@@ -47,3 +47,13 @@ def test_public_recipes_evaluate_without_autocast_on_a_gpu(recipe):
 
     assert autocast_dtype(build_config(recipe).eval.precision, "cuda") is None  # plain fp32, as the public scripts
     assert autocast_dtype(build_config().eval.precision, "cuda") is not None  # rice's default: bf16 on CUDA
+
+
+def test_readme_names_every_replica_setting_with_both_values():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## What matches the paper, what differs") : readme.index("## Licence")]
+    for dotted, (public, ours) in {**REPLICA_SETTINGS, **MOVINGFASHION_ONLY}.items():
+        assert f"`{dotted}: {public}`" in section, dotted
+        assert f"`{dotted}: {ours}`" in section, dotted
