@@ -137,6 +137,13 @@ class LossConfig(_Section):
         "valid", description="PFR's softmax over a clip's tokens: valid frames only, or all keys with padded frames' "
         "zeroed tokens (all, public code)"
     )
+    icl_form: Literal["softmax", "sigmoid"] = Field(
+        "softmax", description="ICL's form: symmetric InfoNCE (softmax, the paper) or SigLIP's pairwise sigmoid loss "
+        "(sigmoid; no softmax over the batch)"
+    )
+    sigmoid_bias: float = Field(
+        -10.0, ge=-100.0, le=100.0, description="fixed bias b of the sigmoid ICL form (SigLIP's initial value)"
+    )
 
     @field_validator("losses")
     @classmethod

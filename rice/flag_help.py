@@ -35,6 +35,8 @@ HELP = {
     'loss.pmd_chunk_size': 'image-clip pairs per decoder call (bounds memory) (default: 32) [config: loss.pmd_chunk_size]',
     'loss.mask_same_product': 'pairs of the same product (shared shop image) are not negatives in ICL and PMD mining (default: False) [config: loss.mask_same_product]',
     'loss.pfr_softmax': "PFR's softmax over a clip's tokens: valid frames only, or all keys with padded frames' zeroed tokens (all, public code) (default: valid) [config: loss.pfr_softmax]",
+    'loss.icl_form': "ICL's form: symmetric InfoNCE (softmax, the paper) or SigLIP's pairwise sigmoid loss (sigmoid; no softmax over the batch) (default: softmax) [config: loss.icl_form]",
+    'loss.sigmoid_bias': "fixed bias b of the sigmoid ICL form (SigLIP's initial value) (default: -10.0) [config: loss.sigmoid_bias]",
     'optim.lr': 'learning rate of the pretrained encoder (default: 1e-06) [config: optim.lr]',
     'optim.head_lr': 'learning rate of decoder, heads and logit scale (100x) (default: 0.0001) [config: optim.head_lr]',
     'optim.weight_decay': 'AdamW decay (which parameters: optim.decay_exempt) (default: 0.2) [config: optim.weight_decay]',

@@ -13,8 +13,9 @@ import torch
 import torch.nn as nn
 
 from rice.config import LossConfig
-from rice.distributed import all_gather_no_grad, all_gather_with_grad
+from rice.distributed import all_gather_no_grad, all_gather_with_grad, all_reduce_mean, world_info
 from rice.losses import InstanceContrastiveLoss
+from rice.losses.contrastive import SigmoidContrastiveLoss
 from rice.losses.matching import PairwiseMatchingLoss
 from rice.losses.reconstruction import PatchFeatureReconstructionLoss
 from rice.models import RiceModel
@@ -22,7 +23,12 @@ from rice.models.decoder import score_pairs
 
 # Explicit name -> constructor mapping; every constructor takes the LossConfig.
 LOSSES: dict[str, Callable[[LossConfig], nn.Module]] = {
-    "icl": lambda cfg: InstanceContrastiveLoss(gather=all_gather_with_grad, gather_no_grad=all_gather_no_grad),
+    "icl": lambda cfg: (
+        InstanceContrastiveLoss(gather=all_gather_with_grad, gather_no_grad=all_gather_no_grad)
+        if cfg.icl_form == "softmax"
+        else SigmoidContrastiveLoss(cfg.sigmoid_bias, gather=all_gather_with_grad, gather_no_grad=all_gather_no_grad,
+                                    reduce_sum=lambda t: all_reduce_mean(t) * world_info().world_size)  # fmt: skip
+    ),
     "pmd": lambda cfg: PairwiseMatchingLoss(
         cfg.pmd_negatives, cfg.pmd_chunk_size, gather_with_grad=all_gather_with_grad, gather_no_grad=all_gather_no_grad
     ),
