@@ -53,6 +53,9 @@ def cut_true_segments(
     counts = [0] * len(clips)
     for clip in clips:
         clip.folder.mkdir(parents=True, exist_ok=True)
+    from rice.data.video import check_video_header
+
+    check_video_header(recording)  # the shared decoding bounds, before ffmpeg opens the file
     with av.open(str(recording)) as container:
         stream = container.streams.video[0]
         n = 0  # segments are sorted and disjoint: walk them with the frames

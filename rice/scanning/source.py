@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from rice.data.video import MediaError
+from rice.data.media_limits import MAX_PIXELS, check_pixels
+from rice.data.video import MediaError, check_video_header
 
 NETWORK_SCHEMES = ("http://", "https://", "rtmp://", "rtmps://", "rtsp://", "srt://", "udp://", "tcp://", "hls+")
 LIVE_SCHEMES = ("rtmp://", "rtmps://", "rtsp://", "srt://", "udp://", "tcp://")
@@ -104,6 +105,9 @@ class VideoSource:
                     raise MediaError(f"{path}: file not found; {_HINT}")
                 if path.stat().st_size == 0:
                     raise MediaError(f"{path}: empty file (0 bytes); {_HINT}")
+                # the shared decoding bounds (rice.data.media_limits): frame size and declared frame counts, read
+                # from the header before ffmpeg opens the file and reserves memory for them
+                check_video_header(path)
                 self.seekable = not self.live
             target = self.source
             kwargs = {"timeout": (self.read_timeout, self.read_timeout)}
@@ -115,6 +119,10 @@ class VideoSource:
             container.close()
             raise MediaError(f"{self._name()}: no video stream; {_HINT}")
         stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > MAX_PIXELS:  # a stream's declared size (stdin and URLs have no header to read first)
+            container.close()
+            check_pixels(self._name(), width, height, "a frame")
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = self.threads
         if container.duration and self.duration is None and not self.live:
@@ -194,6 +202,8 @@ class VideoSource:
                             continue
                         self.decoded += 1
                         attempts = 0
+                        if frame.width * frame.height > MAX_PIXELS:  # a stream may change size mid-way
+                            check_pixels(self._name(), frame.width, frame.height, "a frame")
                         # Frames missing between two decoded ones (corrupt packets the demuxer or the decoder
                         # dropped without a word) show as a jump in the timestamps.
                         interval = 1.0 / (self.fps or 25.0)

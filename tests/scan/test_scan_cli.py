@@ -167,3 +167,22 @@ def test_an_index_without_a_model_digest_is_scanned_only_with_ckpt(scan_setup, t
     chosen = rice("scan", str(folder), str(scan_setup.recording), *common, "--ckpt", str(scan_setup.checkpoint))
     assert chosen.returncode == 0, chosen.stderr[-2000:]
     assert json.loads((tmp_path / "t.json").read_text())["windows"]
+
+
+@pytest.mark.parametrize("kind", ["huge_frames", "claims_50M_frames"])
+def test_a_hostile_recording_is_refused_in_one_line_before_decoding(scan_setup, tmp_path, kind):
+    """The shared decoding bounds hold in rice scan: a file and the same bytes on stdin."""
+    from tests.hostile_media import huge_frame_mp4, many_frames_mp4
+
+    make = huge_frame_mp4 if kind == "huge_frames" else many_frames_mp4
+    hostile = make(tmp_path / f"{kind}.mp4")
+    by_file = rice("scan", str(scan_setup.index_dir), str(hostile), "--device", "cpu")
+    with open(hostile, "rb") as pipe:
+        by_stdin = rice("scan", str(scan_setup.index_dir), "-", "--no-live", "--device", "cpu", stdin=pipe)
+    for result in (by_file, by_stdin):
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "over the limit" in by_file.stderr or "frames" in by_file.stderr
+    if kind == "huge_frames":  # on stdin there is no header to read first: the stream's declared size is checked
+        assert "8192x8192" in by_file.stderr and "8192x8192" in by_stdin.stderr
