@@ -182,3 +182,24 @@ def test_checkpoint_round_trips_through_export_and_load_with_its_preprocessing(s
     (export / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"config\.json: bad stored preprocessing \(input_size"):
         rice.load(export)
+
+
+# ----------------------------------------------------------------------------------------------- recipes
+@pytest.mark.parametrize("dataset", ["movingfashion", "lpr750k"])
+@pytest.mark.parametrize("name", sorted(NEW_ENCODERS))
+def test_encoder_recipe_is_the_replica_with_the_encoder_and_scaled_rates(dataset, name):
+    """rice/configs/<dataset>_rice_<encoder>.yaml: the ViT-B/32 recipe of the dataset with only the model, the two
+    learning rates (x sqrt(50 / tokens)) and the precision changed; fails when the base recipe moves on alone."""
+    base = build_config(f"{dataset}_rice")
+    recipe = build_config(f"{dataset}_{name}")  # e.g. movingfashion_rice_dfn_b16
+    factor = math.sqrt(50 / NEW_ENCODERS[name][1])
+    assert recipe.model.name == name and recipe.model.pretrained
+    assert recipe.optim.lr == pytest.approx(round(base.optim.lr * factor, 8), abs=5e-9)
+    assert recipe.optim.head_lr == pytest.approx(round(base.optim.head_lr * factor, 6), abs=5e-7)
+    assert recipe.train.amp == "native"
+    same = lambda cfg: cfg.to_dict() | {  # noqa: E731 - the fields a new-encoder recipe may change, blanked
+        "model": {**cfg.to_dict()["model"], "name": None},
+        "optim": {**cfg.to_dict()["optim"], "lr": None, "head_lr": None},
+        "train": {**cfg.to_dict()["train"], "amp": None},
+    }
+    assert same(recipe) == same(base)
