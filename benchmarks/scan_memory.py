@@ -1,0 +1,124 @@
+"""Resident memory of a long `rice scan` on a stream: does it stay flat, whatever the duration?
+
+A synthetic stream (MPEG-TS through a pipe, generated as it is read, so no file of that length exists) is scanned
+with rice_vit_b32 (random init: memory does not depend on the weights) at the default window and stride, without
+keeping the window list (what `rice scan -` does without --json/--html). The resident set is sampled as the scan
+goes; the figure is its growth from the first minutes to the end, against a bound of 1 GiB in all (issue 21: a
+3-hour recording in under 1 GiB RSS). The baseline column is the RSS after the warm-up minutes.
+
+    python benchmarks/scan_memory.py --minutes 30            # rice_vit_b32, 640x360 at 25 fps
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from _common import row
+
+CATALOGUE = 1000
+
+
+def _rss_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _anon_mib() -> float:
+    """Anonymous resident memory (heap, tensors): the RSS without the mapped pages of shared libraries."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _produce(write_fd: int, minutes: float, fps: int, width: int, height: int) -> None:
+    """An H.264 MPEG-TS stream of ``minutes``: a few textures that change every 2 s, with some motion."""
+    import av
+
+    rng = np.random.default_rng(0)
+    textures = rng.integers(0, 255, (16, height // 8, width // 8, 3), dtype=np.uint8).repeat(8, 1).repeat(8, 2)
+    with open(write_fd, "wb") as sink, av.open(sink, mode="w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast", "g": str(2 * fps)}
+        for t in range(int(minutes * 60 * fps)):
+            image = np.roll(textures[(t // (2 * fps)) % len(textures)], t % width, axis=1)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def measure(model_name: str, minutes: float, width: int, height: int, fps: int = 25, warmup: float = 2.0) -> dict:
+    from rice.config import ModelConfig
+    from rice.models import build_model
+    from rice.retrieval.catalogue import Index
+    from rice.scanning import WindowResult, scan
+
+    model = build_model(ModelConfig(name=model_name, pretrained=False)).eval()
+    dim = int(getattr(model, "embed_dim", 512))
+    vectors = np.random.default_rng(0).standard_normal((CATALOGUE, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = Index.from_embeddings(vectors, [f"item{i:04d}" for i in range(CATALOGUE)], index_type="flat")
+    # the stream comes from another process, so its encoder's memory is not counted as the scan's
+    producer = subprocess.Popen([sys.executable, __file__, "--produce", f"{minutes},{fps},{width},{height}"],
+                                stdout=subprocess.PIPE)  # fmt: skip
+    samples: list[tuple[float, float]] = []
+
+    def progress(p) -> None:
+        if not samples or p.scanned - samples[-1][0] >= 60:
+            samples.append((p.scanned, _rss_mib(), _anon_mib()))
+
+    run = scan(model, index, "-", stdin=producer.stdout, stride=1.0, keep_windows=False, live=False,
+               on_progress=progress)  # fmt: skip
+    windows = sum(1 for event in run if isinstance(event, WindowResult))
+    producer.wait()
+    samples.append((run.timeline.duration, _rss_mib(), _anon_mib()))
+    early = next((rss for t, rss, _ in samples if t >= warmup * 60), samples[0][1])
+    return {"samples": samples, "early": early, "end": samples[-1][1], "peak": max(rss for _, rss, _ in samples),
+            "anon_peak": max(anon for _, _, anon in samples), "windows": windows,
+            "duration": run.timeline.duration}  # fmt: skip
+
+
+def run(smoke: bool = False, minutes: float = 30.0, model: str = "rice_vit_b32") -> list[dict]:
+    if smoke:  # a 1-minute 64x64 stream and the tiny model: checks the script runs
+        result = measure("rice_tiny", 1.0, 64, 64, fps=8, warmup=0.5)
+    else:
+        result = measure(model, minutes, 640, 360)
+    growth = result["end"] - result["early"]
+    note = (f"{model if not smoke else 'rice_tiny'}: {result['duration'] / 60:.0f} min scanned, {result['windows']} "
+            f"windows; RSS {result['early']:.0f} MiB after warm-up, {result['end']:.0f} MiB at the end, peak "
+            f"{result['peak']:.0f} MiB (anonymous {result['anon_peak']:.0f}); growth {growth:+.1f} MiB")  # fmt: skip
+    # the bound is on the whole resident set (1 GiB), so the target is on peak - warm-up RSS <= 1024 - warm-up RSS
+    return [row("scan memory: peak RSS of a long stream", result["peak"], result["early"], "<=",
+                1024.0 - result["early"], unit="MiB", measure="diff", note=note)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--model", default="rice_vit_b32")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--produce", help=argparse.SUPPRESS)  # internal: write the stream to stdout
+    args = parser.parse_args()
+    if args.produce:
+        minutes, fps, width, height = args.produce.split(",")
+        _produce(sys.stdout.fileno(), float(minutes), int(fps), int(width), int(height))
+        return
+    if args.smoke:
+        rows = run(smoke=True)
+        print(rows[0]["note"])
+        return
+    result = measure(args.model, args.minutes, 640, 360)
+    for scanned, rss, anon in result["samples"]:
+        print(f"{scanned / 60:6.1f} min  RSS {rss:7.1f} MiB  anonymous {anon:7.1f} MiB", flush=True)
+    print(f"growth from warm-up to end: {result['end'] - result['early']:+.1f} MiB; peak {result['peak']:.1f} MiB "
+          f"(bound 1024 MiB)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
