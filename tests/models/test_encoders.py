@@ -203,3 +203,18 @@ def test_encoder_recipe_is_the_replica_with_the_encoder_and_scaled_rates(dataset
         "train": {**cfg.to_dict()["train"], "amp": None},
     }
     assert same(recipe) == same(base)
+
+
+def test_docs_models_table_is_the_catalogue():
+    """docs/models.md's encoder table shows what `rice models` shows (params, GFLOPs) and the token counts."""
+    from pathlib import Path
+
+    from rice.models import model_info
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text()
+    for name in ["rice_vit_b32", *NEW_ENCODERS]:
+        info = model_info(name)
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+        cells = [cell.strip() for cell in row.split("|")[1:-1]]
+        tokens = 50 if name == "rice_vit_b32" else NEW_ENCODERS[name][1]
+        assert cells[2:6] == [f"{info.params / 1e6:.2f}", f"{info.gflops:.2f}", str(tokens), str(info.embed_dim)]
