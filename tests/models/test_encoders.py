@@ -218,3 +218,23 @@ def test_docs_models_table_is_the_catalogue():
         cells = [cell.strip() for cell in row.split("|")[1:-1]]
         tokens = 50 if name == "rice_vit_b32" else NEW_ENCODERS[name][1]
         assert cells[2:6] == [f"{info.params / 1e6:.2f}", f"{info.gflops:.2f}", str(tokens), str(info.embed_dim)]
+
+
+def test_local_weight_file_loads_through_timms_checkpoint_filter(tmp_path):
+    """Offline weights: a hub-style model.safetensors of DINOv2 saved at another size than rice builds loads with
+    its position embedding resampled by timm's own filter, as a hub download would; every block weight arrives."""
+    pytest.importorskip("safetensors")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    source = timm.create_model("vit_base_patch14_reg4_dinov2", pretrained=False, img_size=56, **SMALL)
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    model = create_model("rice_dinov2_b14", pretrained=False, pretrained_file=str(tmp_path / "model.safetensors"),
+                         img_size=28, **SMALL)  # fmt: skip
+    loaded = model.encoder.backbone.state_dict()
+    assert loaded["pos_embed"].shape[1] == 4 and state["pos_embed"].shape[1] == 16  # 4x4 grid -> 2x2
+    for key in ("blocks.1.attn.qkv.weight", "blocks.0.ls1.gamma", "reg_token", "cls_token", "norm.weight"):
+        torch.testing.assert_close(loaded[key], state[key])
+    with pytest.raises(FileNotFoundError, match="--pretrained-file"):
+        create_model("rice_dinov2_b14", pretrained=False, pretrained_file=str(tmp_path / "missing.safetensors"))
