@@ -352,7 +352,7 @@ def models() -> None:
     from rice.models.registry import list_models, model_info
 
     table = Table(title="registered models")
-    for column in ("name", "params (M)", "GFLOPs/image", "input", "embed dim"):
+    for column in ("name", "params (M)", "input", "embed dim", "GFLOPs/image"):
         table.add_column(column)
     for name in list_models():
         info = model_info(name)
@@ -360,7 +360,7 @@ def models() -> None:
             table.add_row(name, "?", "?", "?", "?")
             continue
         gflops = f"{info.gflops:.2f}" if info.gflops >= 0.1 else f"{info.gflops:.4f}"
-        table.add_row(name, f"{info.params / 1e6:.2f}", gflops, str(info.input_size), str(info.embed_dim))
+        table.add_row(name, f"{info.params / 1e6:.2f}", str(info.input_size), str(info.embed_dim), gflops)
     console.print(table)
 
 
