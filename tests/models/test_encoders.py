@@ -94,6 +94,8 @@ def test_forward_backward_with_icl_pmd_pfr(name):
     assert model.decoder.head_merge is not None
     assert all(p.grad is not None for p in model.decoder.head_merge.parameters())
     assert model.decoder.match_head.weight.grad.abs().sum() > 0
+    # every parameter takes part (no unused one for DDP to stall on: the engine does not look for unused ones)
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
 
 
 def test_dinov2_layer_scale_folds_exactly_into_the_decoder_init():
