@@ -116,6 +116,7 @@ def model_card(meta: dict[str, Any], results: dict[str, Any] | None, source: str
         "",
         "## Data",
         f"- dataset: {cfg['data']['dataset']}, {cfg['data']['num_frames']} frames per clip",
+        *_preprocess_line(meta.get("preprocess")),
         "",
         "## Evaluation",
     ]
@@ -129,6 +130,15 @@ def model_card(meta: dict[str, Any], results: dict[str, Any] | None, source: str
     else:
         lines.append("Not evaluated at export time: run `rice eval` on this folder.")
     return "\n".join(lines) + "\n"
+
+
+def _preprocess_line(pre: dict[str, Any] | None) -> list[str]:
+    """The card's line on what the model is fed (``config.json``'s "preprocess" is what `rice.load` uses)."""
+    if not pre:
+        return []
+    resize = pre["resize_size"] if pre["resize_size"] is not None else "256/224 x input"
+    return [f"- preprocessing: square resize to {resize}, centre crop {pre['input_size']}, mean {pre['mean']}, "
+            f"std {pre['std']} (recorded interpolation: {pre['interpolation']})"]
 
 
 def resolve_hub(spec: str) -> Path:

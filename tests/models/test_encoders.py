@@ -158,6 +158,8 @@ def test_checkpoint_round_trips_through_export_and_load_with_its_preprocessing(s
     export = export_model(ckpt, tmp_path / "export")
     meta = json.loads((export / "config.json").read_text())
     assert meta["preprocess"] == preprocess_record(model.preprocess)  # the export carries the model's own
+    pre = model.preprocess
+    assert f"centre crop {pre.input_size}, mean {list(pre.mean)}" in (export / "README.md").read_text()
 
     size = model.preprocess.input_size
     images = torch.randn(2, 3, size, size)
