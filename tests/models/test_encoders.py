@@ -242,3 +242,24 @@ def test_local_weight_file_loads_through_timms_checkpoint_filter(tmp_path):
         torch.testing.assert_close(loaded[key], state[key])
     with pytest.raises(FileNotFoundError, match="--pretrained-file"):
         create_model("rice_dinov2_b14", pretrained=False, pretrained_file=str(tmp_path / "missing.safetensors"))
+
+
+@pytest.mark.parametrize("name", sorted(NEW_ENCODERS))
+def test_embedding_is_timms_own_forward(name):
+    """The encoder's embedding equals timm's full forward of the same backbone (its pooling, final norm, rotary
+    positions and head), so rice's token path changes nothing about what the weights compute."""
+    import copy
+
+    from rice.models.encoders import TimmViTEncoder, timm_preprocess
+
+    tag, _ = NEW_ENCODERS[name]
+    size = 28 if name.endswith("b14") else 32
+    torch.manual_seed(0)
+    backbone = timm.create_model(tag.split(".")[0], pretrained=False, img_size=size, **SMALL,
+                                 num_classes=16 if "clip" in tag else 0).eval()  # fmt: skip
+    if isinstance(backbone.head, torch.nn.Linear):
+        torch.nn.init.normal_(backbone.head.bias)  # a non-zero head bias must be carried into proj
+    encoder = TimmViTEncoder(copy.deepcopy(backbone), timm_preprocess(backbone), proj_bias=True).eval()
+    images = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(images).embedding, backbone(images), rtol=1e-5, atol=1e-5)
