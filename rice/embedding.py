@@ -21,7 +21,8 @@ def embed_image(model: RiceModel, path: str | Path) -> torch.Tensor:
     from rice.data import build_transform, load_image
 
     pre = model.preprocess
-    transform = build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size)
+    transform = build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size,
+                                interpolation=pre.interpolation)
     image = transform(load_image(path)).unsqueeze(0)
     device = next(model.parameters()).device
     return model.encode_image(image.to(device))[0].cpu()
@@ -38,7 +39,9 @@ def embed_video(model: RiceModel, path: str | Path, num_frames: int | None = Non
     num_frames = num_frames or (config.data if config is not None else DataConfig()).num_frames
     indices = sample_frame_indices(video_num_frames(path), num_frames, train=False)
     frames = read_video_frames(path, indices)
-    clip = ClipTransform(build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size))(frames)
+    transform = build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size,
+                                interpolation=pre.interpolation)
+    clip = ClipTransform(transform)(frames)
     mask = torch.ones(1, clip.shape[0], dtype=torch.bool)
     device = next(model.parameters()).device
     return model.encode_video(clip.unsqueeze(0).to(device), mask.to(device))[0].cpu()

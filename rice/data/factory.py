@@ -100,6 +100,7 @@ def build_data_transform(cfg: DataConfig, preprocess: Preprocess, train: bool) -
         image_size, train, tuple(preprocess.mean), tuple(preprocess.std), resize_size,
         per_frame_crops=train and cfg.clip_crops == "frame", color_jitter=cfg.color_jitter if train else 0.0,
         crop_scale=cfg.crop_scale if train else None,
+        interpolation=getattr(preprocess, "interpolation", "bilinear"),
     )  # fmt: skip
 
 

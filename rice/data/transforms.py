@@ -45,6 +45,11 @@ def _to_pil(img: ImageLike) -> Image.Image:
     return Image.fromarray(array)
 
 
+# PIL's resampling filters by the names timm's pretrained configs (and `Preprocess.interpolation`) use.
+RESAMPLING = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+              "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}  # fmt: skip
+
+
 class ImageTransform:
     """PIL/uint8 image -> float32 (3, S, S) normalised tensor.
 
@@ -59,6 +64,8 @@ class ImageTransform:
         crop_scale: train only: (low, high) share of the resized image's area that a square crop covers, drawn
             uniformly, the crop then resized to S (torchvision's RandomResizedCrop, square). ``None`` = a plain
             S x S crop. Scale changes of the product are what a clip's few pixels can not teach otherwise.
+        interpolation: the resampling filter of the resize (a `RESAMPLING` name): the one the encoder's weights
+            were trained with (bicubic for the timm towers of docs/models.md, bilinear for CLIP ViT-B/32's rice).
     """
 
     def __init__(
@@ -71,8 +78,13 @@ class ImageTransform:
         per_frame_crops: bool = False,
         color_jitter: float = 0.0,
         crop_scale: tuple[float, float] | None = None,
+        interpolation: str = "bilinear",
     ) -> None:
         self.image_size = int(image_size)
+        if interpolation not in RESAMPLING:
+            raise ValueError(f"interpolation {interpolation!r} is none of {sorted(RESAMPLING)}")
+        self.interpolation = interpolation
+        self._resample = RESAMPLING[interpolation]
         if crop_scale is not None and not 0.0 < crop_scale[0] <= crop_scale[1] <= 1.0:
             raise ValueError(f"crop_scale={crop_scale} must satisfy 0 < low <= high <= 1")
         self.crop_scale = tuple(float(c) for c in crop_scale) if crop_scale is not None and train else None
@@ -131,10 +143,10 @@ class ImageTransform:
             # once to S x S (resizing, cropping and resizing again cost twice as much and blur twice).
             sx, sy = pil.width / size, pil.height / size
             box = (params.left * sx, params.top * sy, (params.left + side) * sx, (params.top + side) * sy)
-            array = np.asarray(pil.resize((self.image_size, self.image_size), Image.BILINEAR, box=box))
+            array = np.asarray(pil.resize((self.image_size, self.image_size), self._resample, box=box))
         else:
             if pil.size != (size, size):
-                pil = pil.resize((size, size), Image.BILINEAR)
+                pil = pil.resize((size, size), self._resample)
             array = np.asarray(pil)[params.top : params.top + side, params.left : params.left + side]
         if params.jitter != (1.0, 1.0, 1.0):
             array = _jitter(array, *params.jitter)
@@ -204,7 +216,8 @@ def shop_image_transform(frames: ImageTransform, augment: str) -> ImageTransform
         raise ValueError(f"shop image augment {augment!r} is unknown; choose one of {list(SHOP_AUGMENTS)}")
     if augment == "frames" or not frames.train:
         return frames
-    return ImageTransform(frames.image_size, augment == "crop_flip", frames.mean, frames.std, frames.resize_size)
+    return ImageTransform(frames.image_size, augment == "crop_flip", frames.mean, frames.std, frames.resize_size,
+                          interpolation=frames.interpolation)
 
 
 def build_transform(
@@ -216,6 +229,8 @@ def build_transform(
     per_frame_crops: bool = False,
     color_jitter: float = 0.0,
     crop_scale: tuple[float, float] | None = None,
+    interpolation: str = "bilinear",
 ) -> ImageTransform:
     """The image transform; wrap it in `ClipTransform` for clips (datasets do this themselves)."""
-    return ImageTransform(image_size, train, mean, std, resize_size, per_frame_crops, color_jitter, crop_scale)
+    return ImageTransform(image_size, train, mean, std, resize_size, per_frame_crops, color_jitter, crop_scale,
+                          interpolation)  # fmt: skip

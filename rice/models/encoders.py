@@ -27,16 +27,16 @@ class Preprocess:
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
     resize_size: int | None = None  # None: input_size * 256 / 224 (square resize, as the public code)
-    # The resampling filter of the weights' own recipe (timm's pretrained config). Recorded with the model, its
-    # checkpoints and exports; rice's data pipeline resizes with PIL's antialiased bilinear filter for every model
-    # (see docs/models.md), so it is information for now, not yet a switch of the pipeline.
+    # The resampling filter of the weights' own recipe (timm's pretrained config), recorded with the model, its
+    # checkpoints and exports; every transform built from the model's preprocessing resamples with it.
     interpolation: str = "bilinear"
 
     def __call__(self, image: Any) -> torch.Tensor:
         """The eval preprocessing of one PIL image (or uint8 (H, W, 3) array) -> float32 (3, S, S) tensor."""
         from rice.data.transforms import build_transform  # lazy: the models never import the data code at load
 
-        return build_transform(self.input_size, False, self.mean, self.std, self.resize_size)(image)
+        return build_transform(self.input_size, False, self.mean, self.std, self.resize_size,
+                               interpolation=self.interpolation)(image)
 
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")

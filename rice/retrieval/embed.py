@@ -89,7 +89,8 @@ def query_frames(path: str | os.PathLike[str], num_frames: int) -> list[Image.Im
 
 def _transform(model: torch.nn.Module) -> ImageTransform:
     pre = model.preprocess
-    return build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size)
+    return build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size,
+                           interpolation=getattr(pre, "interpolation", "bilinear"))
 
 
 class _MediaItems(Dataset):

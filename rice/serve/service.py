@@ -52,7 +52,9 @@ class SearchService:
         self.index, self.model, self.rerank = index, model, rerank
         self.num_frames = default_num_frames(model)
         pre = model.preprocess
-        self._clip_transform = ClipTransform(build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size))
+        transform = build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size,
+                                    interpolation=pre.interpolation)  # fmt: skip
+        self._clip_transform = ClipTransform(transform)
         self._lock = threading.Lock()  # one forward pass at a time: the model is shared by every request
         self._own_dir = work_dir is None
         self.work_dir = Path(tempfile.mkdtemp(prefix="rice-serve-")) if work_dir is None else Path(work_dir)
