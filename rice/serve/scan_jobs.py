@@ -24,18 +24,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rice.cli_scan import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SCORE, DEFAULT_MIN_SECONDS, DEFAULT_SMOOTH
 from rice.data.frames import IMAGE_SUFFIXES
 from rice.data.video import MediaError
 from rice.scanning import DecisionRule, ScanProgress, ScanRun, Segment, scan
+from rice.scanning.timeline import SCAN_RULE
 from rice.serve.service import SearchService, client_reason, item_image_url
 
 logger = logging.getLogger(__name__)
 
-# The decision rule a scan job uses unless the request says otherwise: the same measured defaults as `rice scan`
-# (read from rice/cli_scan.py, where docs/scan.md's measurements set them), so the service and the CLI agree.
-SCAN_RULE_DEFAULTS = DecisionRule(min_score=DEFAULT_MIN_SCORE, min_margin=DEFAULT_MIN_MARGIN, smooth=DEFAULT_SMOOTH,
-                                  min_seconds=DEFAULT_MIN_SECONDS)  # fmt: skip
+# The decision rule a scan job uses unless the request says otherwise: the library's SCAN_RULE, which `rice scan`
+# also defaults to (measured: docs/scan.md), so the service and the CLI agree without the service importing the CLI.
+SCAN_RULE_DEFAULTS = SCAN_RULE
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
