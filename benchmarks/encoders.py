@@ -64,11 +64,16 @@ def main() -> None:
                                                                                  args.frames, args.steps)  # fmt: skip
     print(f"{'model':18} {'tokens':>6} {'input':>5} {'step (s)':>9} {'peak (GiB)':>10}")
     for name in models:
-        out = subprocess.run([sys.executable, __file__, "--one", name, "--batch", str(batch), "--frames", str(frames),
-                              "--steps", str(steps), "--device", args.device],
-                             capture_output=True, text=True, check=True).stdout  # fmt: skip
-        row = json.loads(out.strip().splitlines()[-1])
-        print(f"{name:18} {row['tokens']:>6} {row['input']:>5} {row['step_s']:>9.2f} {row['peak_gib']:>10.2f}")
+        done = subprocess.run([sys.executable, __file__, "--one", name, "--batch", str(batch), "--frames",
+                               str(frames), "--steps", str(steps), "--device", args.device],
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:  # one model that does not fit (the kernel's OOM killer) must not end the table
+            why = "killed: out of memory?" if done.returncode in (-9, 137) else done.stderr.strip()[-200:]
+            print(f"{name:18} {'-':>6} {'-':>5} {'-':>9} {'-':>10}  ({why})", flush=True)
+            continue
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{name:18} {row['tokens']:>6} {row['input']:>5} {row['step_s']:>9.2f} {row['peak_gib']:>10.2f}",
+              flush=True)
 
 
 if __name__ == "__main__":
