@@ -35,6 +35,11 @@ def world_info() -> WorldInfo:
     return WorldInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def rank_or(fixed: int | None) -> int:
+    """``fixed`` when given (a loss told its rank, as the tests' simulated ranks are), else this process's rank."""
+    return fixed if fixed is not None else world_info().rank
+
+
 def is_main_process() -> bool:
     return world_info().is_main
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rice.distributed import rank_or
+
 
 def _identity(t: torch.Tensor) -> torch.Tensor:
     return t
@@ -105,13 +107,6 @@ class SigmoidContrastiveLoss(nn.Module):
         self.reduce_sum = reduce_sum or _identity
         self.rank = rank
 
-    def _rank(self) -> int:
-        if self.rank is not None:
-            return self.rank
-        from rice.distributed import world_info
-
-        return world_info().rank
-
     def forward(
         self,
         image_features: torch.Tensor,
@@ -126,7 +121,7 @@ class SigmoidContrastiveLoss(nn.Module):
         world = total // batch
         logits = logit_scale.square() * video_features @ images.t() + self.bias  # (B, N): this rank's clips only
         rows = torch.arange(batch, device=logits.device)
-        positives = self._rank() * batch + rows  # each clip's own image sits at its rank's offset
+        positives = rank_or(self.rank) * batch + rows  # each clip's own image sits at its rank's offset
         signs = torch.full_like(logits, -1.0).index_put((rows, positives), torch.ones_like(rows, dtype=logits.dtype))
         terms = -F.logsigmoid(signs * logits)
         if product_ids is not None:

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rice.distributed import rank_or
 from rice.models.decoder import PairwiseMatchingDecoder, score_pairs
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
@@ -83,13 +84,6 @@ class PairwiseMatchingLoss(nn.Module):
         self.gather_no_grad = gather_no_grad or _identity
         self.rank = rank
 
-    def _rank(self) -> int:
-        if self.rank is not None:
-            return self.rank
-        from rice.distributed import world_info
-
-        return world_info().rank
-
     def forward(
         self,
         image_features: torch.Tensor,
@@ -118,7 +112,7 @@ class PairwiseMatchingLoss(nn.Module):
         all_video_tokens = self.gather_with_grad(video_tokens)  # (N, T, L, W)
         all_frame_mask = self.gather_no_grad(frame_mask)  # (N, T)
         local = torch.arange(batch, device=image_tokens.device)
-        positive_index = self._rank() * batch + local  # this rank's clips sit at its offset in the gathered batch
+        positive_index = rank_or(self.rank) * batch + local  # this rank's clips sit at its offset in the gathered batch
         k = min(self.num_negatives, all_video_features.shape[0] - 1)
         if positive_scores is None:
             positive_scores = score_pairs(
