@@ -225,6 +225,10 @@ class Index:
         """
         folder = Path(directory)
         meta = read_index_meta(folder)  # checked, after recovering a save killed half-way (index_folder.py)
+        if meta.get("backend", "faiss") != "faiss":  # the vectors live in a database: index.json points at them
+            from rice.retrieval.milvus import load_backend
+
+            return load_backend(folder, meta, model, trust_model)
         count, dim = meta["count"], meta["dim"]
         items = [ItemRecord(**row) for row in read_item_rows(folder, count)]
         embeddings = read_embeddings(folder, count, dim, mmap)

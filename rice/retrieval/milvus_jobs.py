@@ -1,0 +1,103 @@
+"""The library calls behind `rice index build --backend milvus` and `rice index copy` (the CLI only parses).
+
+Both write an index folder whose index.json points at a Milvus collection (rice/retrieval/milvus.py), so every
+command that takes ``--index DIR`` / an index folder works on it as on a FAISS folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rice.retrieval import shards
+from rice.retrieval.catalogue import Index
+from rice.retrieval.milvus import MilvusIndex
+from rice.retrieval.milvus_connection import check_uri, collection_name_for
+from rice.retrieval.sources import input_folders, read_items
+
+COPY_CHUNK = 4096  # items read from the FAISS folder and inserted per call when copying
+
+
+def build_milvus_index(out: str | os.PathLike[str], uri: str, collection: str | None = None, model: Any = None,
+                       inputs: Sequence[str | os.PathLike[str]] = (),
+                       from_embeddings: str | os.PathLike[str] | None = None, index_type: str = "flat",
+                       group_by_folder: bool = False, checkpoint: str | os.PathLike[str] | None = None,
+                       batch_size: int = 64, workers: int = 0, progress: bool = False, allow_outside: bool = False,
+                       replace: bool = False, **settings: Any) -> MilvusIndex:
+    """`jobs.build_index` into a Milvus collection: embed ``inputs`` with ``model`` (or merge a `rice embed` folder),
+    insert them into ``collection`` at ``uri`` (default name: from ``out``) and write the folder ``out``.
+
+    An existing collection is refused unless ``replace`` (then it is dropped first).
+    """
+    check_uri(uri)
+    collection = collection or collection_name_for(out)
+    if from_embeddings is not None:
+        merged = shards.read_folder(from_embeddings)
+        if merged["meta"]["kind"] != "image":
+            raise ValueError(f"{from_embeddings} holds {merged['meta']['kind']} embeddings; index shop images")
+        items = merged["items"]
+        if group_by_folder:
+            for item in items:
+                item.group = item.group or (item.id.split("/")[0] if "/" in item.id else "")
+        index = MilvusIndex.from_embeddings(merged["embeddings"], [i.id for i in items], [i.path for i in items],
+                                            [i.group for i in items], [i.metadata for i in items],
+                                            index_type=index_type, model_info=merged["meta"]["model"], uri=uri,
+                                            collection=collection, replace=replace, **settings)
+        index.skipped = merged["skipped"]
+        index.source = {"from_embeddings": str(Path(from_embeddings).resolve()), "group_by_folder": group_by_folder}
+    else:
+        if model is None:
+            raise ValueError("building from images needs the checkpoint (or pass --from-embeddings DIR)")
+        items = read_items(inputs, kind="image", group_by_folder=group_by_folder, allow_outside=allow_outside)
+        index = MilvusIndex.build(model, [i.path for i in items], [i.id for i in items], [i.group for i in items],
+                                  [i.metadata for i in items], index_type=index_type, batch_size=batch_size,
+                                  workers=workers, checkpoint=checkpoint, progress=progress, uri=uri,
+                                  collection=collection, replace=replace, **settings)
+        index.source = {"inputs": [str(Path(p).resolve()) for p in inputs], "group_by_folder": group_by_folder}
+        index.add_roots(input_folders(inputs))
+    index.save(out)
+    return index
+
+
+def copy_to_milvus(index_dir: str | os.PathLike[str], out: str | os.PathLike[str], uri: str,
+                   collection: str | None = None, index_type: str = "flat", replace: bool = False,
+                   **settings: Any) -> MilvusIndex:
+    """Copy a FAISS-file index folder into a new Milvus collection and write the folder ``out`` that points at it.
+
+    Every item keeps its id, vector (the stored float32 embedding, not a quantised code), path, group, metadata,
+    file signature and origin; the model identity, catalogue source and roots come along, so `rice index sync`,
+    `rice search` and `rice serve` treat ``out`` as they treated ``index_dir``. ``index_type`` is Milvus's (flat:
+    exact; ivf, hnsw). The source folder is read, never changed.
+    """
+    check_uri(uri)
+    source = Index.load(index_dir)  # checked file by file, as every entry point does
+    if isinstance(source, MilvusIndex):
+        raise ValueError(f"{index_dir} is already a Milvus index ({source.collection} in {source.uri}); copy a "
+                         "FAISS-file index folder")
+    if Path(out).resolve() == Path(index_dir).resolve():
+        raise ValueError(f"--out {out} is the source folder; write the Milvus index folder somewhere else")
+    target = MilvusIndex.create(uri, collection or collection_name_for(out), source.dim, dict(source.model_info),
+                                index_type, len(source), replace, **settings)
+    items, vectors = source.items, source.embeddings  # memory-mapped: read a chunk at a time
+    for start in range(0, len(items), COPY_CHUNK):
+        chunk = np.arange(start, min(start + COPY_CHUNK, len(items)))
+        block = np.asarray(vectors[start : start + len(chunk)], dtype=np.float32)
+        for origin in ("listing", "add"):  # items `rice index add` put in stay the add's (sync keeps them)
+            rows = [r for r in chunk if items[r].origin == origin]
+            if rows:
+                picked = [items[r] for r in rows]
+                target.add_embeddings(block[np.asarray(rows) - start], [i.id for i in picked],
+                                      [i.path for i in picked], [i.group for i in picked],
+                                      [i.metadata for i in picked],
+                                      [{"size": i.size, "mtime_ns": i.mtime_ns, "sha256": i.sha256} for i in picked],
+                                      origin=origin)
+    target.source = dict(source.source)
+    target.roots = list(source.roots)
+    target.stats["copied_from"] = str(Path(index_dir).resolve())
+    target.save(out)
+    return target
+
