@@ -8,8 +8,8 @@ import torch
 
 from rice.config import LossConfig, ModelConfig, OptimConfig
 from rice.models import build_model
-from rice.task import RiceTask
 from rice.train.optim import build_optimizer
+from rice.train.task import RiceTask
 
 
 def build_task(

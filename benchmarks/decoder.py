@@ -17,7 +17,7 @@ import torch
 
 from rice.config import LossConfig, ModelConfig
 from rice.models import build_model
-from rice.task import RiceTask
+from rice.train.task import RiceTask
 
 TARGET = 1.3
 

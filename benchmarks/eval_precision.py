@@ -17,8 +17,8 @@ from _common import info_row
 
 from rice.config import build_config
 from rice.data import write_synthetic_dataset
-from rice.evaluation import evaluate_model
 from rice.models import build_model
+from rice.retrieval.evaluate_model import evaluate_model
 from rice.train.checkpoint import read_checkpoint
 from rice.train.engine import fit
 

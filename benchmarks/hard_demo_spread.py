@@ -23,15 +23,15 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from rice.api import load
 from rice.config import build_config
 from rice.data import write_synthetic_dataset
 from rice.data.prepare import prepare_movingfashion
-from rice.demo import DEMO_DATA, HARD_STEPS, demo_config
-from rice.evaluation import evaluate_model
+from rice.models.loading import load
 from rice.retrieval.evaluate import rank_gallery
+from rice.retrieval.evaluate_model import evaluate_model
 from rice.retrieval.metrics import recall_at_k
 from rice.retrieval.protocols import first_hit_ranks
+from rice.train.demo import DEMO_DATA, HARD_STEPS, demo_config
 from rice.train.engine import fit
 
 TEST_CLIPS_PER_PRODUCT = 4

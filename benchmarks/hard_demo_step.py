@@ -1,4 +1,4 @@
-"""The hard demo's training step on the CPU, part by part, against what it replaced (rice/demo.py, HARD_RECIPE):
+"""The hard demo's training step on the CPU, part by part, against what it replaced (rice/train/demo.py, HARD_RECIPE):
 
 - loading a training item (4 prepared JPEG frames and a shop image, per-frame scale crops and colour jitter) with
   the decoded images kept in memory (``data.decoded_cache_mb``) vs decoding them every time. Target: ratio <= 0.7;
@@ -21,8 +21,8 @@ from rice.config import DataConfig
 from rice.data import write_synthetic_dataset
 from rice.data.factory import build_train_dataset
 from rice.data.prepare import prepare_movingfashion
-from rice.demo import HARD_RECIPE
 from rice.models.rice_model import rice_tiny
+from rice.train.demo import HARD_RECIPE
 
 
 def _loading(root: Path, cache_mb: float, epochs: int, warm_epochs: int) -> float:

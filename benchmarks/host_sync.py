@@ -21,9 +21,9 @@ import torch
 
 from rice.config import LossConfig, ModelConfig, OptimConfig
 from rice.models import build_model
-from rice.task import RiceTask
 from rice.train.metrics import MetricWindow
 from rice.train.optim import build_optimizer
+from rice.train.task import RiceTask
 
 
 def make_task(losses: list[str], device: torch.device) -> RiceTask:

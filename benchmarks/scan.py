@@ -58,8 +58,8 @@ def measure(model_name: str, path: Path, seconds: float, repeats: int, size: str
     from PIL import Image
 
     from rice.config import ModelConfig
+    from rice.data.model_input import eval_transform
     from rice.models import build_model
-    from rice.retrieval.embed import _transform
     from rice.scanning import scan
     from rice.scanning.engine import ScanRun
 
@@ -70,7 +70,7 @@ def measure(model_name: str, path: Path, seconds: float, repeats: int, size: str
     window, batch_size = probe.window, probe.batch_size
     with probe.source as source:
         samples = [s.rgb for s in source.frames(probe.sample_time)]
-    transform = _transform(model)
+    transform = eval_transform(model.preprocess)
     pixels = torch.stack([transform(Image.fromarray(rgb)) for rgb in samples])
 
     @torch.no_grad()

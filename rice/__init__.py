@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
-    "embed_image": "rice.api",
-    "embed_video": "rice.api",
-    "load": "rice.api",
+    "embed_image": "rice.retrieval.embed",
+    "embed_video": "rice.retrieval.embed",
+    "load": "rice.models.loading",
     "RunConfig": "rice.config",
     "build_config": "rice.config",
     "RiceModel": "rice.models",
@@ -52,11 +52,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real objects
-    from rice.api import embed_image, embed_video, load
     from rice.config import RunConfig, build_config
     from rice.models import RiceModel, create_model, list_models
+    from rice.models.loading import load
     from rice.retrieval.catalogue import Index
-    from rice.retrieval.embed import embed_images, embed_videos
+    from rice.retrieval.embed import embed_image, embed_images, embed_video, embed_videos
     from rice.scanning.engine import scan
     from rice.scanning.timeline import Timeline
     from rice.serve.client import Client

@@ -32,7 +32,7 @@ class Mutation:
     tests: tuple[str, ...]
 
 
-ENGINE, EVALUATION, DECODER = "rice/train/engine.py", "rice/evaluation.py", "rice/models/decoder.py"
+ENGINE, EVALUATION, DECODER = "rice/train/engine.py", "rice/retrieval/evaluate_model.py", "rice/models/decoder.py"
 BEHAVIOUR = "tests/train/test_training_behaviour.py"
 ACCUM = "test_grad_accum_2_steps_along_the_mean_of_its_two_micro_batch_losses"
 
@@ -78,12 +78,14 @@ MUTATIONS = [
     Mutation("pfr-head-merge-unscaled", DECODER,
              (("return self.head_merge(attention * math.sqrt(self.head_dim))", "return self.head_merge(attention)"),),
              ("tests/losses/test_reconstruction.py",)),
-    Mutation("chance-ignores-several-positives", "rice/demo.py",
+    Mutation("chance-ignores-several-positives", "rice/train/demo.py",
              (("m = len(set(gt) & gallery)", "m = min(1, len(set(gt) & gallery))"),),
              ("tests/test_demo.py",)),
-    Mutation("eval-split-ignored", "rice/cli.py", (("            split=split,\n", '            split="test",\n'),),
+    Mutation("eval-split-ignored", "rice/cli/training.py",
+             (("            split=split,\n", '            split="test",\n'),),
              ("tests/test_cli_commands.py::test_eval_root_and_split",)),
-    Mutation("eval-root-ignored", "rice/cli.py", (('data_overrides={"root": root,', 'data_overrides={"root": None,'),),
+    Mutation("eval-root-ignored", "rice/cli/training.py",
+             (('data_overrides={"root": root,', 'data_overrides={"root": None,'),),
              ("tests/test_cli_commands.py::test_eval_root_and_split",)),
     Mutation("index-load-empty", "rice/retrieval/index.py",
              (("return faiss.read_index(str(path))", "return faiss.IndexFlatIP(faiss.read_index(str(path)).d)"),),

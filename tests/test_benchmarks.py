@@ -62,7 +62,7 @@ def test_hard_demo_spread_regroups_the_demo_clips_and_scores_them(tmp_path, monk
     import hard_demo_spread
 
     from rice.data import write_synthetic_dataset
-    from rice.demo import DEMO_DATA
+    from rice.train.demo import DEMO_DATA
 
     rows = hard_demo_spread.main(["--work", str(tmp_path / "w"), "--seeds", "3", "--steps", "2", "--products", "4",
                                   "--set", "train.batch_size=4"])

@@ -51,11 +51,11 @@ def test_no_help_text_shows_a_markup_escape():
 
 
 def test_the_generated_flag_help_matches_the_config_fields():
+    from rice.cli.flag_help import HELP
     from rice.config import flag_help_table
-    from rice.flag_help import HELP
 
     assert HELP == flag_help_table(), (
-        "rice/flag_help.py is stale: run python -c 'import rice.config as c; c.write_flag_help()'"
+        "rice/cli/flag_help.py is stale: run python -c 'import rice.config as c; c.write_flag_help()'"
     )
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rice.demo import DEMO_DATA, chance_recall
 from rice.retrieval.evaluate import EmbeddingSet
+from rice.train.demo import DEMO_DATA, chance_recall
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rice.api import load
 from rice.data import write_synthetic_dataset
-from rice.demo import chance_recall, demo_config
-from rice.evaluation import evaluate_model
 from rice.models import build_model
+from rice.models.loading import load
+from rice.retrieval.evaluate_model import evaluate_model
+from rice.train.demo import chance_recall, demo_config
 from rice.train.engine import fit
 
 

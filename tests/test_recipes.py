@@ -26,7 +26,7 @@ def test_rice_recipes_lists_every_bundled_recipe_with_what_it_is():
 
 
 def test_the_cpu_recipe_is_the_hard_demos_and_sets_what_the_docs_say(tmp_path):
-    from rice.demo import HARD_STEPS, demo_config
+    from rice.train.demo import HARD_STEPS, demo_config
 
     recipe = build_config("cpu_tiny")
     demo = demo_config(tmp_path, tmp_path / "data", HARD_STEPS, hard=True)

@@ -11,8 +11,9 @@ from typing import Any, Protocol
 
 from torch.utils.data import Dataset
 
+import rice.data.lpr as _lpr
+
 from ..config import DataConfig, EvalConfig
-from . import lpr as _lpr
 from .movingfashion import MovingFashionGallery, MovingFashionPairs, MovingFashionQueries
 from .sampling import FramePolicy
 from .transforms import ImageTransform, build_transform, shop_image_transform

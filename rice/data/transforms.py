@@ -210,7 +210,7 @@ def shop_image_transform(frames: ImageTransform, augment: str) -> ImageTransform
     the random crop and flip, without the frames' colour jitter and scale crops. ``none``: the eval transform
     (centre crop). The shop image is what every clip is matched against, and at test time it arrives clean: its
     colours and its silhouette are the product's, so jittering or cropping it teaches the model to discount the
-    very cues that tell similar products apart (measured on the hard synthetic data, rice/demo.py).
+    very cues that tell similar products apart (measured on the hard synthetic data, rice/train/demo.py).
     """
     if augment not in SHOP_AUGMENTS:
         raise ValueError(f"shop image augment {augment!r} is unknown; choose one of {list(SHOP_AUGMENTS)}")

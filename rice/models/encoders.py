@@ -33,10 +33,9 @@ class Preprocess:
 
     def __call__(self, image: Any) -> torch.Tensor:
         """The eval preprocessing of one PIL image (or uint8 (H, W, 3) array) -> float32 (3, S, S) tensor."""
-        from rice.data.transforms import build_transform  # lazy: the models never import the data code at load
+        from rice.data.model_input import eval_transform  # lazy: the models never import the data code at load
 
-        return build_transform(self.input_size, False, self.mean, self.std, self.resize_size,
-                               interpolation=self.interpolation)(image)
+        return eval_transform(self)(image)
 
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")

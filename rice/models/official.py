@@ -223,7 +223,7 @@ def official_run_config(variant: str) -> Any:
 def convert_official_checkpoint(src: str | Path, dst: str | Path) -> OfficialCheckpointInfo:
     """Write a native ``rice`` checkpoint (format "rice-checkpoint", model, config, step 0) from an official one."""
     import rice
-    from rice.checkpoint import atomic_save  # lazy: checkpoint files are not the models package's concern
+    from rice.models.checkpoint_file import atomic_save  # lazy: checkpoint files are not the models package's concern
 
     model, info = load_official_state(read_official(src))
     atomic_save(

@@ -101,13 +101,13 @@ class RiceModel(nn.Module):
 
     def embed_video(self, path: str, num_frames: int | None = None) -> torch.Tensor:
         """Embedding (D,) of a video file with the eval preprocessing; see `rice.embed_video`."""
-        from rice.embedding import embed_video  # file reading lives above the model, in one place
+        from rice.retrieval.embed import embed_video  # reading files lives above the model (rice.data.model_input)
 
         return embed_video(self, path, num_frames)
 
     def embed_image(self, path: str) -> torch.Tensor:
         """Embedding (D,) of an image file with the eval preprocessing; see `rice.embed_image`."""
-        from rice.embedding import embed_image
+        from rice.retrieval.embed import embed_image
 
         return embed_image(self, path)
 

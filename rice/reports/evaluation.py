@@ -237,7 +237,7 @@ def write_checkpoint_report(
     split: str = "test",
 ) -> Path:
     """`write_eval_report` for ``evaluate_checkpoint``'s output: the datasets come from the checkpoint's config."""
-    from rice.api import load
+    from rice.models.loading import load
 
     config = load(checkpoint).config  # the same config (and overrides) evaluate_checkpoint used
     data_cfg = config.data.model_copy(update={k: v for k, v in (data_overrides or {}).items() if v is not None})

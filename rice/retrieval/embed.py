@@ -13,20 +13,19 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from rice.data.frames import IMAGE_SUFFIXES, list_frame_files, load_image
-from rice.data.sampling import pad_clip, sample_frame_indices
-from rice.data.transforms import ClipTransform, ImageTransform, build_transform
-from rice.data.video import MediaError, read_video_frames
+from rice.data.frames import load_image
+from rice.data.model_input import MediaKind, clip_input, eval_transform, image_input, media_kind, query_frames
+from rice.data.sampling import pad_clip
+from rice.data.transforms import ClipTransform, ImageTransform
+from rice.data.video import MediaError
 
-VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-MediaKind = Literal["image", "video"]
 Item = str | os.PathLike[str] | Image.Image | torch.Tensor
 
 
@@ -47,17 +46,21 @@ class EmbeddingBatch:
         return len(self.ids)
 
 
-def media_kind(path: str | os.PathLike[str]) -> MediaKind:
-    """``"video"`` for a video file or a folder of frames, ``"image"`` for an image file."""
-    path = Path(path)
-    if path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES:
-        return "video"
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return "image"
-    raise MediaError(
-        f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}), a video ({', '.join(VIDEO_SUFFIXES)}) or a folder of "
-        "frames; pass one of those"
-    )
+@torch.no_grad()
+def embed_image(model: Any, path: str | os.PathLike[str]) -> torch.Tensor:
+    """L2-normalised embedding (D,) of one shop image file, with the model's eval preprocessing."""
+    device = next(model.parameters()).device
+    return model.encode_image(image_input(path, model.preprocess)[None].to(device))[0].cpu()
+
+
+@torch.no_grad()
+def embed_video(model: Any, path: str | os.PathLike[str], num_frames: int | None = None) -> torch.Tensor:
+    """L2-normalised embedding (D,) of one query: a video file, a folder of frames or an image, from ``num_frames``
+    evenly spaced frames (default: the T the model was trained with), as at evaluation."""
+    clip = clip_input(path, model.preprocess, num_frames or default_num_frames(model))
+    mask = torch.ones(1, clip.shape[0], dtype=torch.bool)
+    device = next(model.parameters()).device
+    return model.encode_video(clip[None].to(device), mask.to(device))[0].cpu()
 
 
 def default_num_frames(model: torch.nn.Module) -> int:
@@ -66,31 +69,6 @@ def default_num_frames(model: torch.nn.Module) -> int:
 
     config = getattr(model, "config", None)
     return int(config.data.num_frames) if config is not None else DataConfig().num_frames
-
-
-def query_frames(path: str | os.PathLike[str], num_frames: int) -> list[Image.Image]:
-    """The frames a query is embedded from: ``num_frames`` evenly spaced frames of a video or a folder of frames
-    (segment centres, as at evaluation), or the image itself.
-
-    Raises:
-        MediaError: a missing, empty or undecodable file, or an empty folder (one line naming the path).
-    """
-    path = Path(path)
-    if media_kind(path) == "image":
-        return [load_image(path)]
-    if path.is_dir():
-        files = list_frame_files(path)
-        if not files:
-            raise MediaError(f"{path}: folder holds no frames ({', '.join(IMAGE_SUFFIXES)}); add some or pass a video")
-        return [load_image(files[i]) for i in sample_frame_indices(len(files), num_frames, train=False)]
-    sample = lambda count: sample_frame_indices(count, num_frames, train=False)  # noqa: E731 - one open, no re-read
-    return [Image.fromarray(frame) for frame in read_video_frames(path, sample)]
-
-
-def _transform(model: torch.nn.Module) -> ImageTransform:
-    pre = model.preprocess
-    return build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size,
-                           interpolation=getattr(pre, "interpolation", "bilinear"))
 
 
 class _MediaItems(Dataset):
@@ -166,7 +144,7 @@ def _embed(
     device = _model_device(model, device)
     was_training = model.training
     model.eval()
-    dataset = _MediaItems(list(items), kind, _transform(model), num_frames)
+    dataset = _MediaItems(list(items), kind, eval_transform(model.preprocess), num_frames)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)
     # bf16 autocast on a GPU (the tensor cores' format); fp32 on the CPU, where autocast is slower than it helps.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()

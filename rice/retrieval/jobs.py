@@ -19,7 +19,7 @@ from rice.retrieval.sync import SyncReport, sync_index
 def _kind_of(items: Sequence[CatalogueItem], kind: str) -> str:
     if kind != "auto":
         return kind
-    from rice.retrieval.embed import media_kind
+    from rice.data.model_input import media_kind
 
     kinds = {media_kind(item.path) for item in items}
     if len(kinds) > 1:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from rice.data.frames import IMAGE_SUFFIXES
-from rice.retrieval.embed import VIDEO_SUFFIXES
+from rice.data.model_input import VIDEO_SUFFIXES
 
 
 class QueryListError(ValueError):

@@ -13,10 +13,11 @@ from typing import Any
 import torch
 
 from rice.data.frames import load_image
+from rice.data.model_input import eval_transform, query_frames
 from rice.data.sampling import pad_clip
 from rice.data.transforms import ClipTransform
 from rice.retrieval.catalogue import SearchHit
-from rice.retrieval.embed import _transform, default_num_frames, query_frames
+from rice.retrieval.embed import default_num_frames
 from rice.retrieval.rerank import rerank_topk
 
 
@@ -32,7 +33,7 @@ def rerank_hits(model: Any, query: str | os.PathLike[str], hits: list[SearchHit]
         raise ValueError(f"--rerank needs the shop images; items {missing[:3]} were indexed without a file")
     device = next(model.parameters()).device
     num_frames = default_num_frames(model)
-    transform = _transform(model)
+    transform = eval_transform(model.preprocess)
     clip, mask = pad_clip(ClipTransform(transform)(query_frames(query, num_frames)), num_frames)
     _, query_tokens = model.encode_video_tokens(clip[None].to(device), mask[None].to(device))
     try:  # through the index: it opens only files under the folders it was built from

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rice.data.frames import IMAGE_SUFFIXES
-from rice.retrieval.embed import VIDEO_SUFFIXES
+from rice.data.model_input import VIDEO_SUFFIXES
 from rice.retrieval.roots import is_within, real
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")

@@ -108,7 +108,8 @@ class ScanRun:
                  on_progress: Callable[[ScanProgress], None] | None = None, stdin: Any = None,
                  retries: int = 5, backoff: float = 0.5, decode_threads: int = 0,
                  encode_threads: int | None = None) -> None:  # fmt: skip
-        from rice.retrieval.embed import _transform, default_num_frames
+        from rice.data.model_input import eval_transform
+        from rice.retrieval.embed import default_num_frames
 
         self.model, self.index = model, index
         self.num_frames = default_num_frames(model)
@@ -125,7 +126,7 @@ class ScanRun:
         self.keep_windows, self.thumbnails = keep_windows, thumbnails
         self.on_progress = on_progress
         self.device = next(model.parameters()).device
-        self.transform = _transform(model)
+        self.transform = eval_transform(model.preprocess)
         self.encode_threads = _threads_beside_decoder(self.device, encode_threads)
         if not decode_threads and self.device.type == "cpu" and self.encode_threads > 1:
             decode_threads = max(1, _cores() - self.encode_threads)  # the decoder takes the other cores

@@ -76,7 +76,7 @@ class Segment:
 class DecisionRule:
     """When a window counts as showing a product, and how windows become segments."""
 
-    # The library's rule only smooths; `rice scan` applies the measured defaults (rice/cli_scan.py, docs/scan.md).
+    # The library's rule only smooths; `rice scan` applies the measured defaults (rice/cli/scan.py, docs/scan.md).
     min_score: float = 0.0
     min_margin: float = 0.0
     smooth: int = 1

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from rice.checkpoint import resolve_checkpoint
-from rice.data.transforms import ClipTransform, build_transform
+from rice.data.model_input import eval_transform, media_kind, query_frames
+from rice.data.transforms import ClipTransform
 from rice.data.video import MediaError
+from rice.models.checkpoint_file import resolve_checkpoint
 from rice.models.export import is_export_source
 from rice.retrieval.catalogue import Index, hits_to_json
-from rice.retrieval.embed import default_num_frames, embed_images, embed_videos, media_kind, query_frames
+from rice.retrieval.embed import default_num_frames, embed_images, embed_videos
 from rice.retrieval.rerank_hits import rerank_hits
 from rice.retrieval.roots import is_within, real
 
@@ -51,10 +52,7 @@ class SearchService:
                              "--losses icl,pmd[,pfr]) and K >= 0; pass --rerank 0 or another checkpoint")
         self.index, self.model, self.rerank = index, model, rerank
         self.num_frames = default_num_frames(model)
-        pre = model.preprocess
-        transform = build_transform(pre.input_size, False, pre.mean, pre.std, pre.resize_size,
-                                    interpolation=pre.interpolation)  # fmt: skip
-        self._clip_transform = ClipTransform(transform)
+        self._clip_transform = ClipTransform(eval_transform(model.preprocess))
         self._lock = threading.Lock()  # one forward pass at a time: the model is shared by every request
         self._own_dir = work_dir is None
         self.work_dir = Path(tempfile.mkdtemp(prefix="rice-serve-")) if work_dir is None else Path(work_dir)
@@ -219,7 +217,7 @@ def open_service(index_dir: str | Path, checkpoint: str | Path | None = None, de
         FileNotFoundError: no index there, or the checkpoint is missing.
         ValueError: the checkpoint's model is not the one that embedded the index, or ``rerank`` without a decoder.
     """
-    from rice.api import load
+    from rice.models.loading import load
 
     index = Index.load(index_dir)
     chosen = checkpoint is not None  # --ckpt given: the caller vouches for the model of a digest-less index

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from rice.data.frames import IMAGE_SUFFIXES
-from rice.retrieval.embed import VIDEO_SUFFIXES
+from rice.data.model_input import VIDEO_SUFFIXES
 
 FIELD = "file"
 

@@ -1,7 +1,7 @@
 """Training state around the checkpoint files: RNG streams, which checkpoint to resume, the run directory.
 
-File I/O itself lives in `rice.checkpoint` (shared with `rice.load` and evaluation); its names are re-exported
-here for existing imports.
+File I/O itself lives in `rice.models.checkpoint_file` (shared with `rice.load` and evaluation); its names are
+re-exported here for existing imports.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rice.checkpoint import atomic_copy as atomic_copy
-from rice.checkpoint import atomic_save as atomic_save
-from rice.checkpoint import atomic_write_text
-from rice.checkpoint import is_native_checkpoint as is_native_checkpoint
-from rice.checkpoint import read_checkpoint as read_checkpoint
-from rice.checkpoint import save_checkpoint as save_checkpoint
+from rice.models.checkpoint_file import atomic_copy as atomic_copy
+from rice.models.checkpoint_file import atomic_save as atomic_save
+from rice.models.checkpoint_file import atomic_write_text
+from rice.models.checkpoint_file import is_native_checkpoint as is_native_checkpoint
+from rice.models.checkpoint_file import read_checkpoint as read_checkpoint
+from rice.models.checkpoint_file import save_checkpoint as save_checkpoint
 
 
 def rng_state() -> dict[str, Any]:

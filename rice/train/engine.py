@@ -26,7 +26,6 @@ from rice import distributed
 from rice.config import RunConfig, TrainConfig
 from rice.data import build_train_dataset, collate_batch
 from rice.models import RiceModel, build_model
-from rice.task import RiceTask, product_keys
 from rice.train.checkpoint import (
     atomic_copy,
     check_run_dir,
@@ -41,6 +40,7 @@ from rice.train.grad_cache import BatchPlan, average_gradients_over_ranks, grad_
 from rice.train.logging import RunLogger, run_summary
 from rice.train.metrics import MetricWindow
 from rice.train.optim import build_optimizer, build_scheduler
+from rice.train.task import RiceTask, product_keys
 from rice.train.validation import Validator
 
 
@@ -364,7 +364,7 @@ def _evaluate_at_end(model: RiceModel, cfg: RunConfig, device: torch.device, out
     """Rank 0 scores the test split with the final weights and writes ``eval.json``."""
     import json
 
-    from rice.evaluation import evaluate_model  # evaluation builds eval datasets; only needed here
+    from rice.retrieval.evaluate_model import evaluate_model  # evaluation builds eval datasets; only needed here
 
     results, _ = evaluate_model(model, cfg.data, cfg.eval, device=device)
     (out_dir / "eval.json").write_text(json.dumps(results, indent=2))

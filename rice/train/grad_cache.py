@@ -103,7 +103,7 @@ def grad_cache_step(
     """Accumulate into ``.grad`` the gradient of ``task``'s losses on the whole batch, embedding ``chunk`` pairs
     at a time; returns (the detached losses, the cached outputs).
 
-    ``task`` is the `rice.task.RiceTask` itself, never a DDP wrapper: under torch.distributed the caller averages
+    ``task`` is the `rice.train.task.RiceTask` itself, never a DDP wrapper: under torch.distributed the caller averages
     the gradients over ranks afterwards (`rice.distributed.average_gradients`), as DDP would.
     ``autocast`` is entered around every forward (mixed precision); ``scale_loss`` scales the loss before
     the backward (fp16: ``GradScaler.scale``).

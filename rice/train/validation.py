@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from rice.checkpoint import atomic_write_text, save_checkpoint
 from rice.config import RunConfig
+from rice.models.checkpoint_file import atomic_write_text, save_checkpoint
 from rice.train.checkpoint import rng_state, set_rng_state
 
 
@@ -58,7 +58,7 @@ class Validator:
 
     def run(self, step: int, epoch: int, saver, log) -> dict[str, Any]:
         """Evaluate now (rank 0 only), log the row, update ``best.pt``; returns the logged row."""
-        from rice.evaluation import evaluate_model  # builds eval datasets; only needed when validating
+        from rice.retrieval.evaluate_model import evaluate_model  # builds eval datasets; only needed when validating
 
         model = saver.model
         log.print(f"eval at step {step}: scoring the {self.split} split ...")

@@ -45,9 +45,9 @@ def test_embedding_a_file_uses_the_models_interpolation(tmp_path):
     import dataclasses
 
     from rice.config import ModelConfig
-    from rice.embedding import embed_image
+    from rice.data.model_input import eval_transform
     from rice.models import build_model
-    from rice.retrieval.embed import _transform
+    from rice.retrieval.embed import embed_image
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(name="rice_tiny", pretrained=False)).eval()
@@ -60,7 +60,8 @@ def test_embedding_a_file_uses_the_models_interpolation(tmp_path):
     with torch.no_grad():
         expected = model.encode_image(expected_input[None])[0]
     torch.testing.assert_close(embed_image(model, path), expected, atol=1e-5, rtol=0)
-    assert _transform(model).interpolation == "bicubic" and pre(_picture(1)).shape == expected_input.shape
+    assert eval_transform(model.preprocess).interpolation == "bicubic"
+    assert pre(_picture(1)).shape == expected_input.shape
 
 
 def test_training_and_evaluation_transforms_take_the_models_interpolation():

@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader
 from rice.config import DataConfig, EvalConfig, LossConfig
 from rice.data import build_train_dataset, collate_batch
 from rice.data.lpr import LPRGallery, LPRQueries, LPRTrainPairs, build_videoinfo_index, gallery_image_id, live_id_of
-from rice.evaluation import evaluate_model
 from rice.models import create_model
+from rice.retrieval.evaluate_model import evaluate_model
 from rice.retrieval.protocols import first_hit_ranks, grouped_topk
-from rice.task import RiceTask
+from rice.train.task import RiceTask
 
 LIVES = ["7b601b02-2c63-11ee-bb6d-b8cef60c2fd0", "0c1d2e3f-4a5b-11ee-8c9d-0e1f2a3b4c5d",
          "a1b2c3d4-e5f6-11ee-a7b8-c9d0e1f2a3b4"]

@@ -13,7 +13,7 @@ import torch
 from rice.config import build_config
 from rice.losses.reconstruction import PatchFeatureReconstructionLoss
 from rice.models.decoder import PairwiseMatchingDecoder
-from rice.task import LOSSES
+from rice.train.task import LOSSES
 from tests.reference_decoder import reference_scores
 
 B, T, L, W, HEADS = 3, 4, 5, 16, 4

@@ -11,7 +11,7 @@ from rice.distributed import all_gather_no_grad, all_gather_with_grad
 from rice.losses import InstanceContrastiveLoss, PairwiseMatchingLoss
 from rice.losses.matching import mine_hard_negatives
 from rice.models.decoder import PairwiseMatchingDecoder
-from rice.task import product_keys
+from rice.train.task import product_keys
 from tests.distributed_utils import run_gloo
 from tests.linear_towers import LinearTowers, tower_inputs
 

@@ -14,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 
 from rice.config import LossConfig
 from rice.losses.contrastive import InstanceContrastiveLoss, SigmoidContrastiveLoss
-from rice.task import LOSSES
+from rice.train.task import LOSSES
 from tests.distributed_utils import run_gloo
 from tests.linear_towers import LinearTowers, tower_inputs
 

@@ -6,7 +6,7 @@ import torch
 from rice.config import LossConfig, ModelConfig
 from rice.models import build_model, create_model, list_models
 from rice.models.baselines import TimeSformerModel
-from rice.task import RiceTask
+from rice.train.task import RiceTask
 
 TINY = [name for name in list_models() if name.endswith("_tiny")]
 

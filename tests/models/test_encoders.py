@@ -16,12 +16,12 @@ import torch
 from timm.data import resolve_model_data_config
 
 import rice
-from rice.checkpoint import save_checkpoint
 from rice.config import LossConfig, build_config
 from rice.models import build_model, create_model
+from rice.models.checkpoint_file import save_checkpoint
 from rice.models.encoders import preprocess_record
 from rice.models.registry import _MODELS, register_model
-from rice.task import RiceTask
+from rice.train.task import RiceTask
 
 # variant -> (timm pretrained tag, tokens at 224 px: patches + CLS/mean token + registers)
 NEW_ENCODERS = {
@@ -145,7 +145,7 @@ def small_variant(request):
 
 def test_checkpoint_round_trips_through_export_and_load_with_its_preprocessing(small_variant, tmp_path):
     pytest.importorskip("safetensors")
-    from rice.models.export import export_model
+    from rice.models.export_writer import export_model
 
     cfg = build_config(model__name=small_variant, model__pretrained=False, loss__losses=["icl", "pmd", "pfr"])
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ import rice
 from rice.cli import app
 from rice.config import build_config
 from rice.models import build_model
-from rice.models.export import export_model
+from rice.models.export_writer import export_model
 
 pytest.importorskip("safetensors")
 pytest.importorskip("huggingface_hub")

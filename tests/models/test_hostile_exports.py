@@ -16,7 +16,8 @@ import rice
 from rice.cli import app
 from rice.config import build_config
 from rice.models import build_model
-from rice.models.export import CONFIG_FILE, WEIGHTS_FILE, export_model
+from rice.models.export import CONFIG_FILE, WEIGHTS_FILE
+from rice.models.export_writer import export_model
 
 pytest.importorskip("safetensors")
 

@@ -91,7 +91,7 @@ def test_rerank_and_group(built_index, shop_data, tmp_path):
 def test_a_query_with_another_model_is_refused(built_index, shop_data, tmp_path):
     import torch
 
-    from rice.api import load
+    from rice.models.loading import load
 
     ckpt = json.loads((built_index / "index.json").read_text())["model"]["checkpoint"]
     state = torch.load(ckpt, map_location="cpu", weights_only=False)

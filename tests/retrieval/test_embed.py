@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import rice
+from rice.data.model_input import query_frames
 from rice.models import create_model
-from rice.retrieval.embed import embed_images, embed_query, embed_videos, query_frames
+from rice.retrieval.embed import embed_images, embed_query, embed_videos
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +53,11 @@ def test_videos_frame_folders_and_image_queries(tiny_model, synthetic_root, tmp_
 
 def test_pil_and_tensor_items(tiny_model, synthetic_root):
     from rice.data import load_image
-    from rice.retrieval.embed import _transform
+    from rice.data.model_input import eval_transform
 
     path = sorted((synthetic_root / "imgs").iterdir())[0]
     pil = load_image(path)
-    tensor = _transform(tiny_model)(pil)
+    tensor = eval_transform(tiny_model.preprocess)(pil)
     batch = embed_images(tiny_model, [pil, tensor, path])
     np.testing.assert_allclose(batch.embeddings[0], batch.embeddings[2], atol=1e-6)
     np.testing.assert_allclose(batch.embeddings[1], batch.embeddings[2], atol=1e-6)

@@ -6,9 +6,9 @@ import torch
 
 from rice.config import DataConfig, EvalConfig, ModelConfig
 from rice.data import write_synthetic_dataset
-from rice.evaluation import evaluate_model
 from rice.models import build_model
 from rice.reports.evaluation import thumbnail_datasets
+from rice.retrieval.evaluate_model import evaluate_model
 
 
 def test_eval_num_frames_overrides_the_training_frames(tmp_path):

@@ -10,9 +10,9 @@ from torch.utils.data import Subset
 
 from rice.config import DataConfig, EvalConfig, ModelConfig
 from rice.data import build_eval_datasets, write_synthetic_dataset
-from rice.evaluation import evaluate_model
 from rice.models import build_model
 from rice.retrieval.evaluate import autocast_dtype, extract_embeddings
+from rice.retrieval.evaluate_model import evaluate_model
 from tests.distributed_utils import run_gloo
 
 

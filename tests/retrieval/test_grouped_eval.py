@@ -7,10 +7,10 @@ import numpy as np
 import torch
 
 from rice.config import DataConfig, EvalConfig
-from rice.evaluation import evaluate_model
 from rice.models import create_model
 from rice.retrieval.catalogue import Index
 from rice.retrieval.evaluate import rank_gallery
+from rice.retrieval.evaluate_model import evaluate_model
 from rice.retrieval.metrics import recall_at_k
 from rice.retrieval.protocols import first_hit_ranks
 from tests.data.test_lpr import lpr_root  # noqa: F401  (the generated LPR fixture)

@@ -111,7 +111,7 @@ def test_an_index_without_a_digest_is_searched_with_an_explicit_matching_checkpo
     result = runner.invoke(app, ["search", str(folder), str(query), "--device", "cpu", "--ckpt",
                                  str(untrained_checkpoint)])
     assert result.exit_code == 0, result.output
-    from rice.api import load
+    from rice.models.loading import load
 
     model = load(untrained_checkpoint)
     with pytest.raises(ValueError, match="records no model digest"):
@@ -143,7 +143,7 @@ def tampered_paths(built, tmp_path):
 def test_an_item_path_outside_the_roots_is_never_opened(tampered_paths, untrained_checkpoint):
     from fastapi.testclient import TestClient
 
-    from rice.api import load
+    from rice.models.loading import load
     from rice.serve.app import create_app
     from rice.serve.service import SearchService
 

@@ -9,9 +9,9 @@ import torch
 
 from rice.config import DataConfig, EvalConfig, ModelConfig
 from rice.data import build_eval_datasets
-from rice.evaluation import evaluate_model, rerank_rankings
 from rice.models import build_model
 from rice.retrieval.evaluate import extract_embeddings, rank_gallery
+from rice.retrieval.evaluate_model import evaluate_model, rerank_rankings
 from tests.data.test_lpr import lpr_root  # noqa: F401 (the LPR fixture: livestreams with 2-4 shop images)
 from tests.reference_decoder import reference_scores
 

@@ -46,8 +46,8 @@ def host_shots(frames: int, seed: int, size: int = SIZE) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def scan_setup(tmp_path_factory, synthetic_root, tiny_checkpoint) -> ScanSetup:
-    from rice.api import load
     from rice.data.synthetic import write_mp4
+    from rice.models.loading import load
     from rice.retrieval.catalogue import Index
 
     work = tmp_path_factory.mktemp("scan")

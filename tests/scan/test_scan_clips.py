@@ -57,7 +57,7 @@ def _brute_force_clip_r1(model, index_dir: Path, folders: list[Path], items: lis
 
 
 def test_clip_recall_equals_a_brute_force_search(scan_setup, tmp_path):
-    from rice.api import load
+    from rice.models.loading import load
     from rice.retrieval.catalogue import Index
     from rice.scanning.clips import clip_recall_at_1, cut_true_segments
 
@@ -79,11 +79,11 @@ def test_clip_recall_equals_a_brute_force_search(scan_setup, tmp_path):
 def test_demo_livestream_figures_are_what_the_timelines_and_clips_give(synthetic_root, tiny_checkpoint, tmp_path):
     """`rice demo --livestream`'s table: each row re-derived from the written timeline and truth, the clip bar
     from a brute-force search of the cut segments."""
-    from rice.api import load
-    from rice.demo import scan_demo_recordings
+    from rice.models.loading import load
     from rice.scanning.clips import cut_true_segments
     from rice.scanning.metrics import score_timeline
     from rice.scanning.timeline import DecisionRule, Timeline, segments_from_windows
+    from rice.train.demo import scan_demo_recordings
 
     result = scan_demo_recordings(tmp_path, tiny_checkpoint, synthetic_root, Console(quiet=True), recordings=1)
     video = tmp_path / "livestream" / "recording_00.mp4"

@@ -20,7 +20,7 @@ from rice.scanning.timeline import WindowHit
 
 @pytest.fixture(scope="module")
 def model_and_index(scan_setup):
-    from rice.api import load
+    from rice.models.loading import load
     from rice.retrieval.catalogue import Index
 
     model = load(scan_setup.checkpoint)

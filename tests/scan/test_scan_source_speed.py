@@ -91,7 +91,7 @@ def test_open_gop_keyframes_are_not_trimmed_before(tmp_path):
 def test_a_cpu_encoder_keeps_to_its_threads_while_decoding_and_gives_them_back(scan_setup, tmp_path):
     """encode_threads=1 beside the decoder: the first batch (the decoder still has 60 samples to go, far more
     than the queue holds) is encoded on one intra-op thread; torch's count is what it was once the scan ends."""
-    from rice.api import load
+    from rice.models.loading import load
     from rice.retrieval.catalogue import Index
 
     model = load(scan_setup.checkpoint)
@@ -115,7 +115,7 @@ def test_a_cpu_encoder_keeps_to_its_threads_while_decoding_and_gives_them_back(s
 def test_overlapping_scans_give_torch_its_thread_count_back(scan_setup, tmp_path):
     """torch's intra-op count is one for the process: two scans that overlap (the service's scan workers) must
     leave it as it was before the first began, whichever ends first."""
-    from rice.api import load
+    from rice.models.loading import load
     from rice.retrieval.catalogue import Index
     from rice.scanning import WindowResult
 

@@ -24,7 +24,7 @@ class Catalogue:
 @pytest.fixture(scope="session")
 def catalogue(tmp_path_factory, synthetic_root, tiny_checkpoint) -> Catalogue:
     """rice_tiny trained briefly on `rice synth` data, and an index of the test split's shop images in two shops."""
-    from rice.api import load
+    from rice.models.loading import load
     from rice.retrieval.catalogue import Index
 
     work = tmp_path_factory.mktemp("serve")

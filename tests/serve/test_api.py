@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from rice.api import load
+from rice.models.loading import load
 from rice.retrieval.catalogue import Index
 from rice.serve.app import create_app
 from rice.serve.service import SearchService

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import rice
-from rice.api import load
+from rice.models.loading import load
 from rice.retrieval.catalogue import Index
 from rice.retrieval.embed import embed_query
 from rice.serve.client import ServerError

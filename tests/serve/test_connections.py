@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from rice.api import load
+from rice.models.loading import load
 from rice.retrieval.catalogue import Index
 from rice.serve.connections import ConnectionLimits, deadline_protocol
 from rice.serve.server import BackgroundServer

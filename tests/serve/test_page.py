@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from rice.api import load
+from rice.models.loading import load
 from rice.retrieval.catalogue import Index
 from rice.serve.server import BackgroundServer
 from rice.serve.service import SearchService

@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from rice.api import load
 from rice.data import read_video_frames
 from rice.data.synthetic import write_mp4
+from rice.models.loading import load
 from rice.retrieval.catalogue import Index
 from rice.scanning import DecisionRule, scan
 from rice.serve.app import create_app
@@ -135,7 +135,7 @@ def test_a_scan_job_gives_the_timeline_of_rice_scan(service, model, recording, c
 
 
 def test_the_default_rule_is_the_one_of_rice_scan_and_each_field_is_passed(service, recording):
-    from rice.cli_scan import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SCORE, DEFAULT_MIN_SECONDS, DEFAULT_SMOOTH
+    from rice.cli.scan import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SCORE, DEFAULT_MIN_SECONDS, DEFAULT_SMOOTH
 
     cli = {"min_score": DEFAULT_MIN_SCORE, "min_margin": DEFAULT_MIN_MARGIN, "smooth": DEFAULT_SMOOTH,
            "min_seconds": DEFAULT_MIN_SECONDS}  # fmt: skip

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rice.checkpoint import read_checkpoint
+from rice.models.checkpoint_file import read_checkpoint
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 

@@ -21,10 +21,10 @@ from rice.losses.matching import mine_hard_negatives
 from rice.models import RiceModel
 from rice.models.decoder import build_decoder
 from rice.models.encoders import Preprocess, TimmViTEncoder
-from rice.task import RiceTask
 from rice.train.checkpoint import read_checkpoint
 from rice.train.engine import fit
 from rice.train.grad_cache import grad_cache_step, plan_batches
+from rice.train.task import RiceTask
 from tests.training_watch import watch_model
 
 REPO = Path(__file__).resolve().parents[2]

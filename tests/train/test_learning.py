@@ -4,9 +4,9 @@
 already pass on easy data.)
 """
 
-from rice.api import load
-from rice.evaluation import evaluate_model
 from rice.models import build_model
+from rice.models.loading import load
+from rice.retrieval.evaluate_model import evaluate_model
 from rice.train.engine import fit
 from tests.train.test_training_behaviour import run_config
 from tests.training_watch import watch_model

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import rice
-from rice.checkpoint import atomic_save, read_checkpoint
 from rice.config import build_config
+from rice.models.checkpoint_file import atomic_save, read_checkpoint
 from rice.train.checkpoint import find_resume
 from rice.train.engine import fit
 

@@ -12,9 +12,9 @@ import torch
 
 from rice.config import build_config
 from rice.models import build_model
-from rice.task import RiceTask
 from rice.train.checkpoint import read_checkpoint
 from rice.train.engine import fit
+from rice.train.task import RiceTask
 from tests.training_watch import watch_model
 
 GRADIENT_READOUT = [

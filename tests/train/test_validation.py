@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rice.config import build_config
-from rice.evaluation import evaluate_checkpoint
+from rice.retrieval.evaluate_model import evaluate_checkpoint
 from rice.train.checkpoint import read_checkpoint
 from rice.train.engine import fit
 

@@ -14,12 +14,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from rice.api import load
 from rice.config import RunConfig, build_config
 from rice.data import write_synthetic_dataset
-from rice.evaluation import evaluate_model
 from rice.models import build_model
+from rice.models.loading import load
 from rice.retrieval.evaluate import EmbeddingSet
+from rice.retrieval.evaluate_model import evaluate_model
 from rice.train.engine import fit
 
 # The demo's budget, measured on 2 CPU cores: about 2 minutes of data, 4-5 of training, 1 of evaluation.

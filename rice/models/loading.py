@@ -1,4 +1,4 @@
-"""The notebook-facing API: load a checkpoint (ours or the public code's); embedding files is `rice.embedding`."""
+"""`rice.load`: a checkpoint (ours or the public code's), an export folder or a hub model -> an eval-mode model."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ from pathlib import Path
 
 import torch
 
-from rice.checkpoint import is_native_checkpoint, read_checkpoint
 from rice.config import stored_config
-from rice.embedding import embed_image as embed_image  # re-exported: rice.embed_image
-from rice.embedding import embed_video as embed_video
 from rice.models import RiceModel, build_model
+from rice.models.checkpoint_file import is_native_checkpoint, read_checkpoint
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:

@@ -1,8 +1,9 @@
-"""`rice scan INDEX SOURCE`: a long recording or a live stream -> a timeline of the catalogue's products.
+"""`rice scan INDEX SOURCE`: a long recording or a live stream -> a timeline of the catalogue's products; and
+`rice eval-scan TIMELINE TRUTH`, which scores a timeline against its truth (rice.scanning.metrics).
 
 A thin wrapper over `rice.scanning.scan`: it loads the model and the index, draws the progress bar, writes the
 outputs (--json, --jsonl, --vtt, --html) and turns SIGINT/SIGTERM into a clean stop (the open segment is closed,
-every output flushed, exit 0). Registered on the main app by `register(app)` at the end of rice/cli.py.
+every output flushed, exit 0).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from rice.cli_search import DEVICE_HELP, _fail, _index_checkpoint, _load_model
+from rice.cli.catalogue import index_checkpoint
+from rice.cli.common import DEVICE_HELP, console, fail, load_model
 from rice.scanning.timeline import SCAN_RULE
 
 # The decision rule's defaults are the library's SCAN_RULE (measured: docs/scan.md), shared with the service.
@@ -90,12 +92,12 @@ def scan(
 
         expected = _read(truth, parse_truth, "a truth file written by `rice synth --livestream`")
     if not index_dir.is_dir():
-        _fail(f"{index_dir}: not an index folder; build one with `rice index build CKPT --images DIR --out INDEX`")
-    model = _load_model(_index_checkpoint(index_dir, ckpt), device)
+        fail(f"{index_dir}: not an index folder; build one with `rice index build CKPT --images DIR --out INDEX`")
+    model = load_model(index_checkpoint(index_dir, ckpt), device)
     try:
         index = Index.load(index_dir, model=model, trust_model=ckpt is not None)
     except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+        fail(str(err))
     rule = DecisionRule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -114,7 +116,7 @@ def scan(
                           group=group, rerank=rerank, rule=rule, live=live, retries=retries,
                           keep_windows=json_out is not None or html_out is not None, on_progress=progress)  # fmt: skip
     except (MediaError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     previous = {sig: signal.signal(sig, lambda *_: run.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
     lines = _JsonLines(jsonl_out)
     try:
@@ -123,7 +125,7 @@ def scan(
                 kind = "window" if isinstance(event, WindowResult) else "segment"
                 lines.write({"type": kind, **event.to_dict()})
     except MediaError as err:
-        _fail(str(err))
+        fail(str(err))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -131,7 +133,7 @@ def scan(
     timeline = run.timeline
     if not timeline.stats.get("encoded_frames"):
         reason = "; ".join(g["reason"] for g in timeline.skipped) or "no decodable frames"
-        _fail(f"{source}: the stream held no decodable video ({reason}); check the source or the URL")
+        fail(f"{source}: the stream held no decodable video ({reason}); check the source or the URL")
     _write_outputs(timeline, json_out, vtt_out, html_out, console)
     _print_table(timeline, console)
     if expected is not None:
@@ -175,5 +177,41 @@ def _print_table(timeline: Any, console: Console) -> None:
                       soft_wrap=True)  # fmt: skip
 
 
+def _read(path: Path, check: Callable[[Any], object], what: str) -> dict:
+    """The JSON of ``path``, checked by ``check``; any problem ends the command with one line naming the file."""
+    try:
+        data = json.loads(path.read_text())
+        check(data)
+    except FileNotFoundError:
+        fail(f"{path} not found; pass {what}")
+    except (OSError, UnicodeDecodeError) as err:
+        fail(f"{path}: cannot read it ({err}); pass {what}")
+    except json.JSONDecodeError as err:
+        fail(f"{path} is not JSON ({err}); pass {what}")
+    except ValueError as err:
+        fail(f"{path}: {err}")
+    return data
+
+
+def eval_scan(
+    timeline: Annotated[Path, typer.Argument(help="a timeline from `rice scan --json`")],
+    truth: Annotated[Path, typer.Argument(help="its truth: recording_XX.truth.json of `rice synth --livestream`")],
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the scores as JSON here")] = None,
+) -> None:
+    """Score a scan timeline against the truth: time and segment accuracy, host time labelled, boundary error."""
+    from rice.scanning.metrics import format_scan_scores, parse_timeline, parse_truth, score_timeline
+
+    predicted = _read(timeline, parse_timeline, "the JSON timeline that `rice scan --json` writes")
+    actual = _read(truth, parse_truth, "the truth JSON that `rice synth --livestream` writes next to a recording")
+    scores = score_timeline(predicted, actual)
+    console.print(f"{timeline} against {truth}", soft_wrap=True)
+    console.print(format_scan_scores(scores), soft_wrap=True, highlight=False)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"timeline": str(timeline), "truth": str(truth), **scores}, indent=1) + "\n")
+        console.print(f"scores written to {json_out}", soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(scan)
+    app.command(name="eval-scan")(eval_scan)

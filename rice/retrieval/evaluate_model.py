@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from rice.api import load
 from rice.config import DataConfig, EvalConfig
 from rice.data import build_eval_datasets
 from rice.models import RiceModel
+from rice.models.loading import load
 from rice.retrieval.evaluate import EmbeddingSet, evaluate_embeddings, extract_embeddings, rank_gallery, score_rankings
 
 

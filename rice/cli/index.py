@@ -1,0 +1,161 @@
+"""`rice index build|add|info|sync`: building, extending, inspecting and syncing catalogue indexes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from rice.cli.catalogue import ALLOW_OUTSIDE_HELP, INDEX_TYPE_HELP, catalogue_message, index_checkpoint
+from rice.cli.common import DEVICE_HELP, console, fail, load_model
+
+index_app = typer.Typer(no_args_is_help=True, help="Build, extend, inspect and sync catalogue indexes.")
+
+
+def _settings(nlist: Optional[int], nprobe: Optional[int], ef_search: Optional[int]) -> dict[str, int]:
+    given = {"nlist": nlist, "nprobe": nprobe, "ef_search": ef_search}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _report_skipped(skipped: list[str]) -> None:
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/yellow]")
+        for message in skipped[:20]:
+            console.print(f"  {message}", soft_wrap=True)
+
+
+@index_app.command("build")
+def index_build(
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="the checkpoint (not needed with --from-embeddings)")]
+    = None,
+    out: Annotated[Path, typer.Option(help="the index folder to write")] = Path("index"),
+    images: Annotated[Optional[list[Path]], typer.Option(help="a folder, a list file or a CSV/JSONL manifest")] = None,
+    from_embeddings: Annotated[Optional[Path], typer.Option(help="merge the shards of `rice embed`")] = None,
+    index_type: Annotated[str, typer.Option(help=INDEX_TYPE_HELP)] = "auto",
+    group_by_folder: Annotated[bool, typer.Option(help="group = first folder under --images (gallery/<group>/...)")]
+    = False,
+    nlist: Annotated[Optional[int], typer.Option(help="IVF lists (default 2 sqrt(N))")] = None,
+    nprobe: Annotated[Optional[int], typer.Option(help="default IVF lists probed per query")] = None,
+    ef_search: Annotated[Optional[int], typer.Option(help="default HNSW search list size")] = None,
+    batch_size: Annotated[int, typer.Option(help="images per forward")] = 64,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    allow_outside_paths: Annotated[bool, typer.Option(help=ALLOW_OUTSIDE_HELP)] = False,
+) -> None:
+    """Build a catalogue index from shop images (or from `rice embed` shards)."""
+    from rice.retrieval.jobs import build_index
+
+    if (images is None) == (from_embeddings is None):
+        fail("give exactly one of --images DIR|LIST|MANIFEST and --from-embeddings DIR")
+    if images is not None and checkpoint is None:
+        fail("building from --images needs the checkpoint: rice index build CKPT --images DIR --out INDEX")
+    model = load_model(checkpoint, device) if images is not None else None
+    try:
+        index = build_index(out, model=model, inputs=images or (), from_embeddings=from_embeddings,
+                            index_type=index_type, group_by_folder=group_by_folder, checkpoint=checkpoint,
+                            batch_size=batch_size, workers=workers, progress=True,
+                            allow_outside=allow_outside_paths, **_settings(nlist, nprobe, ef_search))
+    except (ValueError, FileNotFoundError) as err:
+        fail(catalogue_message(str(err)))
+    _report_skipped(index.skipped)
+    summary = f"{out}: {len(index)} items, {index.settings.index_type}, {len(index.groups)} group(s)"
+    console.print(summary, soft_wrap=True)
+
+
+@index_app.command("add")
+def index_add(
+    index_dir: Annotated[Path, typer.Argument(help="an index folder")],
+    images: Annotated[list[Path], typer.Option(help="new shop items: a folder, a list file or a manifest")],
+    ckpt: Annotated[Optional[Path], typer.Option(help="default: the checkpoint recorded in the index")] = None,
+    group_by_folder: Annotated[bool, typer.Option(help="group = first folder under --images")] = False,
+    batch_size: Annotated[int, typer.Option(help="images per forward")] = 64,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    allow_outside_paths: Annotated[bool, typer.Option(help=ALLOW_OUTSIDE_HELP)] = False,
+) -> None:
+    """Embed new shop items and append them to an index."""
+    from rice.retrieval.jobs import add_to_index
+
+    model = load_model(index_checkpoint(index_dir, ckpt), device)
+    try:
+        index, skipped = add_to_index(index_dir, model, images, group_by_folder, batch_size, workers, progress=True,
+                                      trust_model=ckpt is not None, allow_outside=allow_outside_paths)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        fail(catalogue_message(str(err)))
+    _report_skipped(skipped)
+    console.print(f"{index_dir}: now {len(index)} items", soft_wrap=True)
+
+
+@index_app.command("info")
+def index_info(
+    index_dir: Annotated[Path, typer.Argument(help="an index folder")],
+    json_out: Annotated[bool, typer.Option("--json", help="print the information as JSON")] = False,
+) -> None:
+    """Size, type, model, memory, and whether the catalogue drifted enough to rebuild."""
+    from rice.retrieval.catalogue import Index
+
+    try:
+        info = Index.load(index_dir).info()
+    except (ValueError, FileNotFoundError) as err:
+        fail(catalogue_message(str(err)))
+    if json_out:
+        typer.echo(json.dumps(info, indent=1))
+        return
+    memory = info["memory_bytes"]
+    sizes = info["group_sizes"]
+    shown = ", ".join(f"{g} ({n})" for g, n in list(sizes.items())[:10]) + (" ..." if len(sizes) > 10 else "")
+    table = Table(title=str(index_dir), show_header=False)
+    for name, value in (
+        ("items", info["items"]), ("groups", f"{info['groups']}" + (f": {shown}" if sizes else "")),
+        ("type", info["index_type"]), ("dim", info["dim"]),
+        ("model", f"{info['model'].get('name')} (digest {str(info['model'].get('digest'))[:12]})"),
+        ("checkpoint", info["model"].get("checkpoint")),
+        ("memory", f"index {_bytes(memory['faiss_index'])}, vectors {_bytes(memory['vectors'])}"),
+        ("drift", info["drift"]["advice"]),
+    ):  # fmt: skip
+        table.add_row(name, str(value))
+    console.print(table)
+
+
+def _bytes(count: int) -> str:
+    """A byte count in the largest unit that keeps it at least 1 (B, KiB, MiB, GiB)."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
+
+
+@index_app.command("sync")
+def index_sync(
+    index_dir: Annotated[Path, typer.Argument(help="an index folder")],
+    images: Annotated[Optional[list[Path]], typer.Option(help="the catalogue now (default: the one it was built "
+                                                                  "from)")] = None,
+    ckpt: Annotated[Optional[Path], typer.Option(help="default: the checkpoint recorded in the index")] = None,
+    group_by_folder: Annotated[Optional[bool], typer.Option("--group-by-folder/--no-group-by-folder",
+                                                            help="default: as at build")] = None,
+    prune: Annotated[bool, typer.Option(help="also remove items `rice index add` put in that the listing lacks")]
+    = False,
+    batch_size: Annotated[int, typer.Option(help="images per forward")] = 64,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    allow_outside_paths: Annotated[bool, typer.Option(help=ALLOW_OUTSIDE_HELP)] = False,
+) -> None:
+    """Embed only new or changed items, remove listed ones that are gone, swap the updated index in; prints what it
+    did (items `rice index add` put in stay unless --prune)."""
+    from rice.retrieval.jobs import sync_from_inputs
+
+    model = load_model(index_checkpoint(index_dir, ckpt), device)
+    try:
+        report = sync_from_inputs(index_dir, model, images, group_by_folder, batch_size, workers, progress=True,
+                                  prune=prune, trust_model=ckpt is not None, allow_outside=allow_outside_paths)
+    except (ValueError, FileNotFoundError) as err:
+        fail(catalogue_message(str(err)))
+    _report_skipped(report.skipped)
+    console.print(f"{index_dir}: {report.summary()} ({report.seconds:.1f} s)", soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(index_app, name="index")
