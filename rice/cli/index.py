@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -44,6 +45,10 @@ def index_build(
     workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     allow_outside_paths: Annotated[bool, typer.Option(help=ALLOW_OUTSIDE_HELP)] = False,
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "faiss",
+    uri: Annotated[Optional[str], typer.Option(help=URI_HELP)] = None,
+    collection: Annotated[Optional[str], typer.Option(help=COLLECTION_HELP)] = None,
+    replace: Annotated[bool, typer.Option(help=REPLACE_HELP)] = False,
 ) -> None:
     """Build a catalogue index from shop images (or from `rice embed` shards)."""
     from rice.retrieval.jobs import build_index
@@ -52,17 +57,63 @@ def index_build(
         fail("give exactly one of --images DIR|LIST|MANIFEST and --from-embeddings DIR")
     if images is not None and checkpoint is None:
         fail("building from --images needs the checkpoint: rice index build CKPT --images DIR --out INDEX")
+    _check_backend(backend, uri, collection, replace)
     model = load_model(checkpoint, device) if images is not None else None
     try:
-        index = build_index(out, model=model, inputs=images or (), from_embeddings=from_embeddings,
-                            index_type=index_type, group_by_folder=group_by_folder, checkpoint=checkpoint,
-                            batch_size=batch_size, workers=workers, progress=True,
-                            allow_outside=allow_outside_paths, **_settings(nlist, nprobe, ef_search))
+        if backend == "milvus":  # the vectors go to a collection; --out holds the index.json that points at it
+            from rice.retrieval.milvus_jobs import build_milvus_index
+
+            build = partial(build_milvus_index, uri=uri, collection=collection, replace=replace)
+        else:
+            build = build_index
+        index = build(out, model=model, inputs=images or (), from_embeddings=from_embeddings,
+                      index_type=index_type, group_by_folder=group_by_folder, checkpoint=checkpoint,
+                      batch_size=batch_size, workers=workers, progress=True,
+                      allow_outside=allow_outside_paths, **_settings(nlist, nprobe, ef_search))
     except (ValueError, FileNotFoundError) as err:
         fail(catalogue_message(str(err)))
     _report_skipped(index.skipped)
     summary = f"{out}: {len(index)} items, {index.settings.index_type}, {len(index.groups)} group(s)"
     console.print(summary, soft_wrap=True)
+
+
+BACKEND_HELP = "faiss (index files in --out) or milvus (a Milvus collection at --uri; --out points at it)"
+URI_HELP = "--backend milvus: a Milvus Lite database (./catalogue.db) or a server (http://HOST:19530)"
+COLLECTION_HELP = "--backend milvus: the collection (default: rice_ and the --out folder's name)"
+REPLACE_HELP = "--backend milvus: drop an existing collection of that name first"
+
+
+def _check_backend(backend: str, uri: Optional[str], collection: Optional[str], replace: bool) -> None:
+    if backend not in ("faiss", "milvus"):
+        fail(f"--backend {backend!r}: choose from ['faiss', 'milvus']")
+    if backend == "milvus" and not uri:
+        fail("--backend milvus needs --uri: a Milvus Lite database (./catalogue.db) or a server (http://HOST:19530)")
+    if backend == "faiss" and (uri or collection or replace):
+        fail("--uri, --collection and --replace apply to --backend milvus")
+
+
+@index_app.command("copy")
+def index_copy(
+    index_dir: Annotated[Path, typer.Argument(help="a FAISS-file index folder (read, never changed)")],
+    out: Annotated[Path, typer.Option(help="the index folder to write (it points at the collection)")],
+    uri: Annotated[Optional[str], typer.Option(help=URI_HELP)] = None,
+    backend: Annotated[str, typer.Option(help="where to copy to: milvus")] = "milvus",
+    collection: Annotated[Optional[str], typer.Option(help=COLLECTION_HELP)] = None,
+    index_type: Annotated[str, typer.Option(help="the collection's index: flat (exact), ivf, hnsw")] = "flat",
+    replace: Annotated[bool, typer.Option(help=REPLACE_HELP)] = False,
+) -> None:
+    """Copy a FAISS-file index into a Milvus collection: every item with its vector, metadata and origin."""
+    if backend != "milvus":
+        fail(f"--backend {backend!r}: an index is copied to milvus")
+    _check_backend(backend, uri, collection, replace)
+    from rice.retrieval.milvus_jobs import copy_to_milvus
+
+    try:
+        index = copy_to_milvus(index_dir, out, uri, collection, index_type=index_type, replace=replace)
+    except (ValueError, FileNotFoundError) as err:
+        fail(catalogue_message(str(err)))
+    console.print(f"{out}: {len(index)} items copied into collection {index.collection} "
+                  f"({index.settings.index_type})", soft_wrap=True)
 
 
 @index_app.command("add")

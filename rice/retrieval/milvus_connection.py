@@ -6,6 +6,7 @@ opened (then the error says how to install it).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -15,12 +16,16 @@ TOKEN_ENV = "RICE_MILVUS_TOKEN"  # a server's credentials come from the environm
 LITE_ONE_PROCESS = ("a Milvus Lite database is served by one process at a time: stop the other one (a running "
                     "`rice serve`?) or move the collection to a Milvus server (--uri http://HOST:19530)")
 
+class MilvusNotInstalled(ImportError, ValueError):
+    """The ``milvus`` extra is missing (a ValueError too, so every command reports it in one line)."""
+
+
 def pymilvus_module() -> Any:
     try:
         import pymilvus
     except ImportError:
-        raise ImportError("the Milvus backend needs pymilvus and milvus-lite: pip install 'rice-retrieval[milvus]'"
-                          ) from None
+        raise MilvusNotInstalled("the Milvus backend needs pymilvus and milvus-lite: pip install "
+                                 "'rice-retrieval[milvus]'") from None
     return pymilvus
 
 
@@ -54,15 +59,50 @@ def connect(uri: str) -> Any:
     pymilvus = pymilvus_module()
     uri = check_uri(uri)
     if is_lite(uri):
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        start_lite(uri)
     try:
         return pymilvus.MilvusClient(uri=uri, token=os.environ.get(TOKEN_ENV, ""))
     except pymilvus.MilvusException as err:
-        if is_lite(uri):
-            raise ValueError(f"{uri}: cannot open the Milvus Lite database ({err.message}); {LITE_ONE_PROCESS}"
-                             ) from None
         raise ValueError(f"{uri}: cannot reach Milvus ({err.message}); check the address, and set {TOKEN_ENV} "
                          "if the server needs credentials") from None
+
+
+def start_lite(path: str) -> None:
+    """Start (or reuse) this process's Milvus Lite server of ``path``, which pymilvus then connects to.
+
+    Started here rather than by pymilvus so that a database locked by another process is one line, not the
+    traceback milvus-lite logs before pymilvus answers "Open local milvus failed".
+    """
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:
+        raise MilvusNotInstalled("a Milvus Lite --uri (a .db path) needs milvus-lite: pip install "
+                                 "'rice-retrieval[milvus]', or give a server's http://HOST:19530") from None
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    reasons: list[BaseException] = []  # what milvus-lite logs instead of raising, kept for the one line
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.exc_info and record.exc_info[1] is not None:
+                reasons.append(record.exc_info[1])
+
+    logger = logging.getLogger("milvus_lite.server_manager")
+    keep, propagate = Keep(), logger.propagate
+    logger.addHandler(keep)
+    logger.propagate = False
+    try:
+        started = server_manager_instance.start_and_get_uri(path)
+    finally:
+        logger.removeHandler(keep)
+        logger.propagate = propagate
+    if started is None:
+        reason = reasons[-1] if reasons else None
+        if type(reason).__name__ == "DataDirLockedError":
+            raise ValueError(f"{path}: cannot open the Milvus Lite database; {LITE_ONE_PROCESS}")
+        detail = " ".join(str(reason).split())[:200] if reason else "no reason given"
+        raise ValueError(f"{path}: cannot open the Milvus Lite database ({detail}); check that it is a Milvus Lite "
+                         "database folder this user may write, or give another --uri")
 
 
 def release_lite(uri: str) -> None:

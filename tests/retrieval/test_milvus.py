@@ -90,6 +90,23 @@ def test_group_search_equals_a_group_only_index(uri):
         assert_same_hits(hits_of(whole, queries, 15, group), hits_of(alone, queries, 15))
 
 
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_milvus_indexes_search_through_the_same_api(uri, kind):
+    """IVF_FLAT probing every list is exact; HNSW (built by Milvus) finds each item's own vector first."""
+    vectors, ids, groups, metadata = catalogue_arrays(seed=10)
+    exact = Index.from_embeddings(vectors, ids, groups=groups, metadata=metadata, index_type="flat")
+    milvus = MilvusIndex.from_embeddings(vectors, ids, groups=groups, metadata=metadata, uri=uri, collection=kind,
+                                         index_type=kind, **({"nlist": 4, "nprobe": 4} if kind == "ivf" else {}))
+    assert milvus.info()["index_type"] == kind and milvus.client.describe_index(kind, "vector")["index_type"] == \
+        {"ivf": "IVF_FLAT", "hnsw": "HNSW"}[kind]
+    if kind == "ivf":
+        queries = unit_vectors(10, seed=11)
+        assert_same_hits(hits_of(milvus, queries, 10), hits_of(exact, queries, 10))  # stored nprobe: all 4 lists
+        assert_same_hits(hits_of(milvus, queries, 10, "shop1"), hits_of(exact, queries, 10, "shop1"))
+    else:
+        assert [row[0].id for row in milvus.search(vectors[:50], k=3)] == ids[:50]
+
+
 def test_add_remove_update_like_faiss(uri):
     vectors, ids, groups, metadata = catalogue_arrays(n=120, seed=4)
     exact = Index.from_embeddings(vectors[:100], ids[:100], groups=groups[:100], metadata=metadata[:100],
