@@ -168,6 +168,9 @@ def index_info(
         ("drift", info["drift"]["advice"]),
     ):  # fmt: skip
         table.add_row(name, str(value))
+    if "backend" in info:  # a Milvus collection holds the vectors and the index (rice/retrieval/milvus.py)
+        backend = info["backend"]
+        table.add_row("backend", f"{backend['name']}: collection {backend['collection']} at {backend['uri']}")
     console.print(table)
 
 

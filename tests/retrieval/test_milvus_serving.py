@@ -171,6 +171,17 @@ def test_index_build_and_copy_on_the_command_line(catalogue, synthetic_root, tmp
         faiss = searched(catalogue, catalogue.faiss_dir, tmp_path / "f.json", image)
         assert_same_results(searched(catalogue, tmp_path / "copied", tmp_path / "c.json", image), faiss)
         assert searched(catalogue, tmp_path / "built", tmp_path / "b.json", image)[0]["id"] == faiss[0]["id"]
+        new_items = tmp_path / "new_items"
+        for n in range(2):  # two more shop images: `rice index add` inserts them into the copied collection
+            new_items.mkdir(exist_ok=True)
+            (new_items / f"extra{n}.png").write_bytes(image.read_bytes())
+        added = invoke("index", "add", tmp_path / "copied", "--images", new_items, "--device", "cpu")
+        assert added.exit_code == 0, added.output
+        assert f"now {len(catalogue.images) + 2} items" in " ".join(added.output.split())
+        extra = searched(catalogue, tmp_path / "copied", tmp_path / "e.json", image)
+        assert {r["id"] for r in extra[:3]} == {faiss[0]["id"], "extra0", "extra1"}  # the same pixels, score 1
+        shown = invoke("index", "info", tmp_path / "copied")
+        assert "milvus: collection rice_copied at" in " ".join(shown.output.split()), shown.output
         again = invoke("index", "copy", catalogue.faiss_dir, "--uri", uri, "--out", tmp_path / "copied")
         assert again.exit_code == 2 and "collection 'rice_copied' already exists" in again.output
         replaced = invoke("index", "copy", catalogue.faiss_dir, "--uri", uri, "--out", tmp_path / "copied",
