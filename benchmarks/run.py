@@ -44,6 +44,7 @@ BENCHMARKS = [
     "hard_demo_step",  # hard demo: cached decoded frames vs decoding; channels-last stem vs NCHW
     "scan",  # rice.scan of a 720p H.264 recording vs one decode pass + encoding the sampled frames
     "scan_memory",  # resident memory of a long scan of a piped stream (rice_vit_b32): flat, under 1 GiB
+    "scale",  # on-disk index from embedding shards within a memory budget: peak RSS, recall vs exact, q/s, sync
 ]
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -153,14 +152,15 @@ def step_build(shards: str, out: str, budget: str) -> dict[str, Any]:
 
 def step_memory_build(shards: str, out: str) -> dict[str, Any]:
     """Today's build: every vector in memory, `Index.from_embeddings(..., index_type="ivf")`."""
-    from rice.retrieval import shards as shard_folder
     from rice.retrieval.catalogue import Index
 
     tic = time.perf_counter()
-    merged = shard_folder.read_folder(shards)
-    items = merged["items"]
-    index = Index.from_embeddings(merged["embeddings"], [i.id for i in items], groups=[i.group for i in items],
-                                  index_type="ivf")
+    meta = json.loads((Path(shards) / "embeddings.json").read_text())
+    names = [Path(shards) / f"shard-{s:05d}" for s in range(meta["num_shards"])]
+    vectors = np.concatenate([np.load(f"{name}.npy") for name in names])  # as `shards.read_folder` merges them
+    records = [json.loads(Path(f"{name}.json").read_text()) for name in names]
+    index = Index.from_embeddings(vectors, [i for r in records for i in r["ids"]],
+                                  groups=[g for r in records for g in r["groups"]], index_type="ivf")
     index.save(out)
     return {"seconds": time.perf_counter() - tic, "peak_mb": _peak_mb(),
             "disk_bytes": sum(p.stat().st_size for p in Path(out).iterdir())}

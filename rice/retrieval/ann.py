@@ -16,7 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "ivf", "ivfpq", "hnsw")
+INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "ivf", "ivfsq8", "ivfpq", "hnsw")
 EXACT_LIMIT = 1_000_000  # below this many items exact search is fast enough (and exact)
 DEFAULT_MEMORY_BUDGET = 8 * 1024**3  # bytes of raw vectors above which auto picks IVF-PQ
 
@@ -37,6 +37,7 @@ class AnnSettings:
     train_size: int = 0  # vectors the quantisers are trained on; 0 = min(N, 40 * nlist)
     train_iterations: int = 10  # k-means iterations (FAISS's 25 costs 2.5x the time for no recall we could measure)
     seed: int = 0
+    opq: bool = False  # IVF-PQ behind an OPQ rotation (on-disk indexes, `rice.retrieval.ondisk_build`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,7 +60,7 @@ def resolve_settings(settings: AnnSettings, num_items: int, dim: int) -> AnnSett
         raise ValueError(f"unknown index type {settings.index_type!r}; choose from {list(INDEX_TYPES)}")
     if settings.index_type == "auto":
         settings = replace(settings, index_type=choose_index_type(num_items, dim))
-    if settings.index_type in ("ivf", "ivfpq"):
+    if settings.index_type in ("ivf", "ivfsq8", "ivfpq"):
         # FAISS warns below ~39 training points per list; keep lists that full even for small catalogues.
         nlist = settings.nlist or max(1, min(int(2 * math.sqrt(max(num_items, 1))), max(1, num_items // 39)))
         pq_m = settings.pq_m or _pq_m(dim)
@@ -107,6 +108,8 @@ def create_index(settings: AnnSettings, dim: int) -> faiss.Index:
     quantizer = faiss.IndexFlatIP(dim)
     if kind == "ivf":
         index = faiss.IndexIVFFlat(quantizer, dim, settings.nlist, metric)
+    elif kind == "ivfsq8":
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, settings.nlist, faiss.ScalarQuantizer.QT_8bit, metric)
     elif kind == "ivfpq":
         index = faiss.IndexIVFPQ(quantizer, dim, settings.nlist, settings.pq_m, settings.pq_bits, metric)
     else:
@@ -150,13 +153,23 @@ def assignment_score(index: faiss.Index, vectors: np.ndarray, max_rows: int = 20
         return float("nan")
     step = max(1, len(vectors) // max_rows)
     sample = np.ascontiguousarray(vectors[::step][:max_rows], dtype=np.float32)
-    scores, _ = faiss.extract_index_ivf(index).quantizer.search(sample, 1)
+    scores, _ = faiss.extract_index_ivf(index).quantizer.search(pretransformed(index, sample), 1)
     return float(scores.mean())
+
+
+def pretransformed(index: faiss.Index, vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` as the IVF lists see them: through the OPQ rotation of an `IndexPreTransform`, if any."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    outer = faiss.downcast_index(index)
+    if isinstance(outer, faiss.IndexPreTransform):
+        for step in range(outer.chain.size()):
+            vectors = faiss.downcast_VectorTransform(outer.chain.at(step)).apply(vectors)
+    return vectors
 
 
 def search_params(settings: AnnSettings, nprobe: int | None, ef_search: int | None) -> faiss.SearchParameters | None:
     """Per-call search parameters (thread-safe: nothing is set on the shared index)."""
-    if settings.index_type in ("ivf", "ivfpq"):
+    if settings.index_type in ("ivf", "ivfsq8", "ivfpq"):
         return faiss.SearchParametersIVF(nprobe=int(nprobe or settings.nprobe))
     if settings.index_type == "hnsw":
         return faiss.SearchParametersHNSW(efSearch=int(ef_search or settings.ef_search))

@@ -26,7 +26,7 @@ def drift_report(index: Index) -> dict[str, Any]:
     added, removed = int(stats.get("added_since_training", 0)), int(stats.get("removed_since_training", 0))
     report: dict[str, Any] = {"items_at_training": stats.get("items_at_training"), "added_since_training": added,
                               "removed_since_training": removed}
-    if index.settings.index_type not in ("ivf", "ivfpq"):
+    if index.settings.index_type not in ("ivf", "ivfsq8", "ivfpq"):
         report.update(rebuild_advised=False, advice=f"{index.settings.index_type} has no trained quantiser: no drift")
         return report
     train_score = float(stats.get("train_score", np.nan))

@@ -10,11 +10,14 @@ one, and saying how to fix it. A save killed half-way is finished or rolled back
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import os
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ import numpy as np
 
 FORMAT_VERSION = 1
 REBUILD = "rebuild the index with `rice index build`"
-INDEX_TYPES = ("flat", "ivf", "ivfpq", "hnsw")  # resolved types an index folder may hold ("auto" never is)
+INDEX_TYPES = ("flat", "ivf", "ivfsq8", "ivfpq", "hnsw")  # resolved types an index folder may hold ("auto" never is)
 ORIGINS = ("listing", "add")
 # items.jsonl fields and the types a line must give them (None allowed only where listed)
 ITEM_FIELDS: dict[str, tuple[type, ...]] = {
@@ -69,9 +72,9 @@ def read_index_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def read_item_rows(folder: Path, count: int) -> list[dict[str, Any]]:
+def read_item_rows(folder: Path, count: int, name: str = "items.jsonl") -> list[dict[str, Any]]:
     """The checked lines of items.jsonl: ``count`` objects with known fields, increasing keys, unique ids."""
-    path = folder / "items.jsonl"
+    path = folder / name
     rows: list[dict[str, Any]] = []
     first_line: dict[str, int] = {}
     try:
@@ -83,26 +86,7 @@ def read_item_rows(folder: Path, count: int) -> list[dict[str, Any]]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if not isinstance(row, dict):
-            raise IndexFileError(f"{path}:{number}: not a JSON object; one item per line ({REBUILD})")
-        unknown = sorted(set(row) - set(ITEM_FIELDS))
-        if unknown:
-            raise IndexFileError(f"{path}:{number}: unknown field(s) {unknown}; an item has {list(ITEM_FIELDS)}")
-        for name in ITEM_FIELDS:
-            if name not in row:
-                if name in REQUIRED_ITEM_FIELDS:
-                    raise IndexFileError(f"{path}:{number}: no {name!r}; {REBUILD}")
-                continue
-            value, kinds = row[name], ITEM_FIELDS[name]
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                raise IndexFileError(f"{path}:{number}: {name!r} is {type(value).__name__}, expected "
-                                     f"{' or '.join(k.__name__ for k in kinds)}; {REBUILD}")
-        if row.get("origin", "listing") not in ORIGINS:
-            raise IndexFileError(f"{path}:{number}: origin {row['origin']!r} is not one of {list(ORIGINS)}")
+        row = parse_item_line(line, path, number)
         if rows and row["key"] <= rows[-1]["key"]:
             raise IndexFileError(f"{path}:{number}: key {row['key']} does not follow key {rows[-1]['key']} (keys "
                                  f"increase line by line); {REBUILD}")
@@ -114,6 +98,46 @@ def read_item_rows(folder: Path, count: int) -> list[dict[str, Any]]:
     if len(rows) != count:
         raise IndexFileError(f"{path}: {len(rows)} items, but index.json counts {count}; {REBUILD}")
     return rows
+
+
+def parse_item_line(line: str | bytes, path: Path, number: int) -> dict[str, Any]:
+    """One checked line of an item table: a JSON object with the known fields, each of its type."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        row = None
+    if not isinstance(row, dict):
+        raise IndexFileError(f"{path}:{number}: not a JSON object; one item per line ({REBUILD})")
+    unknown = sorted(set(row) - set(ITEM_FIELDS))
+    if unknown:
+        raise IndexFileError(f"{path}:{number}: unknown field(s) {unknown}; an item has {list(ITEM_FIELDS)}")
+    for name in ITEM_FIELDS:
+        if name not in row:
+            if name in REQUIRED_ITEM_FIELDS:
+                raise IndexFileError(f"{path}:{number}: no {name!r}; {REBUILD}")
+            continue
+        value, kinds = row[name], ITEM_FIELDS[name]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise IndexFileError(f"{path}:{number}: {name!r} is {type(value).__name__}, expected "
+                                 f"{' or '.join(k.__name__ for k in kinds)}; {REBUILD}")
+    if row.get("origin", "listing") not in ORIGINS:
+        raise IndexFileError(f"{path}:{number}: origin {row['origin']!r} is not one of {list(ORIGINS)}")
+    return row
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Silence FAISS's C++ prints on file descriptor 1 ("resizing ...", "updating ondisk filename ..."), which would
+    otherwise corrupt a CLI's JSON output; Python's own output is flushed first and is unaffected."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def read_embeddings(folder: Path, count: int, dim: int, mmap: bool) -> np.ndarray:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rice.retrieval import shards
 from rice.retrieval.catalogue import Index, file_signature
 from rice.retrieval.sources import CatalogueItem
@@ -61,32 +63,33 @@ class SyncPlan:
 def plan_sync(index: Index, items: Sequence[CatalogueItem], prune: bool = False) -> SyncPlan:
     """Decide what to do for each item, reading only the files whose size or mtime changed.
 
-    Unlisted items are removed when the listing owns them (``origin`` "listing") or ``prune`` is given.
+    Unlisted items are removed when the listing owns them (``origin`` "listing") or ``prune`` is given. The index's
+    items are visited once, in key order (`Index.iter_items`: an on-disk index streams them from disk), against
+    the listing; what is kept per item is one flag, so a 10M-item index needs no second table in memory.
     """
-    wanted = {item.id for item in items}
-    unlisted = [item for item in index.items if item.id not in wanted]
-    removed = [item.id for item in unlisted if prune or item.origin == "listing"]
-    kept = [item.id for item in unlisted if not (prune or item.origin == "listing")]
-    embed, replaced, relabel, unchanged = [], [], [], 0
-    known = {item.id: item for item in index.items}
-    for item in items:
-        old = known.get(item.id)
-        if old is None:
-            embed.append(item)
+    position = {item.id: p for p, item in enumerate(items)}
+    seen = np.zeros(len(items), dtype=bool)
+    removed, kept = [], []
+    decided: dict[int, tuple[str, dict[str, Any]]] = {}  # listing position -> ("embed" | "replace" | "relabel", ..)
+    unchanged = 0
+    for old in index.iter_items():
+        p = position.get(old.id)
+        if p is None:
+            (removed if prune or old.origin == "listing" else kept).append(old.id)
             continue
+        seen[p] = True
+        item = items[p]
         path = str(Path(item.path).resolve())
         try:
             stat = os.stat(path)
         except OSError:
-            embed.append(item)  # listed but missing: the embedding step reports it and drops the old vector
-            replaced.append(item.id)
+            decided[p] = ("replace", {})  # listed but missing: the embedding step reports it, the old vector goes
             continue
         fields: dict[str, Any] = {}
         if (stat.st_size, stat.st_mtime_ns) != (old.size, old.mtime_ns):
             signature = file_signature(path)
             if signature["sha256"] != old.sha256:
-                embed.append(item)
-                replaced.append(item.id)
+                decided[p] = ("replace", {})
                 continue
             fields.update(signature)  # touched, not changed: remember the new mtime, keep the vector
         if path != old.path or item.group != old.group or item.metadata != old.metadata:
@@ -94,9 +97,20 @@ def plan_sync(index: Index, items: Sequence[CatalogueItem], prune: bool = False)
         if old.origin != "listing":
             fields["origin"] = "listing"  # listed now: the listing owns it from here on
         if fields:
-            relabel.append((item, fields))
+            decided[p] = ("relabel", fields)
         else:
             unchanged += 1
+    embed, replaced, relabel = [], [], []
+    for p, item in enumerate(items):  # in listing order, as the embedding and the new keys follow it
+        if not seen[p]:
+            embed.append(item)
+            continue
+        what, fields = decided.get(p, ("same", {}))
+        if what == "replace":
+            embed.append(item)
+            replaced.append(item.id)
+        elif what == "relabel":
+            relabel.append((item, fields))
     return SyncPlan(embed, replaced, removed, relabel, unchanged, kept)
 
 
