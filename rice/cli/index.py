@@ -45,6 +45,7 @@ def index_build(
     workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     allow_outside_paths: Annotated[bool, typer.Option(help=ALLOW_OUTSIDE_HELP)] = False,
+    memory_budget: Annotated[Optional[str], typer.Option(help=MEMORY_BUDGET_HELP)] = None,
     backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "faiss",
     uri: Annotated[Optional[str], typer.Option(help=URI_HELP)] = None,
     collection: Annotated[Optional[str], typer.Option(help=COLLECTION_HELP)] = None,
@@ -58,6 +59,9 @@ def index_build(
     if images is not None and checkpoint is None:
         fail("building from --images needs the checkpoint: rice index build CKPT --images DIR --out INDEX")
     _check_backend(backend, uri, collection, replace)
+    if memory_budget is not None:
+        _build_on_disk(from_embeddings, out, memory_budget, index_type, group_by_folder, nlist, nprobe, backend)
+        return
     model = load_model(checkpoint, device) if images is not None else None
     try:
         if backend == "milvus":  # the vectors go to a collection; --out holds the index.json that points at it
@@ -75,6 +79,60 @@ def index_build(
     _report_skipped(index.skipped)
     summary = f"{out}: {len(index)} items, {index.settings.index_type}, {len(index.groups)} group(s)"
     console.print(summary, soft_wrap=True)
+
+
+MEMORY_BUDGET_HELP = ("with --from-embeddings: build within this memory (4G, 512M), never holding all vectors; the "
+                      "lists and vectors stay on disk, memory-mapped (--index-type auto, ivf, ivfsq8 or ivfpq)")
+
+
+def _build_on_disk(from_embeddings: Optional[Path], out: Path, memory_budget: str, index_type: str,
+                   group_by_folder: bool, nlist: Optional[int], nprobe: Optional[int], backend: str) -> None:
+    """`rice index build --from-embeddings DIR --memory-budget 4G`: `rice.retrieval.ondisk_build.build_ondisk`."""
+    from rice.retrieval.catalogue import Index
+    from rice.retrieval.ondisk_build import build_ondisk
+
+    if from_embeddings is None or backend != "faiss":
+        fail("--memory-budget builds an on-disk FAISS index from `rice embed` shards: give --from-embeddings DIR "
+             "(and no --backend milvus)")
+    try:
+        folder = build_ondisk(from_embeddings, out, memory_budget=memory_budget, index_type=index_type,
+                              nlist=nlist or 0, nprobe=nprobe or 0, group_by_folder=group_by_folder,
+                              progress=lambda text: console.print(text, soft_wrap=True))
+        index = Index.load(folder)
+    except (ValueError, FileNotFoundError) as err:
+        fail(catalogue_message(str(err)))
+    console.print(f"{out}: {len(index)} items, {index.settings.index_type} on disk, {len(index.groups)} group(s); "
+                  f"`rice index tune {out} --queries 200` measures and stores the search setting", soft_wrap=True)
+
+
+@index_app.command("tune")
+def index_tune(
+    index_dir: Annotated[Path, typer.Argument(help="an IVF index folder")],
+    queries: Annotated[int, typer.Option(help="held-out queries: items of the index, each left out of its answers")]
+    = 200,
+    target: Annotated[float, typer.Option(help="the recall@k to reach")] = 0.95,
+    k: Annotated[int, typer.Option(help="results per query the recall counts")] = 10,
+) -> None:
+    """Measure recall@k against exact search and queries/s over nprobe (and re-scoring depth); store the fastest
+    setting that reaches the target, which `rice search` and `rice serve` then use."""
+    from rice.retrieval.catalogue import Index
+    from rice.retrieval.tune import tune
+
+    try:
+        record = tune(Index.load(index_dir), queries=queries, k=k, target=target)
+    except (ValueError, FileNotFoundError) as err:
+        fail(catalogue_message(str(err)))
+    table = Table(title=f"{index_dir}: recall@{k} on {record['queries']} held-out queries")
+    for column in ("nprobe", "refine", f"recall@{k}", "queries/s"):
+        table.add_column(column, justify="right")
+    for row in record["table"]:
+        mark = " *" if row == record["chosen"] else ""
+        table.add_row(str(row["nprobe"]), str(row["refine"]), f"{row['recall']:.3f}{mark}",
+                      f"{row['queries_per_s']:.0f}")
+    console.print(table)
+    chosen = record["chosen"]
+    verdict = "stored" if record["met"] else f"stored (none reached {target}: the best recall)"
+    console.print(f"{index_dir}: nprobe {chosen['nprobe']}, refine {chosen['refine']} {verdict}", soft_wrap=True)
 
 
 BACKEND_HELP = "faiss (index files in --out) or milvus (a Milvus collection at --uri; --out points at it)"
@@ -164,10 +222,19 @@ def index_info(
         ("type", info["index_type"]), ("dim", info["dim"]),
         ("model", f"{info['model'].get('name')} (digest {str(info['model'].get('digest'))[:12]})"),
         ("checkpoint", info["model"].get("checkpoint")),
-        ("memory", f"index {_bytes(memory['faiss_index'])}, vectors {_bytes(memory['vectors'])}"),
+        ("memory", f"index {_bytes(memory['faiss_index'])}, vectors {_bytes(memory['vectors'])}"
+                   + (f" (on disk, mapped), lists {_bytes(memory['lists_on_disk'])} (on disk, mapped)"
+                      if "lists_on_disk" in memory else "")),
         ("drift", info["drift"]["advice"]),
     ):  # fmt: skip
         table.add_row(name, str(value))
+    if info.get("why"):  # an on-disk index says why it has the structure it has (rice/retrieval/ondisk_build.py)
+        table.add_row("why", info["why"])
+    if info.get("tune"):
+        chosen = info["tune"]["chosen"]
+        table.add_row("tuned", f"nprobe {chosen['nprobe']}, refine {chosen['refine']}: recall@{info['tune']['k']} "
+                               f"{chosen['recall']:.3f}, {chosen['queries_per_s']:.0f} queries/s "
+                               f"({info['tune']['measured']})")
     if "backend" in info:  # a Milvus collection holds the vectors and the index (rice/retrieval/milvus.py)
         backend = info["backend"]
         table.add_row("backend", f"{backend['name']}: collection {backend['collection']} at {backend['uri']}")
