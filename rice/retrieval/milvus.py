@@ -2,10 +2,11 @@
 
 The index folder the rest of rice passes around (``--index DIR``) then holds only ``index.json``: the usual record
 (model, settings, counts, source, roots) plus ``"backend": "milvus"``, the ``uri`` and the ``collection``.
-`Index.load(DIR)` hands such a folder to `load_backend`, so `rice search`, `rice serve`, `rice scan`,
-`rice index add|sync|info` work on it unchanged. The URI is a Milvus Lite database (a path ending in ``.db``: one
-process on one machine, and the tests) or a Milvus server (``http://HOST:19530``); a Lite path is stored relative
-to the index folder, so the two move together.
+`rice.retrieval.catalogue.Index.load(DIR)` hands such a folder to `load_backend`, so `rice search`, `rice serve`,
+`rice scan`, `rice index add|sync|info` work on it unchanged. `MilvusIndex` subclasses `IndexBase` (index_core.py),
+below that dispatch, so this module never imports the one that imports it. The URI is a Milvus Lite database (a path
+ending in ``.db``: one process on one machine, and the tests) or a Milvus server (``http://HOST:19530``); a Lite
+path is stored relative to the index folder, so the two move together.
 
 The collection holds, per item: ``id`` (primary key), ``vector`` (float32, inner product), ``group`` (the partition
 key: a group search filters on it and Milvus searches only that group's partition), ``path``, ``metadata`` (JSON)
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from rice.retrieval import ann
-from rice.retrieval.catalogue import Index, ItemRecord, SearchHit, _check_unique, _pick, _records, model_identity
+from rice.retrieval.index_core import IndexBase, ItemRecord, SearchHit, _check_unique, _pick, _records, model_identity
 from rice.retrieval.index_folder import FORMAT_VERSION, REBUILD, IndexFileError, read_roots
 from rice.retrieval.milvus_connection import (
     check_collection_name,
@@ -55,7 +56,7 @@ MAX_ID, MAX_GROUP, MAX_PATH = 4096, 4096, 65535  # VARCHAR lengths (Milvus store
 ROW_FIELDS = ("id", "path", "group", "metadata", "size", "mtime_ns", "sha256", "origin")
 
 
-class MilvusIndex(Index):
+class MilvusIndex(IndexBase):
     """The `Index` API over a Milvus collection: search (k, group), add, remove, update, sync, save/load, info.
 
     Build one with `MilvusIndex.create` (+ ``add_embeddings``), `MilvusIndex.from_embeddings` or
@@ -64,7 +65,7 @@ class MilvusIndex(Index):
 
     def __init__(self, client: Any, uri: str, collection: str, settings: ann.AnnSettings,
                  model_info: dict[str, Any], dim: int, stats: dict[str, Any] | None = None) -> None:
-        # Index.__init__ builds FAISS-side tables; the collection is the table here
+        # IndexBase.__init__ builds FAISS-side tables; the collection is the table here
         self.client, self.uri, self.collection = client, uri, collection
         self.settings, self.model_info, self._dim = settings, model_info, int(dim)
         self.stats = stats or {}
@@ -325,16 +326,15 @@ class MilvusIndex(Index):
         return list(self.client.query(self.collection, filter=expression, output_fields=fields, **extra))
 
     def _scan(self, fields: list[str]) -> Iterator[dict[str, Any]]:
-        """Every row's ``fields``, a page at a time: ids above the last page's (a query alone returns at most 16,384
-        rows, and Milvus returns a limited query in primary-key order, as pymilvus's own query iterator relies on)."""
-        last: str | None = None
-        while True:
-            page = self._query("" if last is None else f"id > {literal(last)}", list(dict.fromkeys(["id", *fields])),
-                               limit=SCAN_PAGE)
-            yield from page
-            if len(page) < SCAN_PAGE:
-                return
-            last = max(row["id"] for row in page)
+        """Every row's ``fields``, ``SCAN_PAGE`` rows at a time (a query alone returns at most 16,384 rows, and a
+        limited query's rows come in no particular order, so only the server's iterator pages reliably)."""
+        iterator = self.client.query_iterator(self.collection, batch_size=SCAN_PAGE, filter="",
+                                              output_fields=list(dict.fromkeys(["id", *fields])))
+        try:
+            while page := iterator.next():
+                yield from page
+        finally:
+            iterator.close()
 
     def _existing(self, ids: Sequence[str]) -> list[str]:
         present: list[str] = []
@@ -363,6 +363,7 @@ def load_backend(folder: Path, meta: dict[str, Any], model: Any = None, trust_mo
     if not client.has_collection(collection):
         raise IndexFileError(f"{meta_file}: collection {collection!r} is not in {uri} (dropped, or another "
                              f"database); {REBUILD_MILVUS}")
+    client.load_collection(collection)  # a collection is searchable once loaded (reopened Lite: released)
     properties = client.describe_collection(collection).get("properties", {})
     try:
         record = json.loads(properties[PROPERTY])

@@ -26,6 +26,10 @@ def pymilvus_module() -> Any:
     except ImportError:
         raise MilvusNotInstalled("the Milvus backend needs pymilvus and milvus-lite: pip install "
                                  "'rice-retrieval[milvus]'") from None
+    # Milvus Lite keeps no MVCC timestamp: pymilvus's query iterator warns on every scan, then pages by a
+    # client-side timestamp, which is right for our Strong-consistency collections (set after the import, whose
+    # logging configuration would reset it)
+    logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
     return pymilvus
 
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from rice.models import create_model
+from rice.retrieval import milvus as milvus_module
 from rice.retrieval.catalogue import Index
 from rice.retrieval.index_folder import IndexFileError
 from rice.retrieval.jobs import build_index
@@ -58,7 +59,7 @@ def assert_same_hits(actual: list[list[tuple]], expected: list[list[tuple]]) -> 
                                atol=1e-5)
 
 
-def test_search_equals_an_exact_faiss_index(uri, tmp_path):
+def test_search_equals_an_exact_faiss_index(uri, tmp_path, monkeypatch):
     vectors, ids, groups, metadata = catalogue_arrays()
     exact = Index.from_embeddings(vectors, ids, groups=groups, metadata=metadata, index_type="flat")
     milvus = MilvusIndex.from_embeddings(vectors, ids, groups=groups, metadata=metadata, uri=uri,
@@ -68,10 +69,15 @@ def test_search_equals_an_exact_faiss_index(uri, tmp_path):
         assert_same_hits(hits_of(milvus, queries, k), hits_of(exact, queries, k))
     for group in ("shop0", "shop1", "shop2"):
         assert_same_hits(hits_of(milvus, queries, 10, group), hits_of(exact, queries, 10, group))
-    # the folder reopens as the same index, through Index.load
+    # the folder reopens as the same index, through Index.load, on a fresh Lite server (as another process finds the
+    # database: its collections released until loaded), listing its items in many pages
     milvus.save(tmp_path / "idx")
+    release_lite(uri)
+    monkeypatch.setattr(milvus_module, "SCAN_PAGE", 7)
     reopened = Index.load(tmp_path / "idx")
     assert isinstance(reopened, MilvusIndex) and len(reopened) == 300 and reopened.groups == ["shop0", "shop1", "shop2"]
+    assert reopened.ids == sorted(ids) and [i.metadata for i in reopened.items] == [
+        metadata[ids.index(i)] for i in sorted(ids)]
     assert_same_hits(hits_of(reopened, queries, 10), hits_of(exact, queries, 10))
     assert reopened.item("shop1/item4").metadata == {"sku": 4, "title": 'item "4"'}
     with pytest.raises(ValueError, match="unknown group 'shop9'; this index has 3 groups"):
