@@ -19,6 +19,7 @@ import numpy as np
 from rice.retrieval.index_core import IndexBase as Index
 
 REFINE_GRID = (1, 2, 4, 8, 16, 32)
+PLATEAU = 0.002  # recall gained by doubling nprobe below which more probes are not tried
 
 
 def exact_topk(index: Index, queries: np.ndarray, k: int, exclude: np.ndarray | None = None,
@@ -88,7 +89,8 @@ def tune(index: Index, queries: int | np.ndarray = 200, k: int = 10, target: flo
     own = [None] * len(vectors) if slots is None else [index._hit(1, int(s), 0.0).id for s in slots]
     table: list[dict[str, Any]] = []
     for refine in refines:
-        for nprobe in nprobes:  # recall grows with nprobe: stop at the first that reaches the target
+        previous = -1.0
+        for nprobe in nprobes:  # recall grows with nprobe: stop at the first that reaches the target ...
             tic = time.perf_counter()
             hits = index.search(vectors, k=fetch, nprobe=nprobe, refine=refine)
             seconds = time.perf_counter() - tic
@@ -96,8 +98,9 @@ def tune(index: Index, queries: int | np.ndarray = 200, k: int = 10, target: flo
             recall = float(np.mean([len(set(f) & t) / max(1, len(t)) for f, t in zip(found, truth)]))
             table.append({"nprobe": nprobe, "refine": refine, "recall": round(recall, 4),
                           "queries_per_s": round(len(vectors) / seconds, 1)})
-            if recall >= target:
-                break
+            if recall >= target or recall - previous < PLATEAU:
+                break  # ... or once more lists stop helping: the codes, not the probes, limit this refine depth
+            previous = recall
     good = [row for row in table if row["recall"] >= target]
     chosen = max(good, key=lambda r: r["queries_per_s"]) if good else max(table, key=lambda r: (r["recall"],
                                                                                                 r["queries_per_s"]))
