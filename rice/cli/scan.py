@@ -27,6 +27,8 @@ DEFAULT_MIN_SCORE = SCAN_RULE.min_score
 DEFAULT_MIN_MARGIN = SCAN_RULE.min_margin
 DEFAULT_SMOOTH = SCAN_RULE.smooth
 DEFAULT_MIN_SECONDS = SCAN_RULE.min_seconds
+DEFAULT_HOST_MARGIN = SCAN_RULE.host_margin
+DEFAULT_HOST_WARMUP = SCAN_RULE.host_warmup
 
 
 class _JsonLines:
@@ -64,6 +66,13 @@ def scan(
     smooth: Annotated[int, typer.Option(help="majority vote over this many windows on either side")]
     = DEFAULT_SMOOTH,
     min_seconds: Annotated[float, typer.Option(help="shorter product segments are dropped")] = DEFAULT_MIN_SECONDS,
+    host_gate: Annotated[bool, typer.Option(help="learn the stream's recurring content (the host) while scanning; a "
+                                                 "window shows a product only when it matches the product better")]
+    = True,
+    host_margin: Annotated[float, typer.Option(help="with the host gate: by this much (top-1 cosine minus the "
+                                                    "cosine to the host)")] = DEFAULT_HOST_MARGIN,
+    host_warmup: Annotated[int, typer.Option(min=1, help="with the host gate: windows seen before the first "
+                                                         "decision")] = DEFAULT_HOST_WARMUP,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the timeline as JSON here")] = None,
     jsonl_out: Annotated[Optional[Path], typer.Option("--jsonl", help="stream windows and segments as JSON lines "
                                                                       "(- for stdout)")] = None,
@@ -87,7 +96,6 @@ def scan(
     console = Console(stderr=str(jsonl_out) == "-")
     expected = None
     if truth is not None:  # read before the scan: a bad truth file should not wait for hours of video
-        from rice.cli_scan_eval import _read
         from rice.scanning.metrics import parse_truth
 
         expected = _read(truth, parse_truth, "a truth file written by `rice synth --livestream`")
@@ -98,7 +106,8 @@ def scan(
         index = Index.load(index_dir, model=model, trust_model=ckpt is not None)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
-    rule = DecisionRule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds)
+    rule = DecisionRule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds,
+                        host_margin=host_margin if host_gate else None, host_warmup=host_warmup)  # fmt: skip
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("scanning"), BarColumn(), TextColumn("{task.fields[where]}"), TimeElapsedColumn(),

@@ -137,7 +137,8 @@ class ScanRun:
             "window": self.window, "stride": self.stride, "frames_per_window": self.num_frames,
             "sample_interval": self.dt, "top_k": top_k, "group": group, "rerank": rerank,
             "min_score": self.rule.min_score, "min_margin": self.rule.min_margin, "smooth": self.rule.smooth,
-            "min_seconds": self.rule.min_seconds, "live": self.source.live,
+            "min_seconds": self.rule.min_seconds, "host_margin": self.rule.host_margin,
+            "host_warmup": self.rule.host_warmup, "live": self.source.live,
         })  # fmt: skip
         self._stop = threading.Event()
         self._image_tokens = _ImageTokens(model, self.transform, self.device) if rerank else None

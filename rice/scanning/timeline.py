@@ -1,11 +1,14 @@
 """From window results to a timeline of products: the decision rule, smoothing, segments, and their formats.
 
-Each window has a label: its top-1 product when the top-1 cosine reaches ``min_score`` (and leads the runner-up by
-``min_margin``), else *no product*. A majority vote over the ``smooth`` windows on either side replaces each label
-(a flicker of up to ``smooth`` windows neither splits a segment nor creates one); runs of one label become
-segments, and a product run shorter than ``min_seconds`` is dropped. `Segmenter` does this online: a run is
-closed, and its segment emitted, as soon as the window after it has its smoothed label, i.e. ``smooth + 1``
-strides after the run's last window. docs/scan.md gives the defaults and the measurements behind them.
+Each window has a label: its top-1 product when the top-1 cosine reaches ``min_score``, leads the runner-up by
+``min_margin`` and, with the host gate on, beats the window's cosine to the stream's recurring content by
+``host_margin`` (rice/scanning/host.py), else *no product*. A majority vote over the ``smooth`` windows on either
+side replaces each label (a flicker of up to ``smooth`` windows neither splits a segment nor creates one); runs of
+one label become segments, and a product run shorter than ``min_seconds`` is dropped. `Segmenter` does this online:
+a run is closed, and its segment emitted, as soon as the window after it has its smoothed label, i.e. ``smooth + 1``
+strides after the run's last window; with the host gate, the first ``host_warmup`` windows wait until the gate has
+seen them all (a live stream's first segments come that much later). docs/scan.md gives the defaults and the
+measurements behind them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rice.scanning.host import StreamHost
 
 NO_PRODUCT = None
 
@@ -76,26 +81,37 @@ class Segment:
 class DecisionRule:
     """When a window counts as showing a product, and how windows become segments."""
 
-    # The library's rule only smooths; `rice scan` applies the measured defaults (rice/cli/scan.py, docs/scan.md).
+    # The library's rule only smooths; `rice scan` applies the measured defaults (SCAN_RULE below, docs/scan.md).
     min_score: float = 0.0
     min_margin: float = 0.0
     smooth: int = 1
     min_seconds: float = 0.0
+    # The host gate (rice/scanning/host.py): a window shows a product only when its top-1 cosine beats its cosine
+    # to the stream's recurring content by this much; None: off. It needs the windows' embeddings.
+    host_margin: float | None = None
+    host_warmup: int = 30  # windows seen before the first decision (up to 4x as many while nothing recurs yet)
+    host_memory: int = 600  # windows the host prototype is learnt from (the most recent)
+    host_stretches: int = 3  # ... and in how many separate stretches they must recur to count as the host
 
-    def label(self, window: WindowResult) -> str | None:
+    def label(self, window: WindowResult, host_similarity: float | None = None) -> str | None:
         if not window.results:
             return NO_PRODUCT
         top = window.results[0]
         runner_up = window.results[1].score if len(window.results) > 1 else -1.0
         if top.score < self.min_score or top.score - runner_up < self.min_margin:
             return NO_PRODUCT
+        if self.host_margin is not None and host_similarity is not None and (
+            top.score - host_similarity < self.host_margin
+        ):
+            return NO_PRODUCT
         return top.id
 
 
 # The rule `rice scan` applies by default, measured on the synthetic livestream with the demo's model (docs/scan.md):
-# a margin of 0.02 over the runner-up keeps host-only time labelled to about a fifth (98% with no rule); smoothing
-# over one window either side and a 1-s minimum drop single-window flickers.
-SCAN_RULE = DecisionRule(min_score=0.0, min_margin=0.02, smooth=1, min_seconds=1.0)
+# the host gate (top-1 cosine 0.05 above the cosine to the stream's recurring content, learnt over the first 30
+# windows and then the last 600) keeps host-only time labelled under a quarter where the margin over the runner-up
+# lost half the product segments to do so; smoothing over two windows either side and a 1-s minimum drop flickers.
+SCAN_RULE = DecisionRule(min_score=0.0, min_margin=0.0, smooth=2, min_seconds=1.0, host_margin=0.05, host_warmup=30)
 
 
 def _vote(labels: list[str | None], own: str | None) -> str | None:
@@ -115,16 +131,44 @@ class Segmenter:
         self._history: deque[str | None] = deque(maxlen=rule.smooth)  # raw labels of the last smoothed windows
         self._run: list[tuple[WindowResult, str | None]] = []  # the open run: windows with its smoothed label
         self._first = True
+        self.host = StreamHost(rule.host_memory, rule.host_stretches) if rule.host_margin is not None else None
+        self._waiting: list[WindowResult] = []  # windows seen before the host gate has its warm-up
+        self._decided = False  # the warm-up is over: each window is decided as it comes
 
     def push(self, window: WindowResult) -> Iterator[Segment]:
-        self._pending.append((window, self.rule.label(window)))
-        while len(self._pending) > self.rule.smooth:
-            yield from self._smooth_next()
+        if self.host is None:
+            yield from self._labelled(window, self.rule.label(window))
+            return
+        if window.embedding is None:
+            raise ValueError("the host gate (DecisionRule.host_margin) needs each window's embedding; scan the "
+                             "source again, or pass a rule with host_margin=None")  # fmt: skip
+        self.host.add(window.embedding)
+        if not self._waiting and self._decided:
+            yield from self._labelled(window, self.rule.label(window, self.host.similarity(window.embedding)))
+            return
+        self._waiting.append(window)
+        # The first decision waits for the warm-up and, up to four times as long, for content that recurs: a host
+        # learnt from one stretch would be whatever the stream opened with.
+        seen = len(self._waiting)
+        if seen >= self.rule.host_warmup and (self.host.recurring or seen >= 4 * self.rule.host_warmup):
+            yield from self._decide_waiting()
 
     def finish(self) -> Iterator[Segment]:
+        if self._waiting:  # a source shorter than the warm-up: decided with what it showed
+            yield from self._decide_waiting()
         while self._pending:
             yield from self._smooth_next()
         yield from self._close(last=True)
+
+    def _decide_waiting(self) -> Iterator[Segment]:
+        waiting, self._waiting, self._decided = self._waiting, [], True
+        for window in waiting:
+            yield from self._labelled(window, self.rule.label(window, self.host.similarity(window.embedding)))
+
+    def _labelled(self, window: WindowResult, label: str | None) -> Iterator[Segment]:
+        self._pending.append((window, label))
+        while len(self._pending) > self.rule.smooth:
+            yield from self._smooth_next()
 
     def _smooth_next(self) -> Iterator[Segment]:
         window, own = self._pending[0]

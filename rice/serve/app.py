@@ -141,13 +141,19 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jo
                                      "either side")] = RULE.smooth,
         min_seconds: Annotated[float, Query(ge=0, allow_inf_nan=False, description="shorter product segments are "
                                             "dropped")] = RULE.min_seconds,
+        host_gate: Annotated[bool, Query(description="learn the stream's recurring content (the host); label a "
+                                         "window only when it matches a product better")] = (
+            RULE.host_margin is not None),
+        host_margin: Annotated[float, Query(ge=-2, le=2, allow_inf_nan=False, description="... by this much")] = (
+            RULE.host_margin if RULE.host_margin is not None else 0.0),
     ) -> dict:
         """Queue a scan of an uploaded recording: ``{"id", "status": "queued"}``; GET /scan/ID follows it. The
         decision rule's fields default to `rice scan`'s (`SCAN_RULE_DEFAULTS`)."""
         group = known_group(group)
         if scan_jobs.full():
             raise HTTPException(429, "too many scans are waiting; try again when one has finished")
-        rule = DecisionRule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds)
+        rule = DecisionRule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds,
+                            host_margin=host_margin if host_gate else None, host_warmup=RULE.host_warmup)
         upload = await receive(request)
         try:  # the source is opened here: an upload that is not a video is refused now, not when its turn comes
             return await run_in_threadpool(scan_jobs.submit, upload.path, upload.filename, top_k=top_k, group=group,

@@ -154,15 +154,16 @@ DEMO_RECORDINGS = 2
 
 
 def scan_demo_recordings(
-    out: Path, checkpoint: Path, data_root: Path, console: Console, recordings: int = DEMO_RECORDINGS
+    out: Path, checkpoint: Path, data_root: Path, console: Console, recordings: int = DEMO_RECORDINGS, seed: int = 0,
+    rules: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Scan synthetic livestream recordings with the demo's model; score the timeline against the truth.
 
-    The catalogue is the dataset's shop images. Each recording is scanned once; its windows are segmented twice,
-    with `rice scan`'s default rule and with no "no product" rule (top-1 always), and both timelines are scored
-    (`score_timeline`). The bar for segment accuracy is the model's clip R@1 on the same true segments cut out and
-    searched one by one (`rice.scanning.clips`). Figures are averaged over the recordings, weighted by segments and
-    host time (pooled counts, not a mean of per-recording shares).
+    The catalogue is the dataset's shop images. Each recording (``seed``: which ones) is scanned once; its windows
+    are segmented under each of ``rules`` (default: `rice scan`'s rule and no "no product" rule, top-1 always) and
+    each timeline is scored (`score_timeline`). The bar for segment accuracy is the model's clip R@1 on the same true
+    segments cut out and searched one by one (`rice.scanning.clips`). Figures are averaged over the recordings,
+    weighted by segments and host time (pooled counts, not a mean of per-recording shares).
     """
     import tempfile
 
@@ -171,26 +172,27 @@ def scan_demo_recordings(
     from rice.scanning import DecisionRule, scan
     from rice.scanning.clips import cut_true_segments
     from rice.scanning.metrics import score_timeline
-    from rice.scanning.timeline import SCAN_RULE, segments_from_windows
+    from rice.scanning.timeline import SCAN_RULE, WindowResult, segments_from_windows
 
     tic = time.perf_counter()
-    videos = write_synthetic_livestream(out / "livestream", data_root, num_recordings=recordings, seed=0)
+    videos = write_synthetic_livestream(out / "livestream", data_root, num_recordings=recordings, seed=seed)
     model = load(checkpoint)
     images = sorted((data_root / "imgs").iterdir())
     index = Index.build(model, images, checkpoint=checkpoint)
     index.save(out / "index")
-    rules = {"default rule": SCAN_RULE, "no rule (top-1 always)": DecisionRule(smooth=SCAN_RULE.smooth)}
+    rules = rules or {"default rule": SCAN_RULE, "no rule (top-1 always)": DecisionRule(smooth=SCAN_RULE.smooth)}
     pooled = {name: [0.0, 0.0, 0.0, 0.0] for name in rules}  # correct segments, segments, host labelled, host time
     clip_hits = clip_count = 0
     scanned = elapsed = 0.0
     for video in videos:
         truth = json.loads(video.with_suffix(".truth.json").read_text())
         run = scan(model, index, video, rule=SCAN_RULE)
-        timeline = run.run()
+        windows = [item for item in run if isinstance(item, WindowResult)]  # with embeddings, for the host gate
+        timeline = run.timeline
         video.with_suffix(".timeline.json").write_text(json.dumps(timeline.to_json(), indent=1))
         scanned, elapsed = scanned + timeline.duration, elapsed + timeline.stats.get("elapsed", 0.0)
         for name, rule in rules.items():
-            segments = segments_from_windows(timeline.windows, rule, run.stride)
+            segments = segments_from_windows(windows, rule, run.stride)
             scores = score_timeline({"segments": [s.to_dict() for s in segments]}, truth)
             pooled[name][0] += scores["correct_segments"]
             pooled[name][1] += scores["true_segments"]

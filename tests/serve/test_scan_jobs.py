@@ -83,7 +83,8 @@ def held_app(service, gate, **kwargs):
 def test_a_scan_job_gives_the_timeline_of_rice_scan(service, model, recording, catalogue):
     # An explicit rule (no margin, no minimum length): the briefly trained tiny model's margins are small, and the
     # default rule of `rice scan` may drop a filmed product; the defaults have their own test below.
-    params = {"top_k": 3, "stride": 0.5, "min_score": 0.1, "min_margin": 0, "smooth": 1, "min_seconds": 0}
+    params = {"top_k": 3, "stride": 0.5, "min_score": 0.1, "min_margin": 0, "smooth": 1, "min_seconds": 0,
+              "host_gate": "false"}
     with TestClient(create_app(service)) as client:
         reply = submit(client, recording, **params)
         assert reply.status_code == 202, reply.text
@@ -135,17 +136,24 @@ def test_a_scan_job_gives_the_timeline_of_rice_scan(service, model, recording, c
 
 
 def test_the_default_rule_is_the_one_of_rice_scan_and_each_field_is_passed(service, recording):
-    from rice.cli.scan import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SCORE, DEFAULT_MIN_SECONDS, DEFAULT_SMOOTH
+    from rice.cli.scan import (
+        DEFAULT_HOST_MARGIN,
+        DEFAULT_MIN_MARGIN,
+        DEFAULT_MIN_SCORE,
+        DEFAULT_MIN_SECONDS,
+        DEFAULT_SMOOTH,
+    )
 
     cli = {"min_score": DEFAULT_MIN_SCORE, "min_margin": DEFAULT_MIN_MARGIN, "smooth": DEFAULT_SMOOTH,
-           "min_seconds": DEFAULT_MIN_SECONDS}  # fmt: skip
-    assert cli["min_margin"] > 0  # a real rule, not the library's smoothing-only default
-    chosen = {"min_score": 0.05, "min_margin": 0.01, "smooth": 2, "min_seconds": 0.5}
+           "min_seconds": DEFAULT_MIN_SECONDS, "host_margin": DEFAULT_HOST_MARGIN}  # fmt: skip
+    assert cli["host_margin"] is not None and cli["host_margin"] > 0  # a real rule, not the library's smoothing-only
+    chosen = {"min_score": 0.05, "min_margin": 0.01, "smooth": 2, "min_seconds": 0.5, "host_margin": 0.1}
     with TestClient(create_app(service)) as client:
-        for params in ({}, chosen):
+        for params in ({}, chosen, {"host_gate": "false"}):
             state = wait_for(client, submit(client, recording, stride=2.0, **params).json()["id"])
             settings = state["result"]["settings"]
-            assert {key: settings[key] for key in cli} == (params or cli)
+            expected = {**cli, "host_margin": None} if "host_gate" in params else (params or cli)
+            assert {key: settings[key] for key in cli} == expected
 
 
 def test_bad_rule_fields_get_one_line_422(service, recording):

@@ -1,0 +1,50 @@
+"""The scan's "no product" rules compared on synthetic livestream recordings (issue 21's accuracy target).
+
+Needs a `rice demo` folder (its trained model and dataset). Writes ``--recordings`` recordings with ``--seed``
+(seed 0: the recordings the defaults were chosen on; another seed: held-out ones), scans each once with the demo's
+model and segments the windows under each rule: no rule (top-1 always), the margin over the runner-up (the
+previous default), and the host gate (the default, `SCAN_RULE`) at a few margins. Prints segment accuracy (the
+majority label of each true product segment), host-only time labelled as a product, and the bar: the model's R@1
+on the same true segments cut out and searched one by one. Targets: accuracy >= the bar, host time <= 25%.
+
+    rice demo --out rice-demo && python benchmarks/scan_rules.py rice-demo [--recordings 8] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+
+def rules() -> dict:
+    from rice.scanning.timeline import SCAN_RULE, DecisionRule
+
+    table = {
+        "no rule (top-1 always)": DecisionRule(smooth=1, min_seconds=1.0),
+        "margin >= 0.02 (the previous default)": DecisionRule(min_margin=0.02, smooth=1, min_seconds=1.0),
+    }
+    for margin in (0.03, 0.05, 0.08):
+        name = f"host gate {margin}" + (" (default)" if margin == SCAN_RULE.host_margin else "")
+        table[name] = replace(SCAN_RULE, host_margin=margin)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("demo", type=Path, help="a `rice demo --out` folder")
+    parser.add_argument("--recordings", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    from rich.console import Console
+
+    from rice.train.demo import scan_demo_recordings
+
+    out = args.demo / f"scan-rules-seed{args.seed}"
+    result = scan_demo_recordings(out, args.demo / "run" / "last.pt", args.demo / "data", Console(),
+                                  recordings=args.recordings, seed=args.seed, rules=rules())  # fmt: skip
+    print(f"clip R@1 (the bar) {result['clip_R@1']:.1f} on {result['segments']} segments")
+
+
+if __name__ == "__main__":
+    main()
