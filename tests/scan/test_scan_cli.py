@@ -186,3 +186,18 @@ def test_a_hostile_recording_is_refused_in_one_line_before_decoding(scan_setup, 
     assert "over the limit" in by_file.stderr or "frames" in by_file.stderr
     if kind == "huge_frames":  # on stdin there is no header to read first: the stream's declared size is checked
         assert "8192x8192" in by_file.stderr and "8192x8192" in by_stdin.stderr
+
+
+def test_truth_prints_the_scores_of_the_timeline_against_it(scan_setup, tmp_path):
+    """`rice scan --truth` scores what it found: the same figures as `rice eval-scan` on the written timeline."""
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"source": "recording.mp4", "duration": 14.0,
+                                 "segments": [{"start": s, "end": e, "id": i} for s, e, i in scan_setup.truth]}))
+    result = rice("scan", str(scan_setup.index_dir), str(scan_setup.recording), "--window", "2", "--device", "cpu",
+                  "--truth", str(truth), "--json", str(tmp_path / "timeline.json"))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    scored = rice("eval-scan", str(tmp_path / "timeline.json"), str(truth))
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    line = next(x for x in scored.stdout.splitlines() if x.startswith("segment accuracy"))
+    assert " ".join(line.split()) in " ".join(result.stdout.split())
+    assert "2 true" in result.stdout
