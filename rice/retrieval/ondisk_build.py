@@ -60,7 +60,10 @@ def parse_size(text: str | int) -> int:
 
 
 def _gib(count: float) -> str:
-    return f"{count / GiB:.1f} GiB" if count >= GiB / 10 else f"{count / 1024**2:.0f} MiB"
+    for unit, size in (("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= size / 10:
+            return f"{count / size:.1f} {unit}"
+    return f"{count:.0f} B"
 
 
 def choose_structure(num_items: int, dim: int, budget: int, index_type: str = "auto",
