@@ -116,7 +116,7 @@ class SlotVectors:
 class OnDiskIndex(IndexBase):
     """`Index` over an on-disk folder (see the module doc); open it with `Index.load`."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:  # noqa: D107 - built by `_open`
+    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
         self.settings = ann.AnnSettings.from_dict(meta["settings"])
         self.model_info, self.stats = meta["model"], meta["stats"]
         self.model: Any = None
