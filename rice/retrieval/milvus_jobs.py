@@ -15,6 +15,7 @@ import numpy as np
 
 from rice.retrieval import shards
 from rice.retrieval.catalogue import Index
+from rice.retrieval.index_core import IndexBase, ItemRecord
 from rice.retrieval.milvus import MilvusIndex
 from rice.retrieval.milvus_connection import check_uri, collection_name_for
 from rice.retrieval.sources import input_folders, read_items
@@ -66,15 +67,16 @@ def build_milvus_index(out: str | os.PathLike[str], uri: str, collection: str | 
 def copy_to_milvus(index_dir: str | os.PathLike[str], out: str | os.PathLike[str], uri: str,
                    collection: str | None = None, index_type: str = "flat", replace: bool = False,
                    **settings: Any) -> MilvusIndex:
-    """Copy a FAISS-file index folder into a new Milvus collection and write the folder ``out`` that points at it.
+    """Copy a FAISS index folder (in memory or on disk) into a new Milvus collection and write the folder ``out``
+    that points at it.
 
     Every item keeps its id, vector (the stored float32 embedding, not a quantised code), path, group, metadata,
     file signature and origin; the model identity, catalogue source and roots come along, so `rice index sync`,
-    `rice search` and `rice serve` treat ``out`` as they treated ``index_dir``. ``index_type`` is Milvus's (flat:
-    exact; ivf, hnsw). The source folder is read, never changed.
+    `rice search` and `rice serve` treat ``out`` as they treated ``index_dir``. Items are streamed `COPY_CHUNK` at a
+    time. ``index_type`` is Milvus's (flat: exact; ivf, hnsw). The source folder is read, never changed.
     """
     check_uri(uri)
-    source = Index.load(index_dir)  # checked file by file, as every entry point does
+    source = Index.load(index_dir)  # checked file by file, as every entry point does (FAISS files or on disk)
     if isinstance(source, MilvusIndex):
         raise ValueError(f"{index_dir} is already a Milvus index ({source.collection} in {source.uri}); copy a "
                          "FAISS-file index folder")
@@ -82,22 +84,30 @@ def copy_to_milvus(index_dir: str | os.PathLike[str], out: str | os.PathLike[str
         raise ValueError(f"--out {out} is the source folder; write the Milvus index folder somewhere else")
     target = MilvusIndex.create(uri, collection or collection_name_for(out), source.dim, dict(source.model_info),
                                 index_type, len(source), replace, **settings)
-    items, vectors = source.items, source.embeddings  # memory-mapped: read a chunk at a time
-    for start in range(0, len(items), COPY_CHUNK):
-        chunk = np.arange(start, min(start + COPY_CHUNK, len(items)))
-        block = np.asarray(vectors[start : start + len(chunk)], dtype=np.float32)
-        for origin in ("listing", "add"):  # items `rice index add` put in stay the add's (sync keeps them)
-            rows = [r for r in chunk if items[r].origin == origin]
-            if rows:
-                picked = [items[r] for r in rows]
-                target.add_embeddings(block[np.asarray(rows) - start], [i.id for i in picked],
-                                      [i.path for i in picked], [i.group for i in picked],
-                                      [i.metadata for i in picked],
-                                      [{"size": i.size, "mtime_ns": i.mtime_ns, "sha256": i.sha256} for i in picked],
-                                      origin=origin)
+    chunk: list[ItemRecord] = []
+    for item in source.iter_items():  # streamed: an on-disk index of 10M items is never listed whole
+        chunk.append(item)
+        if len(chunk) == COPY_CHUNK:
+            _copy_chunk(source, target, chunk)
+            chunk = []
+    if chunk:
+        _copy_chunk(source, target, chunk)
     target.source = dict(source.source)
     target.roots = list(source.roots)
     target.stats["copied_from"] = str(Path(index_dir).resolve())
     target.save(out)
     return target
 
+
+def _copy_chunk(source: IndexBase, target: MilvusIndex, items: list[ItemRecord]) -> None:
+    """Insert ``items`` with their stored vectors (rows looked up by id: a FAISS index's row, an on-disk slot)."""
+    rows = np.array([source._row_of_id(item.id) for item in items], dtype=np.int64)
+    vectors = np.asarray(source.embeddings[rows], dtype=np.float32)  # memory-mapped: only these rows are read
+    for origin in ("listing", "add"):  # items `rice index add` put in stay the add's (sync keeps them)
+        picked = [n for n, item in enumerate(items) if item.origin == origin]
+        if picked:
+            chosen = [items[n] for n in picked]
+            target.add_embeddings(vectors[picked], [i.id for i in chosen], [i.path for i in chosen],
+                                  [i.group for i in chosen], [i.metadata for i in chosen],
+                                  [{"size": i.size, "mtime_ns": i.mtime_ns, "sha256": i.sha256} for i in chosen],
+                                  origin=origin)

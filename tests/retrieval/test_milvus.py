@@ -14,6 +14,7 @@ from PIL import Image
 
 from rice.models import create_model
 from rice.retrieval import milvus as milvus_module
+from rice.retrieval import milvus_jobs
 from rice.retrieval.catalogue import Index
 from rice.retrieval.index_folder import IndexFileError
 from rice.retrieval.jobs import build_index
@@ -230,11 +231,14 @@ def test_copy_a_faiss_index_into_a_collection(uri, tmp_path):
                                    metadata=metadata[:150], index_type="ivf", model_info={
                                        "name": "m", "digest": "d" * 64, "embed_dim": DIM, "checkpoint": None})
     source.add_embeddings(vectors[150:], ids[150:], groups=groups[150:], metadata=metadata[150:])  # origin "add"
+    source.remove([ids[10]])  # FAISS keys no longer equal rows after it
     source.source = {"inputs": [str(files)], "group_by_folder": False}
     source.save(tmp_path / "faiss")
     copied = copy_to_milvus(tmp_path / "faiss", tmp_path / "milvus", uri, "copied")
     reopened = Index.load(tmp_path / "milvus")
-    exact = Index.from_embeddings(vectors, ids, groups=groups, metadata=metadata, index_type="flat")
+    kept = [i for i in range(200) if i != 10]
+    exact = Index.from_embeddings(vectors[kept], [ids[i] for i in kept], groups=[groups[i] for i in kept],
+                                  metadata=[metadata[i] for i in kept], index_type="flat")
     queries = unit_vectors(10, seed=9)
     assert_same_hits(hits_of(reopened, queries, 25), hits_of(exact, queries, 25))
     assert_same_hits(hits_of(reopened, queries, 25, "shop2"), hits_of(exact, queries, 25, "shop2"))
@@ -250,3 +254,33 @@ def test_copy_a_faiss_index_into_a_collection(uri, tmp_path):
         copy_to_milvus(tmp_path / "faiss", tmp_path / "milvus2", uri, "copied")
     with pytest.raises(ValueError, match="is already a Milvus index"):
         copy_to_milvus(tmp_path / "milvus", tmp_path / "milvus3", uri, "again")
+
+
+def test_copy_an_on_disk_index_streams_every_live_item(uri, tmp_path, monkeypatch):
+    """An on-disk index (built within a memory budget, then changed: a removed slot, an added item) is copied item by
+    item with its stored full vectors; the collection answers as an exact index of the live items."""
+    from rice.retrieval.ondisk import OnDiskIndex
+    from rice.retrieval.ondisk_build import build_ondisk
+    from tests.retrieval.test_ondisk import mixture, write_shards
+
+    vectors = mixture(600, seed=12)
+    ids = write_shards(tmp_path / "emb", vectors)
+    folder = build_ondisk(tmp_path / "emb", tmp_path / "ondisk", memory_budget="64M", index_type="ivfpq", nlist=8,
+                          pq_m=8)
+    ondisk = Index.load(folder)
+    assert isinstance(ondisk, OnDiskIndex)
+    extra = mixture(1, seed=13)
+    ondisk.remove([ids[5]])
+    ondisk.add_embeddings(extra, ["added"], groups=["g1"])
+    ondisk.save(folder)
+    monkeypatch.setattr(milvus_jobs, "COPY_CHUNK", 64)  # several chunks, the last one partial
+    copied = copy_to_milvus(folder, tmp_path / "milvus", uri, "from_ondisk")
+    live = [i for i in range(600) if i != 5]
+    exact = Index.from_embeddings(np.concatenate([vectors[live], extra]), [ids[i] for i in live] + ["added"],
+                                  groups=[f"g{i % 4}" for i in live] + ["g1"], index_type="flat")
+    queries = mixture(8, seed=14)
+    assert len(copied) == 600 and copied.item("added").origin == "add" and copied.item(ids[0]).metadata == {"n": 0}
+    assert [[h.id for h in row] for row in copied.search(queries, k=10)] == \
+        [[h.id for h in row] for row in exact.search(queries, k=10)]
+    assert [[h.id for h in row] for row in copied.search(queries, k=10, group="g1")] == \
+        [[h.id for h in row] for row in exact.search(queries, k=10, group="g1")]
