@@ -250,3 +250,16 @@ def test_a_damaged_folder_is_refused_in_one_line(catalogue, tmp_path, damage):
     with pytest.raises(IndexFileError) as err:
         Index.load(folder)
     assert "\n" not in str(err.value) and str(folder) in str(err.value)
+
+
+def test_removed_items_never_come_back_from_compressed_lists_behind_opq(catalogue, tmp_path):
+    root, vectors, _ = catalogue
+    folder = build_ondisk(root / "emb", tmp_path / "idx", memory_budget="64M", index_type="ivfpq", nlist=8, pq_m=8)
+    index = Index.load(folder)
+    gone = [f"item{i}" for i in range(0, 3000, 7)]
+    index.remove(gone)
+    index.add_embeddings(mixture(5, seed=10), [f"new{i}" for i in range(5)])
+    index.save(folder)
+    found = {h.id for row in Index.load(folder).search(vectors[:300], k=20, nprobe=8, refine=4) for h in row}
+    assert not found & set(gone) and "item1" in found
+    assert Index.load(folder).search(mixture(5, seed=10), k=1, nprobe=8)[0][0].id == "new0"
