@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -31,7 +32,16 @@ from typing import Any
 import numpy as np
 
 from rice.retrieval import ann
-from rice.retrieval.index_core import IndexBase, ItemRecord, SearchHit, _check_unique, _pick, _records, model_identity
+from rice.retrieval.index_core import (
+    IndexBase,
+    ItemRecord,
+    SearchHit,
+    _check_unique,
+    _pick,
+    _records,
+    _swap_in,
+    model_identity,
+)
 from rice.retrieval.index_folder import FORMAT_VERSION, REBUILD, IndexFileError, read_roots
 from rice.retrieval.milvus_connection import (
     check_collection_name,
@@ -170,17 +180,21 @@ class MilvusIndex(IndexBase):
 
     # ------------------------------------------------------------------------------------------------- storage
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Flush the collection and (re)write the folder's index.json that points at it (atomically)."""
+        """Flush the collection and write the folder that points at it: index.json alone, in a folder written beside
+        ``directory`` and swapped in as a FAISS folder is (so a FAISS index there before leaves no files behind)."""
         folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
+        check_lite_outside(self.uri, folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
         self.client.flush(self.collection)
         uri = os.path.relpath(Path(self.uri).resolve(), folder.resolve()) if is_lite(self.uri) else self.uri
         meta = {"format": FORMAT_VERSION, "backend": "milvus", "uri": uri, "collection": self.collection,
                 "count": len(self), "dim": self.dim, "settings": self.settings.to_dict(), "model": self.model_info,
-                "stats": self.stats, "groups": len(self.groups), "source": self.source, "roots": self.roots}
-        staging = folder / f".index.json.new-{os.getpid()}"
-        staging.write_text(json.dumps(meta, indent=1) + "\n")
-        os.replace(staging, folder / "index.json")
+                "stats": self.stats, "source": self.source, "roots": self.roots}  # no group count: a full scan
+        staging = folder.parent / f".{folder.name}.new-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        (staging / "index.json").write_text(json.dumps(meta, indent=1) + "\n")
+        _swap_in(staging, folder)
         self.loaded_from = folder
         return folder
 
@@ -296,7 +310,7 @@ class MilvusIndex(IndexBase):
 
     @property
     def groups(self) -> list[str]:
-        """The sorted non-empty groups of the items."""
+        """The sorted non-empty groups of the items (Milvus has no distinct query: one scan, kept until a write)."""
         return sorted({item.group for item in self.items if item.group})
 
     def item(self, item_id: str) -> ItemRecord:
@@ -388,6 +402,13 @@ def load_backend(folder: Path, meta: dict[str, Any], model: Any = None, trust_mo
     if model is not None:
         index.use_model(model, trust_model)
     return index
+
+
+def check_lite_outside(uri: str, folder: str | os.PathLike[str]) -> None:
+    """A Milvus Lite database must not live in the index folder: every save replaces that folder."""
+    if is_lite(uri) and Path(uri).resolve().is_relative_to(Path(folder).resolve()):
+        raise ValueError(f"--uri {uri} lies in the index folder {folder}, which every save replaces; keep the Milvus "
+                         "Lite database beside it (e.g. --uri catalogue.db --out idx)")
 
 
 def _build_params(settings: ann.AnnSettings) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import numpy as np
 from rice.retrieval import shards
 from rice.retrieval.catalogue import Index
 from rice.retrieval.index_core import IndexBase, ItemRecord
-from rice.retrieval.milvus import MilvusIndex
+from rice.retrieval.milvus import MilvusIndex, check_lite_outside
 from rice.retrieval.milvus_connection import check_uri, collection_name_for
 from rice.retrieval.sources import input_folders, read_items
 
@@ -35,6 +35,7 @@ def build_milvus_index(out: str | os.PathLike[str], uri: str, collection: str | 
     An existing collection is refused unless ``replace`` (then it is dropped first).
     """
     check_uri(uri)
+    check_lite_outside(uri, out)
     collection = collection or collection_name_for(out)
     if from_embeddings is not None:
         merged = shards.read_folder(from_embeddings)
@@ -76,6 +77,7 @@ def copy_to_milvus(index_dir: str | os.PathLike[str], out: str | os.PathLike[str
     time. ``index_type`` is Milvus's (flat: exact; ivf, hnsw). The source folder is read, never changed.
     """
     check_uri(uri)
+    check_lite_outside(uri, out)
     source = Index.load(index_dir)  # checked file by file, as every entry point does (FAISS files or on disk)
     if isinstance(source, MilvusIndex):
         raise ValueError(f"{index_dir} is already a Milvus index ({source.collection} in {source.uri}); copy a "

@@ -72,7 +72,9 @@ def test_search_equals_an_exact_faiss_index(uri, tmp_path, monkeypatch):
         assert_same_hits(hits_of(milvus, queries, 10, group), hits_of(exact, queries, 10, group))
     # the folder reopens as the same index, through Index.load, on a fresh Lite server (as another process finds the
     # database: its collections released until loaded), listing its items in many pages
+    exact.save(tmp_path / "idx")  # a FAISS folder there first: the Milvus folder replaces it whole
     milvus.save(tmp_path / "idx")
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["index.json"]
     release_lite(uri)
     monkeypatch.setattr(milvus_module, "SCAN_PAGE", 7)
     reopened = Index.load(tmp_path / "idx")

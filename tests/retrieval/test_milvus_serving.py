@@ -199,6 +199,8 @@ def test_index_build_and_copy_on_the_command_line(catalogue, synthetic_root, tmp
         (("copy", catalogue.faiss_dir, "--out", tmp_path / "x", "--uri", str(tmp_path / "bad")),
          "give a Milvus Lite database (a path ending in .db"),
         (("copy", catalogue.milvus_dir, "--out", tmp_path / "x", "--uri", uri), "is already a Milvus index"),
+        (("copy", catalogue.faiss_dir, "--out", tmp_path / "x", "--uri", tmp_path / "x" / "c.db"),
+         "lies in the index folder"),
     ):
         result = invoke("index", *args)
         assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
