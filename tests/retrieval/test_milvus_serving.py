@@ -201,6 +201,8 @@ def test_index_build_and_copy_on_the_command_line(catalogue, synthetic_root, tmp
         (("copy", catalogue.milvus_dir, "--out", tmp_path / "x", "--uri", uri), "is already a Milvus index"),
         (("copy", catalogue.faiss_dir, "--out", tmp_path / "x", "--uri", tmp_path / "x" / "c.db"),
          "lies in the index folder"),
+        (("copy", catalogue.faiss_dir, "--out", tmp_path / "x", "--uri", "http://127.0.0.1:1"),  # nothing listens
+         "http://127.0.0.1:1: cannot reach Milvus"),
     ):
         result = invoke("index", *args)
         assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
