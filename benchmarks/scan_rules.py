@@ -8,6 +8,7 @@ majority label of each true product segment), host-only time labelled as a produ
 on the same true segments cut out and searched one by one. Targets: accuracy >= the bar, host time <= 25%.
 
     rice demo --out rice-demo && python benchmarks/scan_rules.py rice-demo [--recordings 8] [--seed 0]
+        [--products-per-recording 6]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def rules() -> dict:
     for margin in (0.03, 0.05, 0.08):
         name = f"host gate {margin}" + (" (default)" if margin == SCAN_RULE.host_margin else "")
         table[name] = replace(SCAN_RULE, host_margin=margin)
+    table["host gate 0.05, evidence over +-1 window"] = replace(SCAN_RULE, host_margin=0.05, host_smooth=1)
     return table
 
 
@@ -35,14 +37,17 @@ def main() -> None:
     parser.add_argument("demo", type=Path, help="a `rice demo --out` folder")
     parser.add_argument("--recordings", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--products-per-recording", type=int, default=6,
+                        help="product stretches per recording (6: about a minute; 24: about four)")
     args = parser.parse_args()
     from rich.console import Console
 
     from rice.train.demo import scan_demo_recordings
 
-    out = args.demo / f"scan-rules-seed{args.seed}"
+    out = args.demo / f"scan-rules-seed{args.seed}-{args.recordings}x{args.products_per_recording}"
     result = scan_demo_recordings(out, args.demo / "run" / "last.pt", args.demo / "data", Console(),
-                                  recordings=args.recordings, seed=args.seed, rules=rules())  # fmt: skip
+                                  recordings=args.recordings, seed=args.seed, rules=rules(),
+                                  products_per_recording=args.products_per_recording)  # fmt: skip
     print(f"clip R@1 (the bar) {result['clip_R@1']:.1f} on {result['segments']} segments")
 
 

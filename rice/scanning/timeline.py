@@ -93,16 +93,18 @@ class DecisionRule:
     host_memory: int = 600  # windows the host prototype is learnt from (the most recent)
     host_stretches: int = 3  # ... and in how many separate stretches they must recur to count as the host
 
-    def label(self, window: WindowResult, host_similarity: float | None = None) -> str | None:
+    host_smooth: int = 0  # the gate weighs the mean host evidence of this many windows on either side
+
+    def label(self, window: WindowResult, host_evidence: float | None = None) -> str | None:
+        """The window's product, or NO_PRODUCT; ``host_evidence``: its top-1 cosine minus its cosine to the host
+        (averaged over neighbours, see `Segmenter`), None while there is no host to compare with."""
         if not window.results:
             return NO_PRODUCT
         top = window.results[0]
         runner_up = window.results[1].score if len(window.results) > 1 else -1.0
         if top.score < self.min_score or top.score - runner_up < self.min_margin:
             return NO_PRODUCT
-        if self.host_margin is not None and host_similarity is not None and (
-            top.score - host_similarity < self.host_margin
-        ):
+        if self.host_margin is not None and host_evidence is not None and host_evidence < self.host_margin:
             return NO_PRODUCT
         return top.id
 
@@ -133,7 +135,9 @@ class Segmenter:
         self._first = True
         self.host = StreamHost(rule.host_memory, rule.host_stretches) if rule.host_margin is not None else None
         self._waiting: list[WindowResult] = []  # windows seen before the host gate has its warm-up
-        self._decided = False  # the warm-up is over: each window is decided as it comes
+        self._decided = False  # the warm-up is over: each window gets its evidence as it comes
+        self._evidence: deque[tuple[WindowResult, float | None]] = deque()  # host evidence of unlabelled windows
+        self._behind: deque[float | None] = deque(maxlen=rule.host_smooth)  # ... of the last labelled ones
 
     def push(self, window: WindowResult) -> Iterator[Segment]:
         if self.host is None:
@@ -143,27 +147,47 @@ class Segmenter:
             raise ValueError("the host gate (DecisionRule.host_margin) needs each window's embedding; scan the "
                              "source again, or pass a rule with host_margin=None")  # fmt: skip
         self.host.add(window.embedding)
-        if not self._waiting and self._decided:
-            yield from self._labelled(window, self.rule.label(window, self.host.similarity(window.embedding)))
+        if self._decided:
+            self._evidence.append((window, self._host_evidence(window)))
+            yield from self._label_by_evidence(final=False)
             return
         self._waiting.append(window)
         # The first decision waits for the warm-up and, up to four times as long, for content that recurs: a host
         # learnt from one stretch would be whatever the stream opened with.
         seen = len(self._waiting)
         if seen >= self.rule.host_warmup and (self.host.recurring or seen >= 4 * self.rule.host_warmup):
-            yield from self._decide_waiting()
+            yield from self._end_warmup()
 
     def finish(self) -> Iterator[Segment]:
-        if self._waiting:  # a source shorter than the warm-up: decided with what it showed
-            yield from self._decide_waiting()
+        if self.host is not None:
+            if not self._decided:  # a source shorter than the warm-up: decided with what it showed
+                yield from self._end_warmup()
+            yield from self._label_by_evidence(final=True)
         while self._pending:
             yield from self._smooth_next()
         yield from self._close(last=True)
 
-    def _decide_waiting(self) -> Iterator[Segment]:
+    def _end_warmup(self) -> Iterator[Segment]:
         waiting, self._waiting, self._decided = self._waiting, [], True
-        for window in waiting:
-            yield from self._labelled(window, self.rule.label(window, self.host.similarity(window.embedding)))
+        self._evidence.extend((window, self._host_evidence(window)) for window in waiting)
+        yield from self._label_by_evidence(final=False)
+
+    def _host_evidence(self, window: WindowResult) -> float | None:
+        similarity = self.host.similarity(window.embedding) if window.results else None
+        return None if similarity is None else window.results[0].score - similarity
+
+    def _label_by_evidence(self, final: bool) -> Iterator[Segment]:
+        """Label each window whose ``host_smooth`` later neighbours have their evidence (all of them at the end)
+        with the mean evidence around it: one product window that looks like the host is not cut out of its
+        stretch, nor does one host window that looks like a product open a segment."""
+        ahead = self.rule.host_smooth
+        while self._evidence and (final or len(self._evidence) > ahead):
+            window, own = self._evidence.popleft()
+            later = [evidence for _, evidence in list(self._evidence)[:ahead]]
+            known = [e for e in (*self._behind, own, *later) if e is not None]
+            self._behind.append(own)
+            evidence = sum(known) / len(known) if known and own is not None else None
+            yield from self._labelled(window, self.rule.label(window, evidence))
 
     def _labelled(self, window: WindowResult, label: str | None) -> Iterator[Segment]:
         self._pending.append((window, label))

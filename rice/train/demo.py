@@ -155,7 +155,7 @@ DEMO_RECORDINGS = 2
 
 def scan_demo_recordings(
     out: Path, checkpoint: Path, data_root: Path, console: Console, recordings: int = DEMO_RECORDINGS, seed: int = 0,
-    rules: dict[str, Any] | None = None,
+    rules: dict[str, Any] | None = None, products_per_recording: int = 6,
 ) -> dict[str, Any]:
     """Scan synthetic livestream recordings with the demo's model; score the timeline against the truth.
 
@@ -175,7 +175,8 @@ def scan_demo_recordings(
     from rice.scanning.timeline import SCAN_RULE, WindowResult, segments_from_windows
 
     tic = time.perf_counter()
-    videos = write_synthetic_livestream(out / "livestream", data_root, num_recordings=recordings, seed=seed)
+    videos = write_synthetic_livestream(out / "livestream", data_root, num_recordings=recordings, seed=seed,
+                                        products_per_recording=products_per_recording)
     model = load(checkpoint)
     images = sorted((data_root / "imgs").iterdir())
     index = Index.build(model, images, checkpoint=checkpoint)
