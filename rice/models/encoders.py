@@ -15,6 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
+from rice.models.patch_embed import patch_tokens
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -142,7 +144,7 @@ class TimmViTEncoder(ImageEncoder):
 
     def _blocks(self, images: torch.Tensor) -> torch.Tensor:
         vit = self.backbone
-        x = vit.patch_embed(images)
+        x = patch_tokens(vit.patch_embed, images)  # timm's patch_embed(images), as one matrix product (issue 24)
         if _is_eva(vit):
             x, rope = vit._pos_embed(x)  # Eva returns its rotary embedding beside the tokens
             x = vit.norm_pre(x)
