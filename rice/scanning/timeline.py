@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rice.scanning.host import StreamHost
-
 NO_PRODUCT = None
 
 
@@ -133,7 +131,11 @@ class Segmenter:
         self._history: deque[str | None] = deque(maxlen=rule.smooth)  # raw labels of the last smoothed windows
         self._run: list[tuple[WindowResult, str | None]] = []  # the open run: windows with its smoothed label
         self._first = True
-        self.host = StreamHost(rule.host_memory, rule.host_stretches) if rule.host_margin is not None else None
+        self.host = None
+        if rule.host_margin is not None:
+            from rice.scanning.host import StreamHost  # numpy: not at import, the CLI reads SCAN_RULE for its help
+
+            self.host = StreamHost(rule.host_memory, rule.host_stretches)
         self._waiting: list[WindowResult] = []  # windows seen before the host gate has its warm-up
         self._decided = False  # the warm-up is over: each window gets its evidence as it comes
         self._evidence: deque[tuple[WindowResult, float | None]] = deque()  # host evidence of unlabelled windows
