@@ -13,7 +13,10 @@ def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Returns:
         e.g. for training pairs: ``frames`` (B, T, 3, S, S), ``frame_mask`` (B, T), ``image`` (B, 3, S, S),
-        ``video_id``/``image_id`` lists of B strings, ``skipped`` one flat list of ``"path: reason"``.
+        ``video_id``/``image_id`` lists of B strings, ``skipped`` one flat list of ``"path: reason"``; with a
+        ``frame_mask``, also ``frame_index`` (V,) int64, the real frames' positions in the flattened B*T frames
+        (``rice.models.rice_model.real_frame_index``): found here on the CPU, the training step gets them without
+        waiting for the device.
     """
     if not items:
         raise ValueError("collate_batch got an empty list of items")
@@ -30,4 +33,7 @@ def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             batch[key] = torch.stack(values)
         else:
             batch[key] = values
+    mask = batch.get("frame_mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        batch["frame_index"] = mask.reshape(-1).nonzero().squeeze(1)  # as real_frame_index (no rice.models import)
     return batch

@@ -190,8 +190,10 @@ class TimeSformerModel(RiceModel):
         return F.normalize(embedding, dim=-1), tokens
 
     def forward(
-        self, images: torch.Tensor, frames: torch.Tensor, frame_mask: torch.Tensor, return_tokens: bool = False
-    ) -> dict[str, torch.Tensor]:
+        self, images: torch.Tensor, frames: torch.Tensor, frame_mask: torch.Tensor, return_tokens: bool = False,
+        frame_index: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
+        # frame_index (the packed frames' positions) is unused: the temporal encoder runs every frame, masked
         image = self.encoder(images)
         clip_embedding, video_tokens = self.encoder.encode_clip(frames, frame_mask)
         out = {

@@ -354,6 +354,18 @@ def build_decoder(
     return decoder
 
 
+def _rows_to_run(index: torch.Tensor, rows: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Which rows of one side to run and each pair's position among them, from the shapes alone: every row
+    (None) when the pairs are at least as many as the rows, else one row per pair."""
+    if index.numel() >= rows:
+        return None, index
+    return index, torch.arange(index.numel(), device=index.device)
+
+
+def _take(tensor: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    return tensor if rows is None else tensor[rows]
+
+
 def _chunk_scores(
     decoder: PairwiseMatchingDecoder,
     states: torch.Tensor,
@@ -386,17 +398,19 @@ def score_pairs(
         scores (P,) and, when asked, attention (P, H, L, T*L). Pairs never interact, so the result does not depend
         on ``chunk_size`` (only the peak memory of one decoder call does).
 
-    The parts of the decoder that depend on one side only run once per distinct image (the self-attention block)
-    and once per distinct clip (the cross block's key/value projections); only the rest runs per pair.
+    The parts of the decoder that depend on one side only (the self-attention block of an image, the cross block's
+    key/value projections of a clip) run once per row of that side when there are at least as many pairs as rows,
+    else once per pair: never more often than once per distinct row would in the worst case, and without
+    ``torch.unique``, whose output size depends on the values (a host sync, and no single graph for the step).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if image_index.numel() == 0:
         return DecoderOutput(image_tokens.new_zeros(0), None)
-    images, image_index = torch.unique(image_index, return_inverse=True)
-    clips, clip_index = torch.unique(clip_index, return_inverse=True)
-    states = decoder.image_states(image_tokens[images])  # (N_img', L, W)
-    k, v, key_mask = decoder.clip_states(video_tokens[clips], frame_mask[clips])  # (N_clip', H, T*L, hd) ...
+    image_rows, image_index = _rows_to_run(image_index, image_tokens.shape[0])
+    clip_rows, clip_index = _rows_to_run(clip_index, video_tokens.shape[0])
+    states = decoder.image_states(_take(image_tokens, image_rows))  # (N_img', L, W)
+    k, v, key_mask = decoder.clip_states(_take(video_tokens, clip_rows), _take(frame_mask, clip_rows))  # (N_clip',...
     scores, attentions = [], []
     # When training without the attention maps (the PMD negatives), every chunk but the last is recomputed in the
     # backward pass instead of keeping its activations: memory then grows with the chunk size, not with the number

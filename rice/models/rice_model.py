@@ -11,6 +11,15 @@ from rice.models.encoders import ConvStemEncoder, ImageEncoder, Preprocess, crea
 from rice.models.registry import register_model
 
 
+def real_frame_index(frame_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) mask of real frames -> (V,) long positions of the real frames in the flattened B*T frames.
+
+    Its length depends on the mask's values: on a device tensor this waits for the device, so the training loader
+    calls it on its CPU mask (``rice.data.collate_batch``) and the step receives the result.
+    """
+    return frame_mask.reshape(-1).nonzero().squeeze(1)
+
+
 class RiceModel(nn.Module):
     """Dual encoder for video-to-shop retrieval.
 
@@ -33,13 +42,26 @@ class RiceModel(nn.Module):
     def embed_dim(self) -> int:
         return self.encoder.embed_dim
 
-    def _encode(self, images: torch.Tensor, frames: torch.Tensor | None, frame_mask: torch.Tensor | None):
-        """Encode images and the valid frames of clips in one backbone call (padded frames are never run)."""
+    def _encode(
+        self,
+        images: torch.Tensor | None,
+        frames: torch.Tensor | None,
+        frame_mask: torch.Tensor | None,
+        frame_index: torch.Tensor | None = None,
+    ):
+        """Encode images and the real frames of clips in one backbone call (padded frames are never run).
+
+        ``frame_index`` (V,) long: the positions of the real frames in the flattened (B*T) frames, i.e.
+        `real_frame_index` of the mask. The training loader computes it from its CPU mask (``collate_batch``), so
+        the step needs no ``nonzero`` on the device: that would wait for the device (a host sync) and give the
+        backbone a batch size only known at run time. None: computed here from ``frame_mask``.
+        """
         chunks = [images] if images is not None else []
         if frames is not None:
             b, t = frames.shape[:2]
-            valid = frame_mask.reshape(-1).bool()
-            chunks.append(frames.reshape(b * t, *frames.shape[2:])[valid])
+            if frame_index is None:
+                frame_index = real_frame_index(frame_mask)
+            chunks.append(frames.reshape(b * t, *frames.shape[2:]).index_select(0, frame_index))
         out = self.encoder(torch.cat(chunks) if len(chunks) > 1 else chunks[0])
         n_img = images.shape[0] if images is not None else 0
         image_out = (out.embedding[:n_img], out.tokens[:n_img]) if images is not None else None
@@ -47,9 +69,8 @@ class RiceModel(nn.Module):
         if frames is not None:
             emb = out.embedding.new_zeros(b * t, out.embedding.shape[-1])
             tok = out.tokens.new_zeros(b * t, *out.tokens.shape[1:])
-            rows = (valid.nonzero().squeeze(1),)
-            emb = emb.index_put(rows, out.embedding[n_img:])
-            tok = tok.index_put(rows, out.tokens[n_img:])
+            emb = emb.index_put((frame_index,), out.embedding[n_img:])
+            tok = tok.index_put((frame_index,), out.tokens[n_img:])
             video_out = (emb.reshape(b, t, -1), tok.reshape(b, t, *tok.shape[1:]))
         return image_out, video_out
 
@@ -87,9 +108,11 @@ class RiceModel(nn.Module):
         frames: torch.Tensor,
         frame_mask: torch.Tensor,
         return_tokens: bool = False,
+        frame_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Training forward. Keys match the loss keyword names (open_clip style)."""
-        (image_emb, image_tokens), (frame_emb, frame_tokens) = self._encode(images, frames, frame_mask)
+        """Training forward. Keys match the loss keyword names (open_clip style). ``frame_index``: the real
+        frames' positions from the loader (see `_encode`), or None to compute them from ``frame_mask``."""
+        (image_emb, image_tokens), (frame_emb, frame_tokens) = self._encode(images, frames, frame_mask, frame_index)
         out = {
             "image_features": F.normalize(image_emb, dim=-1),
             "video_features": self.pool_frames(frame_emb, frame_mask),

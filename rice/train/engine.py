@@ -400,7 +400,9 @@ def train_one_epoch(
         last_micro = micro % tcfg.grad_accum == 0
         # Skip the gradient all-reduce on accumulation micro-steps; it runs once, on the last one.
         sync = contextlib.nullcontext() if last_micro or world.world_size == 1 else train_module.no_sync()
-        product_ids = product_keys(batch["image_id"]).to(device) if task.mask_same_product else None
+        # Both are found on the CPU and copied without waiting: the step itself never waits for the device.
+        frame_index = batch["frame_index"].to(device, non_blocking=True)
+        product_ids = product_keys(batch["image_id"]).to(device, non_blocking=True) if task.mask_same_product else None
         autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
         if plan is not None and plan.chunk is not None:  # train.grad_cache: the whole batch, chunk by chunk
             losses, _ = grad_cache_step(task, images, frames, frame_mask, product_ids, plan.chunk, autocast,
@@ -408,7 +410,7 @@ def train_one_epoch(
             average_gradients_over_ranks(task)
         else:
             with sync, autocast:
-                losses = train_module(images, frames, frame_mask, product_ids)
+                losses = train_module(images, frames, frame_mask, product_ids, frame_index=frame_index)
                 loss = losses["loss"] / tcfg.grad_accum
             with sync:
                 (scaler.scale(loss) if scaler else loss).backward()

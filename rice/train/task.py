@@ -59,10 +59,13 @@ class RiceTask(nn.Module):
         frames: torch.Tensor,
         frame_mask: torch.Tensor,
         product_ids: torch.Tensor | None = None,
+        frame_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Args: images (B, 3, S, S), frames (B, T, 3, S, S), frame_mask (B, T); product_ids (B,) int64 (see
-        `product_keys`) when ``loss.mask_same_product`` is on, so duplicates of a product are not negatives."""
-        out = self.model(images, frames, frame_mask, return_tokens=self.needs_tokens)
+        `product_keys`) when ``loss.mask_same_product`` is on, so duplicates of a product are not negatives;
+        frame_index (V,) the real frames' positions from the loader (``batch["frame_index"]``), so that the step
+        never waits for the device; None computes them from ``frame_mask`` (a host sync on a GPU)."""
+        out = self.model(images, frames, frame_mask, return_tokens=self.needs_tokens, frame_index=frame_index)
         return self.losses_from_outputs(out, frame_mask, product_ids)
 
     def losses_from_outputs(
