@@ -45,7 +45,40 @@ def build_optimizer(model: RiceModel, cfg: OptimConfig) -> torch.optim.AdamW:
         }
         for (is_head, decay), params in sorted(groups.items())
     ]
-    return torch.optim.AdamW(param_groups, betas=cfg.betas, eps=cfg.eps)
+    kernel = adamw_kernel({param.device.type for group in param_groups for param in group["params"]})
+    optimizer = torch.optim.AdamW(param_groups, betas=cfg.betas, eps=cfg.eps, **kernel)
+    keep_kernel_on_load(optimizer)
+    return optimizer
+
+
+def adamw_kernel(device_types: set[str]) -> dict[str, bool]:
+    """AdamW's implementation for parameters on these device types: ``fused=True`` when all are on CUDA (the
+    whole update in one multi-tensor kernel, instead of the foreach path's kernel per arithmetic step: issue 24),
+    nothing elsewhere, so the CPU keeps torch's default exactly as before."""
+    return {"fused": True} if device_types == {"cuda"} else {}
+
+
+def keep_kernel_on_load(optimizer: torch.optim.Optimizer) -> None:
+    """Keep the implementation chosen at build time when a checkpoint's optimizer state is loaded.
+
+    ``load_state_dict`` takes each group's ``fused``/``foreach`` from the checkpoint, so a run saved on the CPU (or
+    before fused AdamW) would resume on a GPU unfused, and a fused run resumed on the CPU would stay fused. The
+    hook puts back this build's choice and hosts each ``step`` counter where that choice keeps it (fused: a
+    float32 on the parameter's device; otherwise on the CPU, so reading it never waits on the GPU).
+    """
+    chosen = {key: optimizer.defaults.get(key) for key in ("fused", "foreach")}
+
+    def restore(opt: torch.optim.Optimizer) -> None:
+        for group in opt.param_groups:
+            group.update(chosen)
+            for param in group["params"]:
+                step = opt.state.get(param, {}).get("step")
+                if isinstance(step, torch.Tensor):
+                    fused = bool(chosen["fused"]) or bool(group.get("capturable"))
+                    device = param.device if fused else torch.device("cpu")
+                    opt.state[param]["step"] = step.to(device=device, dtype=torch.float32 if fused else step.dtype)
+
+    optimizer.register_load_state_dict_post_hook(restore)
 
 
 def warmup_cosine(warmup_steps: int, max_steps: int):
