@@ -29,9 +29,14 @@ def train_step(task, optimizer, batch: dict, device: str | torch.device = "cpu",
     images = batch["image"].to(device, non_blocking=True)
     frames = batch["frames"].to(device, non_blocking=True)
     mask = batch["frame_mask"].to(device, non_blocking=True)
+    # the real frames' positions from the CPU mask, as collate_batch gives the training loop: no nonzero on the device
+    index = batch.get("frame_index")
+    if index is None:
+        index = batch["frame_mask"].reshape(-1).nonzero().squeeze(1)
+    index = index.to(device, non_blocking=True)
     autocast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
     with autocast:
-        loss = task(images, frames, mask)["loss"]
+        loss = task(images, frames, mask, frame_index=index)["loss"]
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
