@@ -190,3 +190,15 @@ def test_parameters_are_timms_and_checkpoints_load_unchanged(name, tmp_path):
     fresh.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(fresh.encode_image(images), expected)
+
+
+def test_benchmark_script_runs_at_smoke_size():
+    """benchmarks/patch_embed.py (not in run.py's suite) still runs; its figures at this size mean nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "patch_embed.py"
+    done = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "matmul" in done.stdout and "conv" in done.stdout
