@@ -8,7 +8,9 @@ from typing import Any, Optional
 
 from rice.cli.common import console, fail
 
-INDEX_TYPE_HELP = "auto (flat below 1M items, IVF above, IVF-PQ when vectors exceed memory), flat, ivf, ivfpq, hnsw"
+INDEX_TYPE_HELP = ("auto (flat below 1M items, IVF above, IVF-PQ when vectors exceed memory; with --from-embeddings "
+                   "and --memory-budget: IVF-Flat, IVF-SQ8 or IVF-PQ+OPQ, whichever fits), flat, ivf, ivfsq8, ivfpq, "
+                   "hnsw")
 ALLOW_OUTSIDE_HELP = "accept manifest rows and links that lead out of their folder (absolute paths, '..')"
 
 
