@@ -123,6 +123,17 @@ def _checkpoint_name(checkpoint: str | os.PathLike[str] | None) -> str | None:
     return str(checkpoint) if str(checkpoint).startswith("hf-hub:") else str(Path(checkpoint).resolve())
 
 
+UPDATABLE_FIELDS = frozenset({"path", "group", "metadata", "size", "mtime_ns", "sha256", "origin"})
+
+
+def check_updatable(changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Refuse, before anything changes, an `update_items` that names a field other than `UPDATABLE_FIELDS`."""
+    for _, fields in changes:
+        if set(fields) - UPDATABLE_FIELDS:
+            raise ValueError(f"cannot change {sorted(set(fields) - UPDATABLE_FIELDS)}; "
+                             f"allowed: {sorted(UPDATABLE_FIELDS)}")
+
+
 class IndexBase:
     """The catalogue index API and its in-memory FAISS implementation; `rice.retrieval.catalogue.Index` is this
     class with `load` opening any kind of index folder. Other storages (on disk, Milvus) subclass it here, below
@@ -296,10 +307,8 @@ class IndexBase:
 
     def update_items(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Change stored fields (path, group, metadata, size, mtime_ns, sha256, origin) of items by id; vectors stay."""
-        allowed = {"path", "group", "metadata", "size", "mtime_ns", "sha256", "origin"}
+        check_updatable(changes)
         for item_id, fields in changes:
-            if set(fields) - allowed:
-                raise ValueError(f"cannot change {sorted(set(fields) - allowed)}; allowed: {sorted(allowed)}")
             record = self.items[self._row_of_id(item_id)]
             for name, value in fields.items():
                 setattr(record, name, value)

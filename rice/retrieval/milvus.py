@@ -40,6 +40,7 @@ from rice.retrieval.index_core import (
     _pick,
     _records,
     _swap_in,
+    check_updatable,
     model_identity,
 )
 from rice.retrieval.index_folder import FORMAT_VERSION, REBUILD, IndexFileError, read_roots
@@ -237,10 +238,7 @@ class MilvusIndex(IndexBase):
 
     def update_items(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Change stored fields (path, group, metadata, size, mtime_ns, sha256, origin) of items by id; vectors stay."""
-        allowed = {"path", "group", "metadata", "size", "mtime_ns", "sha256", "origin"}
-        for _, fields in changes:
-            if set(fields) - allowed:
-                raise ValueError(f"cannot change {sorted(set(fields) - allowed)}; allowed: {sorted(allowed)}")
+        check_updatable(changes)
         for start in range(0, len(changes), 1000):
             chunk = dict(changes[start : start + 1000])
             rows = {row["id"]: row for row in self._query(f"id in [{', '.join(map(literal, chunk))}]",

@@ -43,7 +43,7 @@ import faiss
 import numpy as np
 
 from rice.retrieval import ann
-from rice.retrieval.index_core import IndexBase, ItemRecord, SearchHit, _records, _swap_in
+from rice.retrieval.index_core import IndexBase, ItemRecord, SearchHit, _records, _swap_in, check_updatable
 from rice.retrieval.index_folder import (
     REBUILD,
     IndexFileError,
@@ -361,10 +361,8 @@ class OnDiskIndex(IndexBase):
 
     def update_items(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Change stored fields (path, group, metadata, size, mtime_ns, sha256, origin) of items; vectors stay."""
-        allowed = {"path", "group", "metadata", "size", "mtime_ns", "sha256", "origin"}
+        check_updatable(changes)
         for item_id, fields in changes:
-            if set(fields) - allowed:
-                raise ValueError(f"cannot change {sorted(set(fields) - allowed)}; allowed: {sorted(allowed)}")
             slot = self._row_of_id(item_id)
             record = copy.deepcopy(self.record(slot))
             for name, value in fields.items():
