@@ -67,13 +67,8 @@ def build_index(out: str | os.PathLike[str], model: Any = None, inputs: Sequence
 
     ``allow_outside``: accept manifest rows and links leading out of their folder (`sources.read_items`)."""
     if from_embeddings is not None:
-        merged = shards.read_folder(from_embeddings)
-        if merged["meta"]["kind"] != "image":
-            raise ValueError(f"{from_embeddings} holds {merged['meta']['kind']} embeddings; index shop images")
+        merged = shards.read_shop_images(from_embeddings, group_by_folder)
         items = merged["items"]
-        if group_by_folder:
-            for item in items:
-                item.group = item.group or (item.id.split("/")[0] if "/" in item.id else "")
         index = Index.from_embeddings(merged["embeddings"], [i.id for i in items], [i.path for i in items],
                                       [i.group for i in items], [i.metadata for i in items], index_type=index_type,
                                       model_info=merged["meta"]["model"], **settings)

@@ -38,13 +38,8 @@ def build_milvus_index(out: str | os.PathLike[str], uri: str, collection: str | 
     check_lite_outside(uri, out)
     collection = collection or collection_name_for(out)
     if from_embeddings is not None:
-        merged = shards.read_folder(from_embeddings)
-        if merged["meta"]["kind"] != "image":
-            raise ValueError(f"{from_embeddings} holds {merged['meta']['kind']} embeddings; index shop images")
+        merged = shards.read_shop_images(from_embeddings, group_by_folder)
         items = merged["items"]
-        if group_by_folder:
-            for item in items:
-                item.group = item.group or (item.id.split("/")[0] if "/" in item.id else "")
         index = MilvusIndex.from_embeddings(merged["embeddings"], [i.id for i in items], [i.path for i in items],
                                             [i.group for i in items], [i.metadata for i in items],
                                             index_type=index_type, model_info=merged["meta"]["model"], uri=uri,

@@ -218,3 +218,19 @@ def read_folder(out: str | os.PathLike[str]) -> dict[str, Any]:
     embeddings = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
     return {"embeddings": embeddings, "items": items, "skipped": skipped, "meta": meta}
 
+
+
+def read_shop_images(out: str | os.PathLike[str], group_by_folder: bool = False) -> dict[str, Any]:
+    """`read_folder` of a folder of shop-image embeddings, what an index is built from; with ``group_by_folder`` an
+    item without a group takes the first folder of its id (as `rice index build --group-by-folder` does for files).
+
+    Raises:
+        ValueError: the folder holds clip embeddings.
+    """
+    merged = read_folder(out)
+    if merged["meta"]["kind"] != "image":
+        raise ValueError(f"{out} holds {merged['meta']['kind']} embeddings; index shop images")
+    if group_by_folder:
+        for item in merged["items"]:
+            item.group = item.group or (item.id.split("/")[0] if "/" in item.id else "")
+    return merged
