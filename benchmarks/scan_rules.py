@@ -29,6 +29,10 @@ def rules() -> dict:
         name = f"host gate {margin}" + (" (default)" if margin == SCAN_RULE.host_margin else "")
         table[name] = replace(SCAN_RULE, host_margin=margin)
     table["host gate 0.05, evidence over +-1 window"] = replace(SCAN_RULE, host_margin=0.05, host_smooth=1)
+    # the segment query: the windows find a segment, one search with all its frames pooled names it
+    table["no rule + segment query"] = DecisionRule(smooth=1, min_seconds=1.0, segment_query=True)
+    for margin in (0.03, 0.05, 0.08):
+        table[f"host gate {margin} + segment query"] = replace(SCAN_RULE, host_margin=margin, segment_query=True)
     return table
 
 

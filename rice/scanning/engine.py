@@ -122,6 +122,10 @@ class ScanRun:
         if rerank and getattr(model, "decoder", None) is None:
             raise ValueError("--rerank needs the PMD decoder: use a checkpoint trained with --losses icl,pmd[,pfr]")
         self.rule = rule or DecisionRule()
+        if rerank and self.rule.segment_query:
+            # The re-ranker needs the frames' decoder tokens, which a segment-wide query would have to keep for the
+            # whole segment: with --rerank the (re-ranked) window votes name the segments.
+            self.rule = replace(self.rule, segment_query=False)
         self.batch_size = batch_size
         self.keep_windows, self.thumbnails = keep_windows, thumbnails
         self.on_progress = on_progress
@@ -138,8 +142,9 @@ class ScanRun:
             "sample_interval": self.dt, "top_k": top_k, "group": group, "rerank": rerank,
             "min_score": self.rule.min_score, "min_margin": self.rule.min_margin, "smooth": self.rule.smooth,
             "min_seconds": self.rule.min_seconds, "host_margin": self.rule.host_margin,
-            "host_warmup": self.rule.host_warmup, "live": self.source.live,
+            "host_warmup": self.rule.host_warmup, "segment_query": self.rule.segment_query, "live": self.source.live,
         })  # fmt: skip
+        self._owned_to = 0  # the first grid frame that no window stands for yet (see WindowResult.frame_sum)
         self._stop = threading.Event()
         self._image_tokens = _ImageTokens(model, self.transform, self.device) if rerank else None
 
@@ -182,7 +187,7 @@ class ScanRun:
 
         reader = threading.Thread(target=decode, name="rice-scan-decode", daemon=True)
         reader.start()
-        segmenter = Segmenter(self.rule, self.stride)
+        segmenter = Segmenter(self.rule, self.stride, self.search_segment)
         embeddings: dict[int, torch.Tensor] = {}  # grid index -> unnormalised frame embedding (one window's worth)
         tokens: dict[int, torch.Tensor] = {}
         thumbs: dict[int, bytes] = {}
@@ -281,6 +286,11 @@ class ScanRun:
                         realtime_factor=round(tl.duration / elapsed, 3) if elapsed > 0 else None,
                         reconnects=self.source.reconnects)  # fmt: skip
 
+    def search_segment(self, vector: np.ndarray) -> list[WindowHit]:
+        """The catalogue's hits for one query vector (a segment's pooled frames), with the scan's --group."""
+        row = self.index.search(np.asarray(vector, dtype=np.float32)[None], k=max(self.top_k, 2), group=self.group)[0]
+        return [WindowHit(h.rank, h.id, h.score, h.group, h.path) for h in row]
+
     # ------------------------------------------------------------------------------------ encode and search
     @torch.no_grad()
     def _encode(self, batch: list[SampledFrame], embeddings: dict, tokens: dict, thumbs: dict) -> None:
@@ -323,12 +333,29 @@ class ScanRun:
                 row = self._rerank(row, j0, mask, tokens)
             start = j0 * self.dt
             middle = present[len(present) // 2]
+            frame_sum, frame_count = self._frames_stood_for(j0, embeddings)
             out.append(WindowResult(start=start, end=start + self.window,
                                     results=[WindowHit(h.rank, h.id, h.score, h.group, h.path)
                                              for h in row[: max(self.top_k, 2)]],
-                                    frames=len(present), thumbnail=thumbs.get(middle), embedding=vector))  # fmt: skip
+                                    frames=len(present), thumbnail=thumbs.get(middle), embedding=vector,
+                                    frame_sum=frame_sum, frame_count=frame_count))  # fmt: skip
         self.timeline.stats["windows"] = self.timeline.stats.get("windows", 0) + len(out)
         return out
+
+    def _frames_stood_for(self, j0: int, embeddings: dict) -> tuple[np.ndarray, int]:
+        """The sum of the frame embeddings a window stands for in a segment, and their count: the grid frames
+        from where the previous window's share ended to half a stride past this window's middle (a segment runs
+        from its first window's middle less half a stride to its last window's middle plus half a stride). The
+        windows' shares partition the frames, so a segment's frames are pooled from running sums, each frame
+        once, and nothing of a segment is kept but one sum."""
+        middle = j0 * self.dt + self.window / 2
+        # grid frame j lies at (j + 0.5) dt: the frames before middle + stride / 2 are j < (middle + s/2)/dt - 0.5
+        end = min(math.ceil((middle + self.stride / 2) / self.dt - 0.5 - 1e-9), j0 + self.num_frames)
+        frames = [embeddings[j] for j in range(max(self._owned_to, j0), end) if j in embeddings]
+        self._owned_to = max(self._owned_to, end)
+        if not frames:
+            return np.zeros(next(iter(embeddings.values())).shape[-1]), 0
+        return torch.stack(frames).double().sum(0).numpy(), len(frames)
 
     def _rerank(self, row: list, j0: int, mask: torch.Tensor, tokens: dict) -> list:
         from rice.retrieval.rerank import rerank_topk

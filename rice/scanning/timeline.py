@@ -19,8 +19,8 @@ import json
 import os
 import zlib
 from collections import Counter, deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,11 @@ class WindowResult:
     frames: int = 0
     thumbnail: bytes | None = None  # a small JPEG of the window's middle frame (not kept in the timeline)
     embedding: Any = None  # the pooled clip embedding (D,) float32 (not kept in the timeline)
+    # The sum (float64, (D,)) of the unnormalised embeddings of the frames this window stands for in a segment:
+    # the sampled frames within half a stride of its middle (the source's first window: from its start), so the
+    # windows of a run partition the run's frames (not kept in the timeline). For the segment query.
+    frame_sum: Any = None
+    frame_count: int = 0
 
     @property
     def centre(self) -> float:
@@ -69,6 +74,7 @@ class Segment:
     windows: int = 0
     thumbnail: bytes | None = None  # JPEG of the middle frame of the best-scoring window
     key_time: float = 0.0  # the time of that frame
+    embedding: Any = None  # with the segment query: the pooled embedding of the segment's frames (D,) float32
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": round(self.start, 3), "end": round(self.end, 3), "id": self.id,
@@ -92,6 +98,10 @@ class DecisionRule:
     host_stretches: int = 3  # ... and in how many separate stretches they must recur to count as the host
 
     host_smooth: int = 0  # the gate weighs the mean host evidence of this many windows on either side
+    # The segment query: the window labels only find a segment; its product is the top-1 of one search with all
+    # the segment's sampled frames pooled as the model pools a clip (a long clip of what the segment shows), not
+    # the windows' vote. It needs the windows' frame sums and a search (the scan gives both).
+    segment_query: bool = False
 
     def label(self, window: WindowResult, host_evidence: float | None = None) -> str | None:
         """The window's product, or NO_PRODUCT; ``host_evidence``: its top-1 cosine minus its cosine to the host
@@ -122,14 +132,48 @@ def _vote(labels: list[str | None], own: str | None) -> str | None:
     return next(label for label in labels if counts[label] == best)
 
 
-class Segmenter:
-    """Online smoothing and segmentation; feed windows in time order, read closed segments as they come."""
+@dataclass
+class _OpenRun:
+    """The open run of one smoothed label, as running totals: its memory does not grow with its length."""
 
-    def __init__(self, rule: DecisionRule, stride: float) -> None:
-        self.rule, self.stride = rule, stride
+    label: str | None
+    first: WindowResult
+    last: WindowResult
+    windows: int = 0
+    score_sum: float = 0.0  # over the windows whose results hold the label
+    scored: int = 0
+    best: tuple[WindowHit, WindowResult] | None = None  # the label's best-scoring hit and its window
+    frame_sum: Any = None  # the windows' frame sums added up (float64)
+    frame_count: int = 0
+
+    def add(self, window: WindowResult) -> None:
+        self.last, self.windows = window, self.windows + 1
+        hit = next((h for h in window.results if h.id == self.label), None) if self.label is not NO_PRODUCT else None
+        if hit is not None:
+            self.score_sum, self.scored = self.score_sum + hit.score, self.scored + 1
+            if self.best is None or hit.score > self.best[0].score:
+                self.best = (hit, window)
+        if window.frame_sum is not None and window.frame_count:
+            self.frame_sum = window.frame_sum if self.frame_sum is None else self.frame_sum + window.frame_sum
+            self.frame_count += window.frame_count
+
+
+Search = Callable[[Any], list[WindowHit]]  # a (D,) query vector -> its ranked hits in the catalogue
+
+
+class Segmenter:
+    """Online smoothing and segmentation; feed windows in time order, read closed segments as they come.
+
+    ``search`` names a segment from its pooled frames when the rule asks for the segment query."""
+
+    def __init__(self, rule: DecisionRule, stride: float, search: Search | None = None) -> None:
+        if rule.segment_query and search is None:
+            raise ValueError("the segment query (DecisionRule.segment_query) needs a search over the catalogue: "
+                             "pass search=, or a rule with segment_query=False")  # fmt: skip
+        self.rule, self.stride, self.search = rule, stride, search
         self._pending: deque[tuple[WindowResult, str | None]] = deque()  # raw labels around the next to smooth
         self._history: deque[str | None] = deque(maxlen=rule.smooth)  # raw labels of the last smoothed windows
-        self._run: list[tuple[WindowResult, str | None]] = []  # the open run: windows with its smoothed label
+        self._run: _OpenRun | None = None  # the open run of one smoothed label
         self._first = True
         self.host = None
         if rule.host_margin is not None:
@@ -142,6 +186,9 @@ class Segmenter:
         self._behind: deque[float | None] = deque(maxlen=rule.host_smooth)  # ... of the last labelled ones
 
     def push(self, window: WindowResult) -> Iterator[Segment]:
+        if self.rule.segment_query and window.frame_sum is None and window.results:
+            raise ValueError("the segment query (DecisionRule.segment_query) needs each window's frame sums; scan "
+                             "the source again, or pass a rule with segment_query=False")  # fmt: skip
         if self.host is None:
             yield from self._labelled(window, self.rule.label(window))
             return
@@ -202,35 +249,54 @@ class Segmenter:
         smoothed = _vote([*self._history, own, *ahead], own)
         self._pending.popleft()
         self._history.append(own)
-        if self._run and self._run[-1][1] != smoothed:
+        if self._run is not None and self._run.label != smoothed:
             yield from self._close(last=False)
-        self._run.append((window, smoothed))
+        if self._run is None:
+            self._run = _OpenRun(smoothed, window, window)
+        self._run.add(window)
 
     def _close(self, last: bool) -> Iterator[Segment]:
-        run, self._run = self._run, []
+        run, self._run = self._run, None
         first, self._first = self._first, False
-        if not run or run[0][1] is NO_PRODUCT:
+        if run is None or run.label is NO_PRODUCT:
             return
-        label = run[0][1]
         half = self.stride / 2
         # A window shows the product it is labelled with when the product fills most of it, i.e. from its middle:
         # the run spans its windows' middles, half a stride either side; the source's first and last windows
         # reach the source's ends.
-        start = run[0][0].start if first else max(run[0][0].centre - half, run[0][0].start)
-        end = run[-1][0].end if last else min(run[-1][0].centre + half, run[-1][0].end)
+        start = run.first.start if first else max(run.first.centre - half, run.first.start)
+        end = run.last.end if last else min(run.last.centre + half, run.last.end)
         if end - start < self.rule.min_seconds:
             return
-        scored = [(hit, w) for w, _ in run for hit in w.results if hit.id == label]
-        best_hit, best_window = max(scored, key=lambda pair: pair[0].score) if scored else (None, run[0][0])
-        score = sum(hit.score for hit, _ in scored) / len(scored) if scored else 0.0
-        yield Segment(start=start, end=end, id=label, score=score, group=best_hit.group if best_hit else "",
-                      path=best_hit.path if best_hit else None, windows=len(run),
-                      thumbnail=best_window.thumbnail, key_time=best_window.centre)  # fmt: skip
+        best_hit, best_window = run.best if run.best is not None else (None, run.first)
+        segment = Segment(start=start, end=end, id=run.label, score=run.score_sum / run.scored if run.scored else 0.0,
+                          group=best_hit.group if best_hit else "", path=best_hit.path if best_hit else None,
+                          windows=run.windows, thumbnail=best_window.thumbnail,
+                          key_time=best_window.centre)  # fmt: skip
+        if self.rule.segment_query and run.frame_count:
+            segment = self._named_by_its_frames(segment, run)
+        yield segment
+
+    def _named_by_its_frames(self, segment: Segment, run: _OpenRun) -> Segment:
+        """The segment's product from one search with its frames pooled as the model pools a clip (the masked
+        mean of unnormalised frame embeddings, L2-normalised): the windows only found where it starts and ends."""
+        import numpy as np  # not at import: the CLI reads SCAN_RULE for its help
+
+        mean = np.asarray(run.frame_sum, dtype=np.float64) / run.frame_count
+        norm = float(np.linalg.norm(mean))
+        vector = (mean / norm if norm > 0 else mean).astype(np.float32)
+        hits = self.search(vector)
+        if not hits:
+            return replace(segment, embedding=vector)
+        top = hits[0]
+        return replace(segment, id=top.id, score=top.score, group=top.group, path=top.path, embedding=vector)
 
 
-def segments_from_windows(windows: list[WindowResult], rule: DecisionRule, stride: float) -> list[Segment]:
-    """The segments of a finished list of windows (what `Segmenter` emits online)."""
-    segmenter = Segmenter(rule, stride)
+def segments_from_windows(windows: list[WindowResult], rule: DecisionRule, stride: float,
+                          search: Search | None = None) -> list[Segment]:  # fmt: skip
+    """The segments of a finished list of windows (what `Segmenter` emits online); ``search``: for a rule with
+    the segment query (`ScanRun.search_segment` of the scan that gave the windows)."""
+    segmenter = Segmenter(rule, stride, search)
     out = [segment for window in windows for segment in segmenter.push(window)]
     return out + list(segmenter.finish())
 

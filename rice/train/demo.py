@@ -193,7 +193,7 @@ def scan_demo_recordings(
         video.with_suffix(".timeline.json").write_text(json.dumps(timeline.to_json(), indent=1))
         scanned, elapsed = scanned + timeline.duration, elapsed + timeline.stats.get("elapsed", 0.0)
         for name, rule in rules.items():
-            segments = segments_from_windows(windows, rule, run.stride)
+            segments = segments_from_windows(windows, rule, run.stride, search=run.search_segment)
             scores = score_timeline({"segments": [s.to_dict() for s in segments]}, truth)
             pooled[name][0] += scores["correct_segments"]
             pooled[name][1] += scores["true_segments"]

@@ -61,6 +61,73 @@ def test_strides_that_are_not_a_multiple_of_the_sample_interval_snap_to_the_grid
     assert run.timeline.stats["encoded_frames"] == 14
 
 
+def test_a_segment_is_named_by_one_search_with_all_its_frames_pooled(scan_setup, model_and_index, tmp_path):
+    """With the segment query, a segment's vector is every sampled frame inside it pooled as the model pools a
+    clip: equal (1e-5) to embedding exactly those frames on their own (a folder of them, as `rice search` does),
+    and the segment's product and score are that vector's top-1 in the catalogue."""
+    from rice.data import read_video_frames
+    from rice.retrieval.embed import embed_query
+
+    model, index = model_and_index
+    decoded = read_video_frames(scan_setup.recording, backend="pyav")
+    rule = DecisionRule(smooth=0, segment_query=True)  # every window votes its top-1: several segments
+    run = scan(model, index, scan_setup.recording, window=2.0, stride=1.0, rule=rule)
+    events = list(run)
+    windows = [e for e in events if isinstance(e, WindowResult)]
+    segments = run.timeline.segments
+    assert len(segments) >= 2 and max(s.windows for s in segments) >= 3  # sums carried across several windows
+    # the windows' shares of the frames partition the grid up to the last window's middle plus half a stride
+    assert sum(w.frame_count for w in windows) == 13 and all(w.frame_count == 1 for w in windows)
+    stop = windows[-1].centre + run.stride / 2  # where the last window's share ends
+    for n, segment in enumerate(segments):
+        times = [run.sample_time(j) for j in range(20)]
+        inside = [t for t in times if segment.start - 1e-9 <= t < min(segment.end, stop) - 1e-9]
+        folder = tmp_path / f"s{n}"
+        folder.mkdir()
+        for k, t in enumerate(inside):  # the frame nearest each sample time (8 fps: exact)
+            Image.fromarray(decoded[round(t * 8)]).save(folder / f"{k:04d}.png")
+        expected = embed_query(model, folder, num_frames=len(inside))
+        np.testing.assert_allclose(segment.embedding, expected, atol=1e-5)
+        top = index.search(expected[None], k=1)[0][0]
+        assert (segment.id, segment.score) == (top.id, pytest.approx(top.score, abs=1e-5))
+
+
+def test_the_segment_query_needs_a_search_and_the_windows_frames():
+    windows = [_window(float(i), "A") for i in range(4)]
+    with pytest.raises(ValueError, match="needs a search"):
+        segments_from_windows(windows, DecisionRule(segment_query=True), 1.0)
+    with pytest.raises(ValueError, match="frame sums"):  # windows read back from JSON carry no frames
+        segments_from_windows(windows, DecisionRule(segment_query=True), 1.0, search=lambda vector: [])
+
+
+def test_the_segment_query_pools_the_windows_frame_sums_and_searches_once_per_segment():
+    """Hand-made windows: the votes say A for four windows, but their frames pooled (the sum of the frame sums
+    over the sum of the counts, L2-normalised) point at B; the segment is B with B's cosine."""
+    catalogue = {"A": np.array([1.0, 0.0, 0.0]), "B": np.array([0.0, 1.0, 0.0])}
+    queries = []
+
+    def search(vector):
+        queries.append(vector)
+        scored = sorted(((float(v @ vector), k) for k, v in catalogue.items()), reverse=True)
+        return [WindowHit(r + 1, k, score) for r, (score, k) in enumerate(scored)]
+
+    sums = [np.array([3.0, 0.0, 0.0]), np.array([0.0, 8.0, 1.0]), np.array([1.0, 4.0, 0.0]), np.zeros(3)]
+    windows = [_window(float(i), label) for i, label in enumerate([None, "A", "A", "A", "A", None, None])]
+    for window, frame_sum, count in zip(windows[1:5], sums, (2, 3, 1, 0)):
+        window.frame_sum, window.frame_count = frame_sum, count
+    for window in (windows[0], *windows[5:]):
+        window.frame_sum, window.frame_count = np.full(3, 100.0), 4  # not the segment's: must not count
+    [segment] = segments_from_windows(windows, DecisionRule(min_score=0.5, segment_query=True), 1.0, search)
+    expected = (sums[0] + sums[1] + sums[2]) / 6
+    expected /= np.linalg.norm(expected)
+    assert len(queries) == 1
+    np.testing.assert_allclose(segment.embedding, expected, atol=1e-6)
+    assert (segment.start, segment.end, segment.id) == (1.5, 5.5, "B")
+    assert segment.score == pytest.approx(expected[1])
+    # without the query the votes name it
+    assert [s.id for s in segments_from_windows(windows, DecisionRule(min_score=0.5), 1.0)] == ["A"]
+
+
 def _window(start: float, label: str | None, score: float = 0.9, length: float = 2.0):
     results = [WindowHit(1, label or "x", score if label else 0.1), WindowHit(2, "other", 0.05)]
     return WindowResult(start, start + length, results)
