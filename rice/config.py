@@ -129,7 +129,13 @@ class LossConfig(_Section):
         default_factory=lambda: dict.fromkeys(KNOWN_LOSSES, 1.0), description="weight of each loss in the total"
     )
     pmd_negatives: int = Field(3, ge=1, le=MAX_BATCH, description="hard negative clips mined per image for PMD")
-    pmd_chunk_size: int = Field(32, ge=1, le=MAX_BATCH, description="image-clip pairs per decoder call (bounds memory)")
+    pmd_pass: Literal["batched", "chunked"] = Field(
+        "batched", description="decoder calls of PMD/PFR: batched (one for the positive pairs, one for the negatives) "
+        "or chunked (pmd_chunk_size pairs a call, recomputed in the backward: bounded memory for small cards)"
+    )
+    pmd_chunk_size: int = Field(
+        32, ge=1, le=MAX_BATCH, description="image-clip pairs per decoder call with pmd_pass chunked (bounds memory)"
+    )
     mask_same_product: bool = Field(
         False, description="pairs of the same product (shared shop image) are not negatives in ICL and PMD mining"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -9,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rice.distributed import rank_or
-from rice.models.decoder import PairwiseMatchingDecoder, score_pairs
+from rice.models.decoder import DecoderStates, PairwiseMatchingDecoder, decoder_states, score_state_pairs
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
 
@@ -48,12 +49,24 @@ def mine_hard_negatives(
         return (top.indices, top.values > float("-inf")) if return_valid else top.indices
 
 
+@dataclass
+class DecoderPass:
+    """The decoder work a training step shares between PMD and PFR (`PairwiseMatchingLoss.decoder_pass`): the
+    states of the local images and of the clips of every rank, and the positive pairs' scores (B,) and, for PFR,
+    their cross-attention (B, H, L, T*L)."""
+
+    states: DecoderStates
+    positive_scores: torch.Tensor
+    positive_attention: torch.Tensor | None
+
+
 class PairwiseMatchingLoss(nn.Module):
     """PMD loss: (1+K)-way cross-entropy over decoder scores, the positive clip first.
 
     For each local image i, the K hardest negative clips are mined (no gradient) by cos(u_i, v_j) over the global
-    batch gathered from every rank, excluding i's own clip. The decoder scores (image i, own clip) and (image i,
-    each negative) in chunks of ``chunk_size`` pairs; the chunking does not change the result.
+    batch gathered from every rank, excluding i's own clip. The decoder's per-image and per-clip states are computed
+    once (`decoder_pass`); the positive pairs then run as one decoder call and the B*K negatives as another
+    (``chunk_size=None``), or in calls of ``chunk_size`` pairs to bound memory; the path does not change the result.
 
     What is averaged: each rank returns the mean cross-entropy over its B local images. With equal batches per rank,
     DDP's gradient averaging (1/world_size) turns that into the gradient of the mean over all global positives. The
@@ -63,7 +76,8 @@ class PairwiseMatchingLoss(nn.Module):
 
     Args:
         num_negatives: K hard negative clips per image (3). Clamped to the global batch size minus one.
-        chunk_size: image-clip pairs per decoder call (bounds the memory of one call).
+        chunk_size: image-clip pairs per decoder call (bounds the memory of one call); None: one call for the
+            positives and one for the negatives (``loss.pmd_pass: batched``).
         gather_with_grad / gather_no_grad: concatenate a tensor over ranks along dim 0 (``rice.distributed``).
         rank: this process's rank, or None to ask ``rice.distributed.world_info()`` at each call.
     """
@@ -71,18 +85,38 @@ class PairwiseMatchingLoss(nn.Module):
     def __init__(
         self,
         num_negatives: int = 3,
-        chunk_size: int = 32,
+        chunk_size: int | None = None,
         gather_with_grad: Gather | None = None,
         gather_no_grad: Gather | None = None,
         rank: int | None = None,
     ):
         super().__init__()
-        if num_negatives < 1 or chunk_size < 1:
+        if num_negatives < 1 or (chunk_size is not None and chunk_size < 1):
             raise ValueError(f"num_negatives ({num_negatives}) and chunk_size ({chunk_size}) must be >= 1")
         self.num_negatives, self.chunk_size = num_negatives, chunk_size
         self.gather_with_grad = gather_with_grad or _identity
         self.gather_no_grad = gather_no_grad or _identity
         self.rank = rank
+
+    def decoder_pass(
+        self,
+        decoder: PairwiseMatchingDecoder,
+        image_tokens: torch.Tensor,
+        video_tokens: torch.Tensor,
+        frame_mask: torch.Tensor,
+        return_attention: bool = False,
+    ) -> DecoderPass:
+        """Gather the clips of every rank, compute the decoder states once and score the B positive pairs in one
+        call (with their cross-attention for PFR when asked). ``RiceTask`` calls it once per step and hands the
+        result to PMD and PFR."""
+        batch = image_tokens.shape[0]
+        states = decoder_states(
+            decoder, image_tokens, self.gather_with_grad(video_tokens), self.gather_no_grad(frame_mask)
+        )
+        local = torch.arange(batch, device=image_tokens.device)
+        positive_index = rank_or(self.rank) * batch + local  # this rank's clips sit at its offset in the gathered batch
+        positives = score_state_pairs(decoder, states, local, positive_index, self.chunk_size, return_attention)
+        return DecoderPass(states, positives.scores, positives.attention)
 
     def forward(
         self,
@@ -92,7 +126,7 @@ class PairwiseMatchingLoss(nn.Module):
         video_tokens: torch.Tensor,
         frame_mask: torch.Tensor,
         decoder: PairwiseMatchingDecoder | None,
-        positive_scores: torch.Tensor | None = None,
+        decoder_pass: DecoderPass | None = None,
         product_ids: torch.Tensor | None = None,
         **_: object,
     ) -> torch.Tensor:
@@ -100,24 +134,21 @@ class PairwiseMatchingLoss(nn.Module):
             image_features, video_features: (B, D) local embeddings (used for mining only).
             image_tokens: (B, L, W); video_tokens: (B, T, L, W); frame_mask: (B, T) bool.
             decoder: the model's PMD decoder.
-            positive_scores: (B,) decoder scores of (image i, clip i) when already computed (RiceTask shares them
-                with PFR), else computed here.
+            decoder_pass: this step's `decoder_pass` when already computed (RiceTask shares it with PFR), else
+                computed here.
             product_ids: (B,) int64 products; other clips of an image's product are never mined as its negatives
                 (a row with fewer than K allowed clips has its missing negatives left out of the softmax).
         """
         if decoder is None:
             raise ValueError("the PMD loss needs model.decoder; build the model with the decoder (losses incl. 'pmd')")
         batch = image_tokens.shape[0]
+        if decoder_pass is None:
+            decoder_pass = self.decoder_pass(decoder, image_tokens, video_tokens, frame_mask)
+        positive_scores = decoder_pass.positive_scores
         all_video_features = self.gather_no_grad(video_features.detach())  # (N, D)
-        all_video_tokens = self.gather_with_grad(video_tokens)  # (N, T, L, W)
-        all_frame_mask = self.gather_no_grad(frame_mask)  # (N, T)
         local = torch.arange(batch, device=image_tokens.device)
-        positive_index = rank_or(self.rank) * batch + local  # this rank's clips sit at its offset in the gathered batch
+        positive_index = rank_or(self.rank) * batch + local
         k = min(self.num_negatives, all_video_features.shape[0] - 1)
-        if positive_scores is None:
-            positive_scores = score_pairs(
-                decoder, image_tokens, video_tokens, frame_mask, local, local, self.chunk_size
-            ).scores
         if k < 1:  # a global batch of one pair has no negative: nothing to contrast
             return positive_scores.sum() * 0.0
         excluded = None
@@ -126,14 +157,8 @@ class PairwiseMatchingLoss(nn.Module):
         negative_index, valid = mine_hard_negatives(
             image_features, all_video_features, positive_index, k, excluded, return_valid=True
         )  # (B, K) each
-        negative_scores = score_pairs(
-            decoder,
-            image_tokens,
-            all_video_tokens,
-            all_frame_mask,
-            local.repeat_interleave(k),
-            negative_index.reshape(-1),
-            self.chunk_size,
+        negative_scores = score_state_pairs(
+            decoder, decoder_pass.states, local.repeat_interleave(k), negative_index.reshape(-1), self.chunk_size
         ).scores.view(batch, k)
         logits = torch.cat([positive_scores[:, None], negative_scores], dim=1)  # (B, 1+K), positive at 0
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 at least (under AMP)

@@ -24,11 +24,11 @@ class PatchFeatureReconstructionLoss(nn.Module):
     DDP's gradient averaging over equal local batches makes it the mean over the global batch.
 
     Args:
-        chunk_size: positive pairs per decoder call when the attention is not passed in.
+        chunk_size: positive pairs per decoder call when the attention is not passed in (None: one call).
         softmax_keys: "valid" (padded frames masked out of the softmax) or "all" (the public code).
     """
 
-    def __init__(self, chunk_size: int = 32, softmax_keys: str = "valid"):
+    def __init__(self, chunk_size: int | None = None, softmax_keys: str = "valid"):
         super().__init__()
         if softmax_keys not in ("valid", "all"):
             raise ValueError(f"PFR softmax_keys {softmax_keys!r} is unknown; choose 'valid' or 'all'")

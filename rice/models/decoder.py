@@ -366,17 +366,81 @@ def _take(tensor: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
     return tensor if rows is None else tensor[rows]
 
 
-def _chunk_scores(
-    decoder: PairwiseMatchingDecoder,
-    states: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_mask: torch.Tensor,
-    ii: torch.Tensor,
-    jj: torch.Tensor,
+@dataclass
+class DecoderStates:
+    """What the decoder computes from one side of a pair alone, computed once and shared by every pair that uses
+    the row: the image side's self-attention block output and the clip side's cross-block keys, values and key mask
+    (`PairwiseMatchingDecoder.image_states` / `clip_states`). A training step builds it once for the local images
+    and the clips of every rank; PMD's positive pairs, its mined negatives and PFR's attention all read it."""
+
+    image_states: torch.Tensor  # (N_img, L, W)
+    keys: torch.Tensor  # (N_clip, H, T*L, hd)
+    values: torch.Tensor  # (N_clip, H, T*L, hd)
+    key_mask: torch.Tensor  # (N_clip, T*L) bool, True = a real frame's token
+
+
+def decoder_states(
+    decoder: PairwiseMatchingDecoder, image_tokens: torch.Tensor, video_tokens: torch.Tensor, frame_mask: torch.Tensor
+) -> DecoderStates:
+    """`DecoderStates` of every image (N_img, L, W) and every clip (N_clip, T, L, W) with its (N_clip, T) mask."""
+    return DecoderStates(decoder.image_states(image_tokens), *decoder.clip_states(video_tokens, frame_mask))
+
+
+def _state_pair_scores(
+    decoder: PairwiseMatchingDecoder, states: DecoderStates, ii: torch.Tensor, jj: torch.Tensor
 ) -> torch.Tensor:
-    # Indexing inside the recomputed function: only the shared per-image / per-clip tensors and indices are kept.
-    return decoder.score_states(states[ii], k[jj], v[jj], key_mask[jj]).scores
+    # Indexing inside the recomputed function: only the shared states and the indices are kept per chunk.
+    return _score_rows(decoder, states, ii, jj, return_attention=False).scores
+
+
+def _score_rows(
+    decoder: PairwiseMatchingDecoder, states: DecoderStates, ii: torch.Tensor, jj: torch.Tensor, return_attention: bool
+) -> DecoderOutput:
+    return decoder.score_states(
+        states.image_states.index_select(0, ii), states.keys.index_select(0, jj), states.values.index_select(0, jj),
+        states.key_mask.index_select(0, jj), return_attention=return_attention,
+    )  # fmt: skip
+
+
+def score_state_pairs(
+    decoder: PairwiseMatchingDecoder,
+    states: DecoderStates,
+    image_index: torch.Tensor,
+    clip_index: torch.Tensor,
+    chunk_size: int | None = None,
+    return_attention: bool = False,
+) -> DecoderOutput:
+    """Scores (P,) of the pairs (image row image_index[p], clip row clip_index[p]) of shared ``states`` and, when
+    asked, their cross-attention (P, H, L, T*L).
+
+    ``chunk_size=None`` (``loss.pmd_pass: batched``): every pair in one decoder call, so one gather of the rows'
+    keys/values and one scatter of their gradients, whatever the number of pairs. An int (``chunked``, for cards
+    whose memory does not hold every pair's attention at once): calls of ``chunk_size`` pairs; without the attention
+    maps, every chunk but the last is recomputed in the backward pass instead of keeping its activations, so the
+    memory grows with the chunk, not with the pairs. Pairs never interact: the result does not depend on the path.
+    """
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None (one call), got {chunk_size}")
+    total = image_index.numel()
+    if total == 0:
+        return DecoderOutput(states.image_states.new_zeros(0), None)
+    if chunk_size is None or chunk_size >= total:
+        return _score_rows(decoder, states, image_index, clip_index, return_attention)
+    scores, attentions = [], []
+    # The last chunk keeps its activations: the backward reaches it first and frees them before any recomputation,
+    # so the peak is the same and its recompute is saved. The remainder chunk comes first, so the one kept is full.
+    recompute = torch.is_grad_enabled() and not return_attention
+    starts = [0, *range(total % chunk_size or chunk_size, total, chunk_size)]
+    for start, end in zip(starts, [*starts[1:], total]):
+        ii, jj = image_index[start:end], clip_index[start:end]
+        if recompute and end < total:
+            scores.append(checkpoint(_state_pair_scores, decoder, states, ii, jj, use_reentrant=False))
+            continue
+        out = _score_rows(decoder, states, ii, jj, return_attention)
+        scores.append(out.scores)
+        if return_attention:
+            attentions.append(out.attention)
+    return DecoderOutput(torch.cat(scores), torch.cat(attentions) if return_attention else None)
 
 
 def score_pairs(
@@ -386,47 +450,28 @@ def score_pairs(
     frame_mask: torch.Tensor,
     image_index: torch.Tensor,
     clip_index: torch.Tensor,
-    chunk_size: int,
+    chunk_size: int | None,
     return_attention: bool = False,
 ) -> DecoderOutput:
-    """Run the decoder on the pairs (image_tokens[image_index[p]], clip clip_index[p]) in chunks of ``chunk_size``.
+    """Run the decoder on the pairs (image_tokens[image_index[p]], clip clip_index[p]), ``chunk_size`` pairs a call
+    (None: all in one call); see `score_state_pairs`.
 
     Args:
         image_tokens: (N_img, L, W); video_tokens: (N_clip, T, L, W); frame_mask: (N_clip, T).
         image_index, clip_index: (P,) long.
     Returns:
-        scores (P,) and, when asked, attention (P, H, L, T*L). Pairs never interact, so the result does not depend
-        on ``chunk_size`` (only the peak memory of one decoder call does).
+        scores (P,) and, when asked, attention (P, H, L, T*L).
 
-    The parts of the decoder that depend on one side only (the self-attention block of an image, the cross block's
-    key/value projections of a clip) run once per row of that side when there are at least as many pairs as rows,
-    else once per pair: never more often than once per distinct row would in the worst case, and without
-    ``torch.unique``, whose output size depends on the values (a host sync, and no single graph for the step).
+    The parts of the decoder that depend on one side only (`DecoderStates`) run once per row of that side when
+    there are at least as many pairs as rows, else once per pair: never more often than once per distinct row would
+    in the worst case, and without ``torch.unique``, whose output size depends on the values (a host sync, and no
+    single graph for the step).
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if image_index.numel() == 0:
         return DecoderOutput(image_tokens.new_zeros(0), None)
     image_rows, image_index = _rows_to_run(image_index, image_tokens.shape[0])
     clip_rows, clip_index = _rows_to_run(clip_index, video_tokens.shape[0])
-    states = decoder.image_states(_take(image_tokens, image_rows))  # (N_img', L, W)
-    k, v, key_mask = decoder.clip_states(_take(video_tokens, clip_rows), _take(frame_mask, clip_rows))  # (N_clip',...
-    scores, attentions = [], []
-    # When training without the attention maps (the PMD negatives), every chunk but the last is recomputed in the
-    # backward pass instead of keeping its activations: memory then grows with the chunk size, not with the number
-    # of pairs. The last chunk keeps its activations: the backward reaches it first and frees them before any
-    # recomputation, so the peak is the same and its recompute is saved (one chunk of pairs: none at all). The
-    # remainder chunk comes first, so the one kept is a full chunk.
-    recompute = torch.is_grad_enabled() and not return_attention
-    total = image_index.numel()
-    starts = [0, *range(total % chunk_size or chunk_size, total, chunk_size)]
-    for start, end in zip(starts, [*starts[1:], total]):
-        ii, jj = image_index[start:end], clip_index[start:end]
-        if recompute and end < total:
-            scores.append(checkpoint(_chunk_scores, decoder, states, k, v, key_mask, ii, jj, use_reentrant=False))
-            continue
-        out = decoder.score_states(states[ii], k[jj], v[jj], key_mask[jj], return_attention=return_attention)
-        scores.append(out.scores)
-        if return_attention:
-            attentions.append(out.attention)
-    return DecoderOutput(torch.cat(scores), torch.cat(attentions) if return_attention else None)
+    states = decoder_states(
+        decoder, _take(image_tokens, image_rows), _take(video_tokens, clip_rows), _take(frame_mask, clip_rows)
+    )
+    return score_state_pairs(decoder, states, image_index, clip_index, chunk_size, return_attention)

@@ -30,10 +30,15 @@ LOSSES: dict[str, Callable[[LossConfig], nn.Module]] = {
                                     reduce_sum=lambda t: all_reduce_mean(t) * world_info().world_size)  # fmt: skip
     ),
     "pmd": lambda cfg: PairwiseMatchingLoss(
-        cfg.pmd_negatives, cfg.pmd_chunk_size, gather_with_grad=all_gather_with_grad, gather_no_grad=all_gather_no_grad
+        cfg.pmd_negatives, decoder_chunk(cfg), gather_with_grad=all_gather_with_grad, gather_no_grad=all_gather_no_grad
     ),
-    "pfr": lambda cfg: PatchFeatureReconstructionLoss(chunk_size=cfg.pmd_chunk_size, softmax_keys=cfg.pfr_softmax),
+    "pfr": lambda cfg: PatchFeatureReconstructionLoss(chunk_size=decoder_chunk(cfg), softmax_keys=cfg.pfr_softmax),
 }
+
+
+def decoder_chunk(cfg: LossConfig) -> int | None:
+    """Pairs per decoder call: None (all of them in one call) unless ``loss.pmd_pass`` is ``chunked``."""
+    return cfg.pmd_chunk_size if cfg.pmd_pass == "chunked" else None
 
 
 class RiceTask(nn.Module):
@@ -46,7 +51,7 @@ class RiceTask(nn.Module):
         self.losses = nn.ModuleDict({name: LOSSES[name](cfg) for name in cfg.losses})
         self.weights = {name: float(cfg.weights.get(name, 1.0)) for name in cfg.losses}
         self.needs_tokens = any(name != "icl" for name in cfg.losses)
-        self.chunk_size = cfg.pmd_chunk_size
+        self.chunk_size = decoder_chunk(cfg)
         self.mask_same_product = cfg.mask_same_product
         if self.needs_tokens and model.decoder is None:
             raise ValueError(f"losses {cfg.losses} need the PMD decoder; build_model(..., with_decoder=True)")
@@ -79,14 +84,21 @@ class RiceTask(nn.Module):
                 raise ValueError("loss.mask_same_product needs product_ids: pass product_keys(batch['image_id'])")
             out["product_ids"] = product_ids
         results: dict[str, torch.Tensor] = {}
-        if "pfr" in self.losses:
-            # PMD and PFR share one decoder pass over the positive pairs (PFR needs its cross-attention)
+        if "pmd" in self.losses:
+            # One decoder pass for both losses: the image and clip states once, the positive pairs in one call with
+            # the cross-attention that PFR reads; PMD adds its mined negatives on the same states.
+            shared = self.losses["pmd"].decoder_pass(
+                self.model.decoder, out["image_tokens"], out["video_tokens"], frame_mask,
+                return_attention="pfr" in self.losses,
+            )  # fmt: skip
+            out.update(decoder_pass=shared, positive_attention=shared.positive_attention)
+        elif "pfr" in self.losses:  # PFR without PMD: the positive pairs only, no gathered clips
             local = torch.arange(batch, device=frame_mask.device)
             positives = score_pairs(
                 self.model.decoder, out["image_tokens"], out["video_tokens"], frame_mask, local, local,
                 self.chunk_size, return_attention=True,
             )  # fmt: skip
-            out.update(positive_scores=positives.scores, positive_attention=positives.attention)
+            out.update(positive_attention=positives.attention)
         for name, loss_fn in self.losses.items():
             results[f"{name}_loss"] = loss_fn(**out, decoder=self.model.decoder)
         results["loss"] = sum(self.weights[name] * results[f"{name}_loss"] for name in self.losses)

@@ -1,5 +1,7 @@
 """PMD loss: hard-negative mining against a brute-force loop, chunking, and a naive per-pair reference."""
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
@@ -35,7 +37,7 @@ def test_chunk_size_does_not_change_loss_or_grads():
     torch.manual_seed(0)
     dec = PairwiseMatchingDecoder(16, heads=4).eval()
     results = []
-    for chunk in (1, 7, 100):
+    for chunk in (None, 1, 7, 100):  # None: one call for the positives, one for the negatives
         batch = _batch()
         loss = PairwiseMatchingLoss(num_negatives=3, chunk_size=chunk, rank=0)(**batch, decoder=dec)
         dec.zero_grad()
@@ -63,13 +65,18 @@ def test_loss_equals_naive_per_pair_loop():
     torch.testing.assert_close(loss, torch.stack(terms).mean(), rtol=1e-10, atol=1e-10)
 
 
-def test_shared_positive_scores_give_same_loss():
+def test_a_shared_decoder_pass_gives_the_same_loss_and_is_the_one_read():
     torch.manual_seed(2)
     dec = PairwiseMatchingDecoder(16, heads=4).eval()
     batch = _batch()
-    loss_fn = PairwiseMatchingLoss(num_negatives=3, chunk_size=4, rank=0)
-    pos = dec(batch["image_tokens"], batch["video_tokens"], batch["frame_mask"]).scores
-    torch.testing.assert_close(loss_fn(**batch, decoder=dec, positive_scores=pos), loss_fn(**batch, decoder=dec))
+    loss_fn = PairwiseMatchingLoss(num_negatives=3, rank=0)
+    shared = loss_fn.decoder_pass(dec, batch["image_tokens"], batch["video_tokens"], batch["frame_mask"])
+    direct = dec(batch["image_tokens"], batch["video_tokens"], batch["frame_mask"]).scores
+    torch.testing.assert_close(shared.positive_scores, direct)
+    torch.testing.assert_close(loss_fn(**batch, decoder=dec, decoder_pass=shared), loss_fn(**batch, decoder=dec))
+    # the positives' scores come from the pass handed in, not from a second decoder call
+    raised = dataclasses.replace(shared, positive_scores=shared.positive_scores + 5.0)
+    assert loss_fn(**batch, decoder=dec, decoder_pass=raised) < loss_fn(**batch, decoder=dec) - 1.0
 
 
 def test_negatives_clamped_to_batch():

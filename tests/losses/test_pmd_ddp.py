@@ -53,7 +53,7 @@ def _worker(rank, world_size, out_dir):
     local = {k: v[rank * B : (rank + 1) * B] for k, v in _global_batch().items()}
     loss_fn = PairwiseMatchingLoss(
         num_negatives=3,
-        chunk_size=5,
+        chunk_size=None,  # one decoder call for the positives (read at this rank's offset), one for the negatives
         gather_with_grad=distributed.all_gather_with_grad,
         gather_no_grad=distributed.all_gather_no_grad,
     )  # rank comes from rice.distributed.world_info()
