@@ -36,6 +36,7 @@ BENCHMARKS = [
     "grouped_search",  # per-livestream FAISS indexes vs one masked search
     "host_sync",  # training loop: values read every log_every steps vs every micro-step
     "decoder",  # icl,pmd,pfr step vs icl step at batch 4 and 16
+    "decoder_pass",  # PMD+PFR: one batched decoder pass vs the chunked pass, batch 16, rice_vit_b32 shapes
     "ann",  # approximate search vs exact; group search methods
     "sync",  # index sync vs a full rebuild
     "lpr_open",  # LPR750K training set through its saved line index vs parsing every line
