@@ -99,6 +99,14 @@ class DataConfig(_Section):
         description="training: keep decoded frames and shop images in memory, MiB per loading process "
         "(across epochs only with workers 0: workers restart every epoch)"
     )
+    normalize_on: Literal["worker", "device"] = Field(
+        "worker", description="training: normalise pixels in the loader workers, or on the training device after the "
+        "copy (device: workers send uint8 crops, a quarter of the bytes)"
+    )
+    decode_device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="training: decode prepared JPEG frames in the workers (cpu), or in batches on the training "
+        "device (cuda: workers send the JPEG bytes; normalises on the device too)"
+    )
 
     @field_validator("dataset", mode="before")
     @classmethod

@@ -29,6 +29,8 @@ HELP = {
     'data.use_prepared_frames': 'read frames/ from `rice prepare` when present (default: True) [config: data.use_prepared_frames]',
     'data.workers': 'DataLoader worker processes per rank (default: 2) [config: data.workers]',
     'data.decoded_cache_mb': 'training: keep decoded frames and shop images in memory, MiB per loading process (across epochs only with workers 0: workers restart every epoch) (default: 0.0) [config: data.decoded_cache_mb]',
+    'data.normalize_on': 'training: normalise pixels in the loader workers, or on the training device after the copy (device: workers send uint8 crops, a quarter of the bytes) (default: worker) [config: data.normalize_on]',
+    'data.decode_device': 'training: decode prepared JPEG frames in the workers (cpu), or in batches on the training device (cuda: workers send the JPEG bytes; normalises on the device too) (default: cpu) [config: data.decode_device]',
     'loss.losses': "any of icl, pmd, pfr; must include icl (default: ['icl']) [config: loss.losses]",
     'loss.weights': "weight of each loss in the total (default: {'icl': 1.0, 'pmd': 1.0, 'pfr': 1.0}) [config: loss.weights]",
     'loss.pmd_negatives': 'hard negative clips mined per image for PMD (default: 3) [config: loss.pmd_negatives]',

@@ -15,6 +15,7 @@ import rice.data.lpr as _lpr
 
 from ..config import DataConfig, EvalConfig
 from .movingfashion import MovingFashionGallery, MovingFashionPairs, MovingFashionQueries
+from .pixel_items import item_pixels
 from .sampling import FramePolicy
 from .transforms import ImageTransform, build_transform, shop_image_transform
 
@@ -55,6 +56,7 @@ def _mf_train(cfg: DataConfig, transform: ImageTransform, seed: int | None) -> D
         seed=seed,
         frame_policy=FramePolicy(tail_drop=cfg.tail_drop, train_sampling=cfg.train_frame_sampling),
         decoded_cache_mb=cfg.decoded_cache_mb,
+        pixels=item_pixels(cfg.normalize_on, cfg.decode_device),
     )
 
 

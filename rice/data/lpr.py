@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .frames import DecodedImageCache, load_frames, load_image
+from .pixel_items import check_item_pixels, encoded_clip, item_pixels, uint8_chw
 from .sampling import FramePolicy, pad_clip
 from .transforms import ClipTransform, ImageTransform, build_transform, shop_image_transform
 from .video import MediaError
@@ -218,14 +219,16 @@ class LPRTrainPairs(Dataset):
         seed: ``None``: torch's RNG (seeded per worker); an int: randomness depends on (seed, epoch, index).
         decoded_cache_mb: keep decoded frames and shop images in memory up to this many MiB per loader process
             (`DecodedImageCache`; 0 = off).
+        pixels: ``"float"``, ``"uint8"`` or ``"jpeg"``: what the items carry (`rice.data.pixel_items`).
     """
 
     def __init__(self, root: str | os.PathLike[str], split: str = "train", *, num_frames: int = 10,
                  transform: ImageTransform | None = None, image_transform: ImageTransform | None = None,
                  train: bool = True, tail_drop_prob: float = 0.5, seed: int | None = None, max_tries: int = 32,
-                 frame_policy: FramePolicy | None = None, decoded_cache_mb: float = 0.0) -> None:
+                 frame_policy: FramePolicy | None = None, decoded_cache_mb: float = 0.0, pixels: str = "float") -> None:
         self.root = Path(root).expanduser()
         self.decoded = DecodedImageCache(decoded_cache_mb)
+        self.pixels = check_item_pixels(pixels)
         self.frame_policy = frame_policy or FramePolicy()
         if not self.root.is_dir():
             raise FileNotFoundError(f"LPR root {self.root} not found; {_hint(self.root)}")
@@ -278,14 +281,27 @@ class LPRTrainPairs(Dataset):
                     len(rec.frames), self.num_frames, self.train, self.tail_drop_prob, rng
                 )
                 draft = self.transform.resize_size
-                frames = self.decoded.load_frames([self.root / rec.frames[i] for i in picks], draft)
-                clip, mask = pad_clip(self.clip_transform(frames, rng), self.num_frames)
-                image = self.image_transform(self.decoded.load_image(self.root / rec.image_path, draft), rng)
+                paths = [self.root / rec.frames[i] for i in picks]
+                if self.pixels == "jpeg":  # the bytes and the crop draws; the device stage decodes (pixel_items)
+                    encoded, params = encoded_clip(self.clip_transform, paths, self.num_frames, rng)
+                    mask = torch.arange(self.num_frames) < len(encoded)
+                    fields = {"frames_jpeg": encoded, "frames_params": params, "frame_mask": mask}
+                else:
+                    frames = self.decoded.load_frames(paths, draft)
+                    clip = (self.clip_transform(frames, rng) if self.pixels == "float"
+                            else uint8_chw(self.clip_transform.arrays(frames, rng)))  # fmt: skip
+                    clip, mask = pad_clip(clip, self.num_frames)
+                    fields = {"frames": clip, "frame_mask": mask}
+                shop = self.decoded.load_image(self.root / rec.image_path, draft)
+                if self.pixels == "float":
+                    image = self.image_transform(shop, rng)
+                else:
+                    image = uint8_chw(self.image_transform.to_array(shop, self.image_transform.sample_params(rng)))
             except (MediaError, ValueError, UnicodeDecodeError) as err:
                 skipped.append(f"{self.path.name} line #{current}: {err}")
                 continue
-            return {"frames": clip, "frame_mask": mask, "image": image, "video_id": rec.video_id,
-                    "image_id": rec.image_id, "skipped": skipped}
+            return {**fields, "image": image, "video_id": rec.video_id, "image_id": rec.image_id,
+                    "skipped": skipped}
         raise RuntimeError(f"{len(skipped)} consecutive training pairs from index {idx} of {self.path} are "
                            f"unreadable (first: {skipped[0]}); check the data with `rice prepare lpr750k`")
 
@@ -443,7 +459,7 @@ def train_from_config(cfg: Any, transform: ImageTransform, seed: int | None) -> 
                          image_transform=shop_image_transform(transform, cfg.shop_augment), train=True,
                          tail_drop_prob=cfg.tail_drop_prob, seed=seed,
                          frame_policy=FramePolicy(tail_drop=cfg.tail_drop, train_sampling=cfg.train_frame_sampling),
-                         decoded_cache_mb=cfg.decoded_cache_mb)
+                         decoded_cache_mb=cfg.decoded_cache_mb, pixels=item_pixels(cfg.normalize_on, cfg.decode_device))
 
 
 def queries_from_config(cfg: Any, transform: ImageTransform, split: str, frame_policy: FramePolicy | None = None,

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .frames import DecodedImageCache
+from .pixel_items import check_item_pixels, encoded_clip, uint8_chw
 from .sampling import FramePolicy, pad_clip
 from .transforms import ClipTransform, ImageTransform, build_transform
 from .video import MediaError, read_video_frames, resolve_backend
@@ -131,6 +132,7 @@ class _MovingFashionBase(Dataset):
         self.video_backend = video_backend
         self.use_prepared_frames = use_prepared_frames
         self.decoded = DecodedImageCache(0)  # off; training pairs may keep decoded images (``decoded_cache_mb``)
+        self.pixels = "float"  # training pairs may carry uint8 crops or JPEG bytes (rice.data.pixel_items)
         self._check_media()
 
     # ---------------------------------------------------------------------------------------------- media checks
@@ -201,7 +203,27 @@ class _MovingFashionBase(Dataset):
             frames: Sequence[Any] = self.decoded.load_frames([files[i] for i in sample(len(files))], self._draft_size())
         else:
             frames = read_video_frames(self.root / video_path, sample, backend=self.video_backend)
-        return pad_clip(self.clip_transform(frames, rng), self.num_frames)
+        if self.pixels == "float":
+            return pad_clip(self.clip_transform(frames, rng), self.num_frames)
+        return pad_clip(uint8_chw(self.clip_transform.arrays(frames, rng)), self.num_frames)
+
+    def _read_encoded_clip(
+        self, video_path: str, rng: random.Random | None, tail_drop_prob: float = 0.0
+    ) -> dict[str, Any]:
+        """The ``"jpeg"`` pixels of a clip (`rice.data.pixel_items`): its prepared frames' bytes, crop draws, mask."""
+        folder = self._prepared_folder(video_path)
+        if folder is None:
+            raise MediaError(f"{self.root / video_path}: no prepared frames; data.decode_device=cuda reads the JPEG "
+                             f"frames of `rice prepare movingfashion --root {self.root}` (run it) or use "
+                             "data.decode_device=cpu")  # fmt: skip
+        files = self.decoded.list_frame_files(folder)
+        if not files:
+            raise MediaError(f"{folder}: prepared frames folder has no images; delete it and rerun `rice prepare`")
+        picks = self._indices_sampler(rng, tail_drop_prob)(len(files))
+        encoded, params = encoded_clip(self.clip_transform, [files[i] for i in picks], self.num_frames, rng)
+        mask = torch.zeros(self.num_frames, dtype=torch.bool)
+        mask[: len(encoded)] = True
+        return {"frames_jpeg": encoded, "frames_params": params, "frame_mask": mask}
 
     def _draft_size(self) -> int | None:
         # JPEG draft decoding is fast but not pixel-identical to a full decode: use it for training only, so
@@ -209,7 +231,11 @@ class _MovingFashionBase(Dataset):
         return self.transform.resize_size if self.transform.train else None
 
     def _read_image(self, img_path: str, rng: random.Random | None) -> torch.Tensor:
-        return self.image_transform(self.decoded.load_image(self.root / img_path, self._draft_size()), rng)
+        image = self.decoded.load_image(self.root / img_path, self._draft_size())
+        if self.pixels == "float":
+            return self.image_transform(image, rng)
+        transform = self.image_transform  # uint8 and jpeg items: the shop image as uint8 (decoded here)
+        return uint8_chw(transform.to_array(image, transform.sample_params(rng)))
 
     def _zero_frames(self) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.transform.image_size
@@ -237,6 +263,8 @@ class MovingFashionPairs(_MovingFashionBase):
         image_transform: the shop image's transform; None = ``transform`` (see `shop_image_transform`).
         decoded_cache_mb: keep decoded frames and shop images in memory up to this many MiB per loader process
             (`DecodedImageCache`; 0 = off), for small datasets read for many epochs.
+        pixels: ``"float"``, ``"uint8"`` or ``"jpeg"``: what the items carry (`rice.data.pixel_items`); ``"jpeg"``
+            reads prepared frames only (a video without them is a bad sample, skipped with the fix in its reason).
     """
 
     def __init__(
@@ -255,9 +283,15 @@ class MovingFashionPairs(_MovingFashionBase):
         max_tries: int = 32,
         frame_policy: FramePolicy | None = None,
         decoded_cache_mb: float = 0.0,
+        pixels: str = "float",
     ) -> None:
         super().__init__(root, split, num_frames, transform, train, video_backend, use_prepared_frames, frame_policy)
         self.decoded = DecodedImageCache(decoded_cache_mb)
+        self.pixels = check_item_pixels(pixels)
+        if self.pixels == "jpeg" and self.num_prepared == 0:
+            raise ValueError(f"{self.root}: no video has prepared frames, and data.decode_device=cuda decodes "
+                             f"prepared JPEG frames only; run `rice prepare movingfashion --root {self.root}` or "
+                             "set data.decode_device=cpu")  # fmt: skip
         if not 0.0 <= tail_drop_prob <= 1.0:
             raise ValueError(f"tail_drop_prob={tail_drop_prob} must lie in [0, 1]")
         self.tail_drop_prob = tail_drop_prob if train else 0.0
@@ -288,14 +322,17 @@ class MovingFashionPairs(_MovingFashionBase):
             video_path, img_path = self.pairs[current]
             rng = self._rng(current)
             try:
-                frames, mask = self._read_clip(video_path, rng, self.tail_drop_prob)
+                if self.pixels == "jpeg":
+                    clip = self._read_encoded_clip(video_path, rng, self.tail_drop_prob)
+                else:
+                    frames, mask = self._read_clip(video_path, rng, self.tail_drop_prob)
+                    clip = {"frames": frames, "frame_mask": mask}
                 image = self._read_image(img_path, rng)
             except MediaError as err:
                 skipped.append(str(err))
                 continue
             return {
-                "frames": frames,
-                "frame_mask": mask,
+                **clip,
                 "image": image,
                 "video_id": video_id_of(video_path),
                 "image_id": image_id_of(img_path),

@@ -187,17 +187,23 @@ class ClipTransform:
     def __repr__(self) -> str:
         return f"ClipTransform({self.image_transform!r})"
 
-    def __call__(self, frames: Sequence[ImageLike] | np.ndarray, rng: random.Random | None = None) -> torch.Tensor:
-        size = self.image_transform.image_size
-        if len(frames) == 0:
-            return torch.zeros((0, 3, size, size), dtype=torch.float32)
+    def draw_params(self, count: int, rng: random.Random | None = None) -> list[CropParams]:
+        """The crop/flip of each of ``count`` frames: one draw for the clip, or one per frame."""
         transform = self.image_transform
         if transform.per_frame_crops:
-            arrays = np.stack([transform.to_array(frame, transform.sample_params(rng)) for frame in frames])
-        else:
-            params = transform.sample_params(rng)
-            arrays = np.stack([transform.to_array(frame, params) for frame in frames])
-        return self.image_transform.normalize(arrays)
+            return [transform.sample_params(rng) for _ in range(count)]
+        return [transform.sample_params(rng)] * count if count else []
+
+    def arrays(self, frames: Sequence[ImageLike] | np.ndarray, rng: random.Random | None = None) -> np.ndarray:
+        """Resized, cropped, flipped frames before normalisation: uint8 (k, S, S, 3)."""
+        size = self.image_transform.image_size
+        if len(frames) == 0:
+            return np.zeros((0, size, size, 3), dtype=np.uint8)
+        params = self.draw_params(len(frames), rng)
+        return np.stack([self.image_transform.to_array(frame, p) for frame, p in zip(frames, params, strict=True)])
+
+    def __call__(self, frames: Sequence[ImageLike] | np.ndarray, rng: random.Random | None = None) -> torch.Tensor:
+        return self.image_transform.normalize(self.arrays(frames, rng))
 
 
 SHOP_AUGMENTS = ("frames", "crop_flip", "none")

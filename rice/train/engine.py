@@ -25,6 +25,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from rice import distributed
 from rice.config import RunConfig, TrainConfig
 from rice.data import build_train_dataset, collate_batch
+from rice.data.device_stage import DeviceStage
+from rice.data.prefetch import DevicePrefetcher
 from rice.models import RiceModel, build_model
 from rice.train.checkpoint import (
     atomic_copy,
@@ -390,7 +392,10 @@ def train_one_epoch(
     micro = 0
     # Micro-batches left over at the end of the last epoch (len(loader) % grad_accum) must not leak into this one.
     optimizer.zero_grad(set_to_none=True)
-    for batch in loader:
+    # uint8 / JPEG items (data.normalize_on, data.decode_device) become the float batch on the device; on CUDA the
+    # next batch is copied (and staged) on a side stream while this one trains. The .to() below are then no-ops.
+    stage = DeviceStage.for_dataset(getattr(loader, "dataset", None), device)
+    for batch in DevicePrefetcher(loader, device, stage):
         skipped.add(batch["skipped"])
         images = batch["image"].to(device, non_blocking=True)
         frames = batch["frames"].to(device, non_blocking=True)
