@@ -14,6 +14,7 @@ Shop images arrive as uint8 crops (the worker decodes them: one per clip, any fo
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -99,7 +100,11 @@ class DeviceStage:
         if not flat:
             return out.view(*shape, 3, size, size)
         rows = params.reshape(-1, PARAM_FIELDS).cpu()[real_index.cpu()]  # (V, 7), in the order of ``flat``
-        decoded = decode_jpeg(flat, mode=ImageReadMode.RGB, device=self.device)
+        with warnings.catch_warnings():
+            # torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec; they are what is installed
+            # and tested here. Moving to TorchCodec's batched decoder is a follow-up, not a per-batch warning.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+            decoded = decode_jpeg(flat, mode=ImageReadMode.RGB, device=self.device)
         crops = self.augment(decoded, rows)
         out.index_copy_(0, real_index.to(self.device, non_blocking=True), crops)
         return out.view(*shape, 3, size, size)
