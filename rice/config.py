@@ -236,10 +236,23 @@ class TrainConfig(_Section):
         30.0, gt=0, description="how long a rank waits for the others in a collective before the run fails"
     )
     compile: bool = Field(
-        False, description="torch.compile the encoder, where the FLOPs are (GPU runs; first steps compile)"
+        False, description="torch.compile each transformer block of the encoder and decoder in place (regional; "
+        "an encoder without blocks whole); GPU runs, the first steps compile"
     )
     compile_backend: str = Field(
         "inductor", description="torch.compile backend when train.compile is on (aot_eager: no C++ compiler needed)"
+    )
+    compile_cache: str | None = Field(
+        None, description="directory of inductor's compiled-graph caches, kept across runs: a restarted run loads "
+        "its kernels instead of compiling again (none = torch's default temporary directory)"
+    )
+    cuda_graphs: bool = Field(
+        False, description="replay the compiled regions as CUDA graphs (mode reduce-overhead); needs train.compile, "
+        "inductor and a CUDA device, not with train.grad_cache"
+    )
+    frame_buckets: int | None = Field(
+        None, ge=0, le=64, description="pad each batch's real frames up to one of N evenly spaced counts (<= B*T), "
+        "so compiled blocks see N shapes; 0 = off; none = 8 with train.compile, except encoders with BatchNorm"
     )
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 
-def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def collate_batch(items: Sequence[dict[str, Any]], frame_buckets: int = 0) -> dict[str, Any]:
     """Stack tensor fields, keep other fields as lists, concatenate the ``skipped`` lists.
+
+    Args:
+        frame_buckets: 0, or pad ``frame_index`` up to one of this many sizes (`train.frame_buckets`, see
+            `frame_index_of`), so that the encoder sees a few batch shapes instead of one per count of real frames.
 
     Returns:
         e.g. for training pairs: ``frames`` (B, T, 3, S, S), ``frame_mask`` (B, T), ``image`` (B, 3, S, S),
@@ -35,5 +40,24 @@ def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             batch[key] = values
     mask = batch.get("frame_mask")
     if isinstance(mask, torch.Tensor) and mask.dim() == 2:
-        batch["frame_index"] = mask.reshape(-1).nonzero().squeeze(1)  # as real_frame_index (no rice.models import)
+        batch["frame_index"] = frame_index_of(mask, frame_buckets)
     return batch
+
+
+def frame_index_of(frame_mask: torch.Tensor, frame_buckets: int = 0) -> torch.Tensor:
+    """Positions in the flattened B*T frames that the encoder runs: the real frames (``real_frame_index``), then,
+    with ``frame_buckets``, the first padded frames up to the smallest bucket size that holds them all.
+
+    The bucket sizes are ``ceil(k * B * T / frame_buckets)`` for k = 1..frame_buckets (the largest is every
+    frame, so a bucket always exists and there are always enough padded frames to fill it). The padded frames'
+    outputs are zeroed by ``RiceModel._encode`` (its frame mask), so they influence nothing downstream.
+    """
+    flat = frame_mask.reshape(-1)
+    real = flat.nonzero().squeeze(1)  # as rice.models.rice_model.real_frame_index (no rice.models import here)
+    if not frame_buckets:
+        return real
+    total = flat.numel()
+    size = next(s for s in (math.ceil(k * total / frame_buckets) for k in range(1, frame_buckets + 1))
+                if s >= real.numel())  # fmt: skip
+    padded = (flat == 0).nonzero().squeeze(1)[: size - real.numel()]
+    return torch.cat([real, padded])

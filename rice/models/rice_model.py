@@ -55,10 +55,17 @@ class RiceModel(nn.Module):
         `real_frame_index` of the mask. The training loader computes it from its CPU mask (``collate_batch``), so
         the step needs no ``nonzero`` on the device: that would wait for the device (a host sync) and give the
         backbone a batch size only known at run time. None: computed here from ``frame_mask``.
+
+        ``frame_index`` may also list padded frames after the real ones (`train.frame_buckets`: the loader pads the
+        count to one of a few sizes, so a compiled encoder sees a few shapes, not one per count). They are run and
+        their outputs zeroed through ``frame_mask`` (a select, no host sync), so outputs, losses and gradients are
+        those of the real frames alone; `rice.train.compile.resolve_frame_buckets` refuses encoders with
+        BatchNorm, whose batch statistics the padded frames would change.
         """
         chunks = [images] if images is not None else []
         if frames is not None:
             b, t = frames.shape[:2]
+            given_index = frame_index is not None
             if frame_index is None:
                 frame_index = real_frame_index(frame_mask)
             chunks.append(frames.reshape(b * t, *frames.shape[2:]).index_select(0, frame_index))
@@ -71,6 +78,10 @@ class RiceModel(nn.Module):
             tok = out.tokens.new_zeros(b * t, *out.tokens.shape[1:])
             emb = emb.index_put((frame_index,), out.embedding[n_img:])
             tok = tok.index_put((frame_index,), out.tokens[n_img:])
+            if given_index:  # padded frames the loader listed for a bucket: zero their outputs (and gradients)
+                real = frame_mask.reshape(b * t, 1).bool()
+                emb = torch.where(real, emb, 0.0)
+                tok = torch.where(real.unsqueeze(-1), tok, 0.0)
             video_out = (emb.reshape(b, t, -1), tok.reshape(b, t, *tok.shape[1:]))
         return image_out, video_out
 

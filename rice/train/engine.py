@@ -11,6 +11,7 @@ uninterrupted run bit for bit on CPU (tests/train/test_exact_resume.py).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import signal
@@ -37,6 +38,13 @@ from rice.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
     truncate_metrics,
+)
+from rice.train.compile import (
+    check_compile_settings,
+    compile_encoder,  # noqa: F401 - its old home: benchmarks import it from here
+    compile_regions,
+    resolve_frame_buckets,
+    use_compile_cache,
 )
 from rice.train.grad_cache import BatchPlan, average_gradients_over_ranks, grad_cache_step, plan_batches
 from rice.train.logging import RunLogger, run_summary
@@ -181,7 +189,9 @@ def build_train_loader(cfg: RunConfig, model: RiceModel, world: distributed.Worl
         batch_size=per_rank,
         sampler=sampler,
         num_workers=cfg.data.workers,
-        collate_fn=collate_batch,
+        # Frame buckets (train.frame_buckets): a few encoder batch shapes for compiled blocks, not one per count.
+        collate_fn=functools.partial(collate_batch, frame_buckets=resolve_frame_buckets(
+            cfg.train.frame_buckets, cfg.train.compile, model.encoder)),
         drop_last=True,
         pin_memory=torch.cuda.is_available(),
         # Not persistent: workers are re-forked each epoch so they see the dataset's new epoch (set_epoch).
@@ -214,19 +224,6 @@ def start_epoch(loader: DataLoader, epoch: int, seed: int, rank: int) -> None:
     loader.generator.manual_seed(int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0]))
 
 
-def compile_encoder(model: RiceModel, backend: str = "inductor") -> None:
-    """`train.compile`: compile the encoder in place (`nn.Module.compile`; parameter names and checkpoints are
-    unchanged).
-
-    The encoder holds nearly all of a step's FLOPs and sees one static shape per batch (images and valid frames
-    concatenated). The rest of the step does not trace into one graph: boolean frame masks, ``unique`` over
-    product ids and PMD's hard-negative mining have data-dependent shapes, so compiling the whole task split it
-    into a dozen graphs (Dynamo: 11 breaks) and recompiled them as shapes moved. Compiling the encoder alone also
-    lets grad_cache's chunked passes use it.
-    """
-    model.encoder.compile(backend=backend)
-
-
 def fit(cfg: RunConfig) -> Path:
     """Train as ``cfg`` says; returns the path of the final checkpoint (``<out>/last.pt``)."""
     # --- setup: device, process group, seeds, run dir -------------------------------------------------------
@@ -235,6 +232,8 @@ def fit(cfg: RunConfig) -> Path:
     if device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     seed_everything(cfg.train.seed + world.rank)
+    compile_mode = check_compile_settings(cfg.train.compile, cfg.train.compile_backend, cfg.train.cuda_graphs, device,
+                                          cfg.train.grad_cache)  # fmt: skip
     # A relative --root is saved absolute (config.yaml, every checkpoint): `rice eval RUN` may run from elsewhere.
     cfg = cfg.model_copy(update={"data": cfg.data.with_absolute_root()})
     out_dir = Path(cfg.train.out)
@@ -287,7 +286,9 @@ def fit(cfg: RunConfig) -> Path:
     if train_module is task:
         distributed.broadcast_module(task)  # what DDP's wrapping does: every rank starts from rank 0's weights
     if cfg.train.compile:
-        compile_encoder(model, cfg.train.compile_backend)
+        if cfg.train.compile_cache:
+            use_compile_cache(cfg.train.compile_cache)
+        compiled = compile_regions(model, cfg.train.compile_backend, compile_mode)
     saver = Saver(out_dir, model, optimizer, scheduler, scaler, cfg, world)
     # Validation runs on rank 0 only; the other ranks wait for it at their next collective.
     validator = Validator(cfg, out_dir, device, model.preprocess) if cfg.train.eval_every and world.is_main else None
@@ -298,6 +299,8 @@ def fit(cfg: RunConfig) -> Path:
         for line in run_summary(device=device, world_size=world.world_size, plan=plan, train_pairs=len(loader.dataset),
                                 model=model, optimizer=optimizer, amp_dtype=amp_dtype, cfg=cfg):  # fmt: skip
             log.print(line)
+        if cfg.train.compile:
+            log.print(compiled.describe())
         if point is not None:
             log.print(f"resumed from {point.path} at step {progress.step}")
         for note in filter(None, [*notes, plan.warning]):
