@@ -31,6 +31,7 @@ BENCHMARKS = [
     "prepare_frames",  # rice prepare movingfashion vs ffmpeg CLI -> PNG per video
     "prepared_vs_mp4",  # prepared JPEG frames vs decoding mp4 per training item
     "input_pipeline",  # rice_vit_b32 step with the real DataLoader vs tensors in memory
+    "loader_per_core",  # training items per CPU-second: float, uint8 (normalised on the device), JPEG bytes
     "eval_extraction",  # extract_embeddings vs a bare forward loop; LPR4M protocol vs per-query sort + JSON
     "eval_precision",  # R@k fp32 vs bf16 autocast on a trained tiny model
     "grouped_search",  # per-livestream FAISS indexes vs one masked search
