@@ -38,6 +38,7 @@ BENCHMARKS = [
     "host_sync",  # training loop: values read every log_every steps vs every micro-step
     "decoder",  # icl,pmd,pfr step vs icl step at batch 4 and 16
     "decoder_pass",  # PMD+PFR: one batched decoder pass vs the chunked pass, batch 16, rice_vit_b32 shapes
+    "compile_time",  # train.compile: regional graph vs whole encoder, and a second run with the compile cache
     "ann",  # approximate search vs exact; group search methods
     "sync",  # index sync vs a full rebuild
     "lpr_open",  # LPR750K training set through its saved line index vs parsing every line
