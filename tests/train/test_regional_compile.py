@@ -15,6 +15,7 @@ The persistent cache (`train.compile_cache`) is tested in tests/train/test_compi
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -242,6 +243,19 @@ def test_frame_buckets_are_refused_for_an_encoder_with_batchnorm_and_automatic_e
     assert resolve_frame_buckets(None, True, tiny) == 0
     assert resolve_frame_buckets(None, True, vit) == 8 and resolve_frame_buckets(None, False, vit) == 0
     assert resolve_frame_buckets(3, False, vit) == 3 and resolve_frame_buckets(0, True, vit) == 0
+
+
+def test_the_engine_compiles_the_regions_into_the_cache_directory_and_refuses_buckets_with_batchnorm(
+    synthetic_root, tmp_path, monkeypatch, capsys
+) -> None:  # fmt: skip
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "elsewhere"))  # put back after the test
+    cache = tmp_path / "compile-cache"
+    fit(run_config(synthetic_root, tmp_path / "run", "train.compile=true", "train.compile_backend=aot_eager",
+                   f"train.compile_cache={cache}", "loss.losses=[icl,pmd]"))  # fmt: skip
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache) and cache.is_dir()
+    assert "compiled 2 encoder blocks, 2 decoder blocks" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"^train.frame_buckets=2: the encoder \(ConvStemEncoder\) has BatchNorm"):
+        fit(run_config(synthetic_root, tmp_path / "buckets", "train.frame_buckets=2"))
 
 
 # --------------------------------------------------------------------------------------------- 3. CUDA graphs
