@@ -9,7 +9,7 @@ With ``data.decode_device: cuda`` the items carry the prepared frames' JPEG byte
 worker. The whole batch is decoded at once (torchvision's ``decode_jpeg`` on the training device: nvJPEG on a GPU),
 then each frame is resized, cropped and flipped by two matrix products that reproduce PIL's resampling
 (`rice.data.device_resample`), colour-jittered as `rice.data.transforms._jitter` does, and normalised.
-Shop images arrive as uint8 crops (the worker decodes them: one per clip, any format).
+Shop images come the same way (their bytes and draws); a PNG shop image is decoded on the CPU here, then copied.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ class DeviceStage:
         if self.pixels == "jpeg":
             batch["frames"] = self.decode_frames(batch["frames_jpeg"], batch["frames_params"],
                                                  batch["frames_real_index"], tuple(mask.shape))  # fmt: skip
+            shop = [data for item in batch["image_jpeg"] for data in item]  # one file per item
+            batch["image"] = self.augment(self.decode(shop), batch["image_params"].cpu())
         batch["frames"] = self.normalize(batch["frames"], mask)
         batch["image"] = self.normalize(batch["image"])
         return batch
@@ -92,22 +94,30 @@ class DeviceStage:
         shape: tuple[int, int],
     ) -> torch.Tensor:
         """JPEG bytes of each clip's real frames -> uint8 (B, T, 3, S, S), zeros where no frame is."""
-        from torchvision.io import ImageReadMode, decode_jpeg  # only this path needs torchvision's decoders
-
         size = self.transform.image_size
         flat = [data for clip in encoded for data in clip]
         out = torch.zeros(shape[0] * shape[1], 3, size, size, dtype=torch.uint8, device=self.device)
         if not flat:
             return out.view(*shape, 3, size, size)
         rows = params.reshape(-1, PARAM_FIELDS).cpu()[real_index.cpu()]  # (V, 7), in the order of ``flat``
+        crops = self.augment(self.decode(flat), rows)
+        out.index_copy_(0, real_index.to(self.device, non_blocking=True), crops)
+        return out.view(*shape, 3, size, size)
+
+    def decode(self, encoded: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Image files' bytes -> RGB uint8 (3, H, W) on the device: the JPEGs in one batched call on the device,
+        anything else (a PNG shop image) on the CPU, then copied."""
+        from torchvision.io import ImageReadMode, decode_image, decode_jpeg  # only this path needs them
+
+        is_jpeg = [len(data) > 1 and int(data[0]) == 0xFF and int(data[1]) == 0xD8 for data in encoded]
+        jpegs = [data for data, j in zip(encoded, is_jpeg, strict=True) if j]
         with warnings.catch_warnings():
             # torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec; they are what is installed
             # and tested here. Moving to TorchCodec's batched decoder is a follow-up, not a per-batch warning.
             warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
-            decoded = decode_jpeg(flat, mode=ImageReadMode.RGB, device=self.device)
-        crops = self.augment(decoded, rows)
-        out.index_copy_(0, real_index.to(self.device, non_blocking=True), crops)
-        return out.view(*shape, 3, size, size)
+            decoded = iter(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device) if jpegs else [])
+            return [next(decoded) if j else decode_image(data, mode=ImageReadMode.RGB).to(self.device)
+                    for data, j in zip(encoded, is_jpeg, strict=True)]  # fmt: skip
 
     def augment(self, images: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         """Decoded uint8 (3, H, W) images and their `params_row` rows -> uint8 (n, 3, S, S) as `to_array` makes
@@ -123,8 +133,10 @@ class DeviceStage:
                 stack = torch.stack([images[i] for i in chunk])
                 out[torch.tensor(chunk, device=self.device)] = self._resample(stack, rows[chunk], height, width,
                                                                               resize, size)  # fmt: skip
-        if self.transform.color_jitter:
-            out = jitter(out, rows[:, 4:7].to(self.device, torch.float32))
+        factors = rows[:, 4:7].to(torch.float32)
+        if (factors != 1.0).any():  # drawn on the host: no device sync; a shop image may come without jitter
+            jittered = jitter(out, factors.to(self.device))
+            out = torch.where((factors != 1.0).any(dim=1).to(self.device).view(-1, 1, 1, 1), jittered, out)
         return out
 
     def _resample(self, stack: torch.Tensor, rows: torch.Tensor, height: int, width: int, resize: int, size: int,

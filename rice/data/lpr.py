@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .frames import DecodedImageCache, load_frames, load_image
-from .pixel_items import check_item_pixels, encoded_clip, item_pixels, uint8_chw
+from .pixel_items import check_item_pixels, encoded_clip, encoded_image, item_pixels, uint8_chw
 from .sampling import FramePolicy, pad_clip
 from .transforms import ClipTransform, ImageTransform, build_transform, shop_image_transform
 from .video import MediaError
@@ -292,16 +292,16 @@ class LPRTrainPairs(Dataset):
                             else uint8_chw(self.clip_transform.arrays(frames, rng)))  # fmt: skip
                     clip, mask = pad_clip(clip, self.num_frames)
                     fields = {"frames": clip, "frame_mask": mask}
-                shop = self.decoded.load_image(self.root / rec.image_path, draft)
-                if self.pixels == "float":
-                    image = self.image_transform(shop, rng)
+                if self.pixels == "jpeg":
+                    fields.update(encoded_image(self.image_transform, self.root / rec.image_path, rng))
                 else:
-                    image = uint8_chw(self.image_transform.to_array(shop, self.image_transform.sample_params(rng)))
+                    shop = self.decoded.load_image(self.root / rec.image_path, draft)
+                    fields["image"] = (self.image_transform(shop, rng) if self.pixels == "float" else uint8_chw(
+                        self.image_transform.to_array(shop, self.image_transform.sample_params(rng))))
             except (MediaError, ValueError, UnicodeDecodeError) as err:
                 skipped.append(f"{self.path.name} line #{current}: {err}")
                 continue
-            return {**fields, "image": image, "video_id": rec.video_id, "image_id": rec.image_id,
-                    "skipped": skipped}
+            return {**fields, "video_id": rec.video_id, "image_id": rec.image_id, "skipped": skipped}
         raise RuntimeError(f"{len(skipped)} consecutive training pairs from index {idx} of {self.path} are "
                            f"unreadable (first: {skipped[0]}); check the data with `rice prepare lpr750k`")
 

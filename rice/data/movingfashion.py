@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .frames import DecodedImageCache
-from .pixel_items import check_item_pixels, encoded_clip, uint8_chw
+from .pixel_items import check_item_pixels, encoded_clip, encoded_image, uint8_chw
 from .sampling import FramePolicy, pad_clip
 from .transforms import ClipTransform, ImageTransform, build_transform
 from .video import MediaError, read_video_frames, resolve_backend
@@ -234,7 +234,7 @@ class _MovingFashionBase(Dataset):
         image = self.decoded.load_image(self.root / img_path, self._draft_size())
         if self.pixels == "float":
             return self.image_transform(image, rng)
-        transform = self.image_transform  # uint8 and jpeg items: the shop image as uint8 (decoded here)
+        transform = self.image_transform  # uint8 items: the shop image as uint8 (decoded here)
         return uint8_chw(transform.to_array(image, transform.sample_params(rng)))
 
     def _zero_frames(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -327,13 +327,16 @@ class MovingFashionPairs(_MovingFashionBase):
                 else:
                     frames, mask = self._read_clip(video_path, rng, self.tail_drop_prob)
                     clip = {"frames": frames, "frame_mask": mask}
-                image = self._read_image(img_path, rng)
+                if self.pixels == "jpeg":
+                    image = encoded_image(self.image_transform, self.root / img_path, rng)
+                else:
+                    image = {"image": self._read_image(img_path, rng)}
             except MediaError as err:
                 skipped.append(str(err))
                 continue
             return {
                 **clip,
-                "image": image,
+                **image,
                 "video_id": video_id_of(video_path),
                 "image_id": image_id_of(img_path),
                 "skipped": skipped,

@@ -8,8 +8,13 @@
 - ``"jpeg"`` (``decode_device: cuda``): the worker reads each frame's file and draws its crop and flip (so the
   random stream per sample is the one of the other formats) but decodes nothing: ``frames_jpeg`` is a list of
   1-D uint8 tensors (the real frames' files), ``frames_params`` (T, 7) float64 their `CropParams` (`params_row`);
-  the device stage decodes them in batches, crops, resizes, flips, jitters and normalises. The shop image is one
-  per clip and may be any format, so the worker still decodes it (``image`` uint8, as in ``"uint8"``).
+  the device stage decodes them in batches, crops, resizes, flips, jitters and normalises. The shop image comes the
+  same way: ``image_jpeg`` a list holding its file's bytes (JPEG, decoded on the device; PNG, decoded by the stage on
+  the CPU) and ``image_params`` (7,) its draw.
+
+Training decodes a JPEG of twice the resize size or more at a reduced DCT scale in the worker (PIL's draft mode);
+the ``"jpeg"`` items are decoded at full size, so for such files the two paths differ (the full decode is the one
+closer to the picture). Prepared frames (256 px short side, resized to 256) are decoded at full size either way.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 from PIL import Image
 
 from .media_limits import MAX_PIXELS, MediaError, MediaTooLarge
-from .transforms import ClipTransform, CropParams
+from .transforms import ClipTransform, CropParams, ImageTransform
 
 ITEM_PIXELS: tuple[str, ...] = ("float", "uint8", "jpeg")
 PARAM_FIELDS = 7  # top, left, side, flip, brightness, contrast, saturation
@@ -60,11 +65,14 @@ def params_from_row(row: Sequence[float], image_size: int) -> CropParams:
     return CropParams(int(top), int(left), bool(flip), tuple(jitter), None if int(side) == image_size else int(side))  # type: ignore[arg-type]
 
 
-def read_jpeg(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """The bytes of a JPEG file as a 1-D uint8 tensor, after a header check (no pixel is decoded).
+def read_jpeg(
+    path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, kinds: tuple[str, ...] = ("JPEG",)
+) -> torch.Tensor:
+    """The bytes of an image file as a 1-D uint8 tensor, after a header check (no pixel is decoded).
 
-    The header is read with PIL (tens of microseconds): a file that is not a JPEG or declares more than
-    ``max_pixels`` is refused here, in the worker, as a bad sample, instead of failing a whole batch on the device.
+    The header is read with PIL (tens of microseconds): a file that is not one of ``kinds`` (PIL format names) or
+    declares more than ``max_pixels`` is refused here, in the worker, as a bad sample, instead of failing a whole
+    batch on the device.
     """
     try:
         data = open(path, "rb").read()  # noqa: SIM115 - read at once, closed when the object goes
@@ -76,9 +84,9 @@ def read_jpeg(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> tor
             kind, width, height = img.format, img.width, img.height
     except Exception as err:  # noqa: BLE001 - whatever PIL raises, the file is a bad sample
         raise MediaError(f"{path}: cannot read frame header ({type(err).__name__}); rerun `rice prepare`") from None
-    if kind != "JPEG":
-        raise MediaError(f"{path}: frame is {kind}, not JPEG: data.decode_device=cuda decodes JPEG frames only; "
-                         "prepare without --lossless or set data.decode_device=cpu")
+    if kind not in kinds:
+        raise MediaError(f"{path}: image is {kind}, not {' or '.join(kinds)}: data.decode_device=cuda reads those "
+                         "only; prepare frames without --lossless, convert the file, or set data.decode_device=cpu")
     if width * height > max_pixels:
         raise MediaTooLarge(f"{path}: frame of {width}x{height} pixels is over the limit of {max_pixels / 1e6:.1f} MP")
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
@@ -97,3 +105,12 @@ def encoded_clip(
     for i, p in enumerate(clip_transform.draw_params(len(encoded), rng)):
         params[i] = torch.tensor(params_row(p, image_size), dtype=torch.float64)
     return encoded, params
+
+
+def encoded_image(
+    transform: ImageTransform, path: str | os.PathLike[str], rng: random.Random | None
+) -> dict[str, torch.Tensor]:
+    """The ``"jpeg"`` item fields of a shop image: its bytes (JPEG or PNG) and its crop/flip draw (7,)."""
+    data = read_jpeg(path, kinds=("JPEG", "PNG"))
+    params = torch.tensor(params_row(transform.sample_params(rng), transform.image_size), dtype=torch.float64)
+    return {"image_jpeg": [data], "image_params": params}  # a list: batching keeps it a list (the sizes differ)

@@ -80,6 +80,7 @@ def test_config_chooses_the_item_pixels(prepared_root: Path) -> None:
     assert uint8.pixels == "uint8" and uint8[0]["frames"].dtype == torch.uint8
     jpeg = build_train_dataset(DataConfig(**base, decode_device="cuda"), preprocess, seed=0)
     assert jpeg.pixels == "jpeg" and "frames" not in jpeg[0] and jpeg[0]["frames_jpeg"][0].dtype == torch.uint8
+    assert "image" not in jpeg[0] and jpeg[0]["image_params"].shape == (7,)
     with pytest.raises(ValueError, match="normalize_on"):
         DataConfig(**base, normalize_on="gpu")
     with pytest.raises(ValueError, match="pixels 'half' are unknown"):

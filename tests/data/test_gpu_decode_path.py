@@ -1,6 +1,6 @@
-"""``data.decode_device: cuda``: workers send the prepared frames' JPEG bytes and their crop draws; the device stage
-decodes them in a batch (torchvision's decode_jpeg), resamples them with PIL's arithmetic as two matrix products,
-jitters, flips and normalises (rice/data/device_stage.py, rice/data/device_resample.py).
+"""``data.decode_device: cuda``: workers send the prepared frames' and shop images' bytes and their crop draws; the
+device stage decodes them in a batch (torchvision's decode_jpeg), resamples them with PIL's arithmetic as two matrix
+products, jitters, flips and normalises (rice/data/device_stage.py, rice/data/device_resample.py).
 
 The proof runs the stage with the device set to the CPU, against the worker path (PIL decode and resize). Measured
 here (libjpeg-turbo in both decoders, so the decoded pixels agree): plain crops, flips and colour jitter give the
@@ -52,7 +52,8 @@ def _pairs(root: Path, pixels: str, transform_kw: dict) -> MovingFashionPairs:
 
 
 def _both(root: Path, transform_kw: dict) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
-    """The uint8 crops of the worker path and of the JPEG path's stage (on the CPU), and both staged batches."""
+    """The uint8 crops (frames, then shop images, concatenated) of the JPEG path's stage (on the CPU) and of the
+    worker path, and both staged batches."""
     worker = _pairs(root, "uint8", transform_kw)
     encoded = _pairs(root, "jpeg", transform_kw)
     worker_batch = collate_batch([worker[i] for i in range(len(worker))])
@@ -61,7 +62,10 @@ def _both(root: Path, transform_kw: dict) -> tuple[torch.Tensor, torch.Tensor, d
     jpeg_batch = stage.host_fields(jpeg_batch)
     crops = stage.decode_frames(jpeg_batch["frames_jpeg"], jpeg_batch["frames_params"],
                                 jpeg_batch["frames_real_index"], tuple(jpeg_batch["frame_mask"].shape))  # fmt: skip
-    reference = worker_batch["frames"].clone()
+    images = stage.augment(stage.decode([data for item in jpeg_batch["image_jpeg"] for data in item]),
+                           jpeg_batch["image_params"])  # fmt: skip
+    crops = torch.cat([crops.flatten(0, 1), images])
+    reference = torch.cat([worker_batch["frames"].flatten(0, 1), worker_batch["image"]])
     uint8_stage = DeviceStage(worker.transform, "uint8", "cpu")
     return crops, reference, stage(jpeg_batch), uint8_stage(uint8_stage.host_fields(worker_batch))
 
@@ -75,7 +79,7 @@ def test_jpeg_path_equals_the_pil_path(prepared_root: Path, kind: str) -> None:
     assert torch.equal(staged["frame_mask"], expected["frame_mask"])
 
 
-def test_jpeg_path_scale_crops_within_two_units(prepared_root: Path) -> None:
+def test_jpeg_path_scale_crops_within_three_units(prepared_root: Path) -> None:
     crops, reference, staged, expected = _both(prepared_root, SCALE_CROPS)
     diff = (crops.int() - reference.int()).abs()
     assert diff.max() <= 3 and diff.float().mean() <= 0.1, (diff.max(), diff.float().mean())
@@ -101,6 +105,8 @@ def test_lpr_jpeg_items(lpr_root: Path) -> None:  # noqa: F811 - the imported fi
     crops = stage.decode_frames(batch["frames_jpeg"], batch["frames_params"], batch["frames_real_index"],
                                 tuple(batch["frame_mask"].shape))  # fmt: skip
     assert torch.equal(crops, reference["frames"])
+    staged = stage(batch)
+    assert torch.equal(staged["image"], DeviceStage(transform, "uint8", "cpu").normalize(reference["image"]))
 
 
 @pytest.mark.parametrize("name", ["box", "bilinear", "hamming", "bicubic", "lanczos"])
@@ -159,6 +165,26 @@ def test_unprepared_videos_and_non_jpeg_frames_are_bad_samples(tiny_dataset: Pat
     Image.open(folder / "000001.jpg").save(folder / "000001.jpg", format="PNG")  # a PNG under a .jpg name
     item = pairs[0]
     assert len(item["skipped"]) == 1 and "not JPEG" in item["skipped"][0] and "000001.jpg" in item["skipped"][0]
+    shop = tiny_dataset / pairs.pairs[1][1]
+    Image.open(shop).save(shop, format="GIF")
+    item = pairs[1]
+    assert len(item["skipped"]) == 1 and "not JPEG or PNG" in item["skipped"][0]
+
+
+def test_png_shop_images_are_decoded_on_the_host(tiny_dataset: Path) -> None:
+    """A PNG shop image (allowed on the worker path) comes as bytes too; the stage decodes it on the CPU."""
+    add_prepared_frames(tiny_dataset)
+    transform = build_transform(32, train=True, resize_size=36, color_jitter=0.2)
+    reference = MovingFashionPairs(tiny_dataset, num_frames=T, transform=transform, pixels="uint8", seed=0)
+    shop = tiny_dataset / reference.pairs[0][1]
+    Image.open(shop).save(shop, format="PNG")
+    encoded = MovingFashionPairs(tiny_dataset, num_frames=T, transform=transform, pixels="jpeg", seed=0)
+    batch = collate_batch([encoded[0], encoded[1]])
+    stage = DeviceStage(transform, "jpeg", "cpu")
+    staged = stage(stage.host_fields(batch))
+    expected = collate_batch([reference[0], reference[1]])
+    assert bytes(batch["image_jpeg"][0][0][:4].tolist()) == b"\x89PNG"
+    assert torch.equal(staged["image"], stage.normalize(expected["image"]))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
