@@ -4,14 +4,14 @@ formats of ``rice.data.pixel_items``:
 
 - ``float`` (the default): PIL decode, resize, crop, flip, normalise in the worker;
 - ``uint8`` (``data.normalize_on: device``): the same without the normalisation (done on the device);
-- ``jpeg`` (``data.decode_device: cuda``): what the GPU decoding path leaves to the CPU: reading each frame's bytes
-  with a header check and drawing its crop (the shop image, one per clip, is still decoded here).
+- ``jpeg`` (``data.decode_device: cuda``): what the GPU decoding path leaves to the CPU: reading each file's bytes
+  (10 frames and the shop image) with a header check and drawing its crop; nothing is decoded.
 
 CPU seconds (``time.process_time``), not wall time, so other load on a shared machine inflates the figures less;
 the best of ``repeats`` passes. From the rates, the cores one GPU needs to feed a step rate of R clips/s with that
 format: ``R * 11 / (images/s per core)``, for the step rates of docs/performance.md (H200: 576 clips/s today,
 1,150 the issue 24 target). Frames are what `rice prepare` writes from 1280x720 H.264 (455x256 JPEG, quality 90);
-shop images are 600x800 JPEGs (PIL's draft mode decodes them at half scale).
+shop images are 600x800 JPEGs (on the worker paths PIL's draft mode decodes them at half scale).
 
     python benchmarks/loader_per_core.py [--items 48] [--repeats 3]
 """
