@@ -2,10 +2,11 @@
 
 Needs a `rice demo` folder (its trained model and dataset). Writes ``--recordings`` recordings with ``--seed``
 (seed 0: the recordings the defaults were chosen on; another seed: held-out ones), scans each once with the demo's
-model and segments the windows under each rule: no rule (top-1 always), the margin over the runner-up (the
-previous default), and the host gate (the default, `SCAN_RULE`) at a few margins. Prints segment accuracy (the
-majority label of each true product segment), host-only time labelled as a product, and the bar: the model's R@1
-on the same true segments cut out and searched one by one. Targets: accuracy >= the bar, host time <= 25%.
+model and segments the windows under each rule: no rule (top-1 always), the margin over the runner-up, the host gate
+on each window at a few margins (the previous default: 0.05), and the segment query and gate (the default,
+`SCAN_RULE`). Prints segment accuracy (the majority label of each true product segment), host-only time labelled as
+a product, and the bar: the model's R@1 on the same true segments cut out and searched one by one. Targets: accuracy
+>= the bar, host time <= 25%.
 
     rice demo --out rice-demo && python benchmarks/scan_rules.py rice-demo [--recordings 8] [--seed 0]
         [--products-per-recording 6]
@@ -21,18 +22,22 @@ from pathlib import Path
 def rules() -> dict:
     from rice.scanning.timeline import SCAN_RULE, DecisionRule
 
+    # each rule's windows as one scan gives them; "segment query": the windows find a segment, one search with all
+    # its frames pooled names it; "segment gate": ... and keeps it only when the pooled frames beat their cosine to
+    # the stream's recurring content by that much
+    window_gate = replace(SCAN_RULE, segment_query=False, segment_host_margin=None)
     table = {
         "no rule (top-1 always)": DecisionRule(smooth=1, min_seconds=1.0),
-        "margin >= 0.02 (the previous default)": DecisionRule(min_margin=0.02, smooth=1, min_seconds=1.0),
+        "no rule + segment query": DecisionRule(smooth=1, min_seconds=1.0, segment_query=True),
+        "margin >= 0.02": DecisionRule(min_margin=0.02, smooth=1, min_seconds=1.0),
     }
     for margin in (0.03, 0.05, 0.08):
-        name = f"host gate {margin}" + (" (default)" if margin == SCAN_RULE.host_margin else "")
-        table[name] = replace(SCAN_RULE, host_margin=margin)
-    table["host gate 0.05, evidence over +-1 window"] = replace(SCAN_RULE, host_margin=0.05, host_smooth=1)
-    # the segment query: the windows find a segment, one search with all its frames pooled names it
-    table["no rule + segment query"] = DecisionRule(smooth=1, min_seconds=1.0, segment_query=True)
-    for margin in (0.03, 0.05, 0.08):
-        table[f"host gate {margin} + segment query"] = replace(SCAN_RULE, host_margin=margin, segment_query=True)
+        table[f"window gate {margin}"] = replace(window_gate, host_margin=margin)
+    table["window gate 0.05 + segment query"] = replace(window_gate, host_margin=0.05, segment_query=True)
+    for segment_margin in (0.05, 0.08, 0.12):
+        name = f"window gate 0 + segment query + segment gate {segment_margin}"
+        rule = replace(SCAN_RULE, host_margin=0.0, segment_query=True, segment_host_margin=segment_margin)
+        table[name + (" (default)" if rule == SCAN_RULE else "")] = rule
     return table
 
 

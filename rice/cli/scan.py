@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -89,7 +90,7 @@ def scan(
     """Find which catalogue products a recording or a live stream shows, and when."""
     from rice.data import MediaError
     from rice.retrieval.catalogue import Index
-    from rice.scanning import DecisionRule, ScanProgress, WindowResult
+    from rice.scanning import ScanProgress, WindowResult
     from rice.scanning import scan as scan_source
 
     # With --jsonl -, stdout carries the JSON lines: everything for people goes to stderr.
@@ -106,8 +107,9 @@ def scan(
         index = Index.load(index_dir, model=model, trust_model=ckpt is not None)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
-    rule = DecisionRule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds,
-                        host_margin=host_margin if host_gate else None, host_warmup=host_warmup)  # fmt: skip
+    # the fields without a flag (the segment query and its gate) keep SCAN_RULE's values
+    rule = replace(SCAN_RULE, min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds,
+                   host_margin=host_margin if host_gate else None, host_warmup=host_warmup)  # fmt: skip
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("scanning"), BarColumn(), TextColumn("{task.fields[where]}"), TimeElapsedColumn(),

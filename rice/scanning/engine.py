@@ -142,7 +142,8 @@ class ScanRun:
             "sample_interval": self.dt, "top_k": top_k, "group": group, "rerank": rerank,
             "min_score": self.rule.min_score, "min_margin": self.rule.min_margin, "smooth": self.rule.smooth,
             "min_seconds": self.rule.min_seconds, "host_margin": self.rule.host_margin,
-            "host_warmup": self.rule.host_warmup, "segment_query": self.rule.segment_query, "live": self.source.live,
+            "host_warmup": self.rule.host_warmup, "segment_query": self.rule.segment_query,
+            "segment_host_margin": self.rule.segment_host_margin, "live": self.source.live,
         })  # fmt: skip
         self._owned_to = 0  # the first grid frame that no window stands for yet (see WindowResult.frame_sum)
         self._stop = threading.Event()

@@ -4,7 +4,11 @@ Each window has a label: its top-1 product when the top-1 cosine reaches ``min_s
 ``min_margin`` and, with the host gate on, beats the window's cosine to the stream's recurring content by
 ``host_margin`` (rice/scanning/host.py), else *no product*. A majority vote over the ``smooth`` windows on either
 side replaces each label (a flicker of up to ``smooth`` windows neither splits a segment nor creates one); runs of
-one label become segments, and a product run shorter than ``min_seconds`` is dropped. `Segmenter` does this online:
+one label become segments, and a product run shorter than ``min_seconds`` is dropped. With the segment query
+(``segment_query``) the windows only find a segment: one search with all its sampled frames pooled as the model pools
+a clip names it, and with the host gate the pooled frames must beat their own cosine to the stream's recurring
+content by ``segment_host_margin`` (the same test as a window's, on much more evidence), or the segment is dropped.
+`Segmenter` does this online:
 a run is closed, and its segment emitted, as soon as the window after it has its smoothed label, i.e. ``smooth + 1``
 strides after the run's last window; with the host gate, the first ``host_warmup`` windows wait until the gate has
 seen them all (a live stream's first segments come that much later). docs/scan.md gives the defaults and the
@@ -102,6 +106,9 @@ class DecisionRule:
     # the segment's sampled frames pooled as the model pools a clip (a long clip of what the segment shows), not
     # the windows' vote. It needs the windows' frame sums and a search (the scan gives both).
     segment_query: bool = False
+    # ... and, with the host gate on, a segment shows a product only when its pooled vector's top-1 cosine beats the
+    # pooled vector's cosine to the stream's recurring content by this much (None: the windows decide alone).
+    segment_host_margin: float | None = None
 
     def label(self, window: WindowResult, host_evidence: float | None = None) -> str | None:
         """The window's product, or NO_PRODUCT; ``host_evidence``: its top-1 cosine minus its cosine to the host
@@ -118,10 +125,13 @@ class DecisionRule:
 
 
 # The rule `rice scan` applies by default, measured on the synthetic livestream with the demo's model (docs/scan.md):
-# the host gate (top-1 cosine 0.05 above the cosine to the stream's recurring content, learnt over the first 30
-# windows and then the last 600) keeps host-only time labelled under a quarter where the margin over the runner-up
-# lost half the product segments to do so; smoothing over two windows either side and a 1-s minimum drop flickers.
-SCAN_RULE = DecisionRule(min_score=0.0, min_margin=0.0, smooth=2, min_seconds=1.0, host_margin=0.05, host_warmup=30)
+# windows find candidate segments with a lenient host gate (a window's top-1 cosine at least its cosine to the
+# stream's recurring content, learnt over the first 30 windows and then the last 600), smoothing over two windows
+# either side and a 1-s minimum drop flickers; each segment is then named by one search with its frames pooled and
+# kept only when that pooled top-1 beats the pooled cosine to the recurring content by 0.08. A strict gate on each
+# window (0.05, the previous default) lost product segments that the pooled evidence keeps.
+SCAN_RULE = DecisionRule(min_score=0.0, min_margin=0.0, smooth=2, min_seconds=1.0, host_margin=0.0, host_warmup=30,
+                         segment_query=True, segment_host_margin=0.08)  # fmt: skip
 
 
 def _vote(labels: list[str | None], own: str | None) -> str | None:
@@ -275,9 +285,10 @@ class Segmenter:
                           key_time=best_window.centre)  # fmt: skip
         if self.rule.segment_query and run.frame_count:
             segment = self._named_by_its_frames(segment, run)
-        yield segment
+        if segment is not None:
+            yield segment
 
-    def _named_by_its_frames(self, segment: Segment, run: _OpenRun) -> Segment:
+    def _named_by_its_frames(self, segment: Segment, run: _OpenRun) -> Segment | None:
         """The segment's product from one search with its frames pooled as the model pools a clip (the masked
         mean of unnormalised frame embeddings, L2-normalised): the windows only found where it starts and ends."""
         import numpy as np  # not at import: the CLI reads SCAN_RULE for its help
@@ -289,6 +300,10 @@ class Segmenter:
         if not hits:
             return replace(segment, embedding=vector)
         top = hits[0]
+        if self.rule.segment_host_margin is not None and self.host is not None:
+            similarity = self.host.similarity(vector)
+            if similarity is not None and top.score - similarity < self.rule.segment_host_margin:
+                return None
         return replace(segment, id=top.id, score=top.score, group=top.group, path=top.path, embedding=vector)
 
 

@@ -19,7 +19,6 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rice.data.video import MediaError
-from rice.scanning import DecisionRule
 from rice.serve.scan_jobs import SCAN_RULE_DEFAULTS as RULE
 from rice.serve.scan_jobs import JobsFull, ScanJobs, UnknownJob
 from rice.serve.service import SearchService
@@ -152,8 +151,8 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jo
         group = known_group(group)
         if scan_jobs.full():
             raise HTTPException(429, "too many scans are waiting; try again when one has finished")
-        rule = DecisionRule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds,
-                            host_margin=host_margin if host_gate else None, host_warmup=RULE.host_warmup)
+        rule = dataclasses.replace(RULE, min_score=min_score, min_margin=min_margin, smooth=smooth,  # the rest: RULE's
+                                   min_seconds=min_seconds, host_margin=host_margin if host_gate else None)
         upload = await receive(request)
         try:  # the source is opened here: an upload that is not a video is refused now, not when its turn comes
             return await run_in_threadpool(scan_jobs.submit, upload.path, upload.filename, top_k=top_k, group=group,

@@ -4,6 +4,7 @@ one scan at a time, cancelling, limits and errors, and no upload left behind."""
 import io
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from rice.data import read_video_frames
 from rice.data.synthetic import write_mp4
 from rice.models.loading import load
 from rice.retrieval.catalogue import Index
-from rice.scanning import DecisionRule, scan
+from rice.scanning import scan
+from rice.scanning.timeline import SCAN_RULE
 from rice.serve.app import create_app
 from rice.serve.service import SearchService
 from tests.serve.conftest import clip_of_image
@@ -95,8 +97,9 @@ def test_a_scan_job_gives_the_timeline_of_rice_scan(service, model, recording, c
         assert list(service.work_dir.iterdir()) == []  # the upload is gone with the job
 
         result = state["result"]
-        expected = scan(model, service.index, recording, top_k=3, stride=0.5,
-                        rule=DecisionRule(min_score=0.1)).run().to_json()  # fmt: skip
+        # the fields the request sets, the rest (the segment query) `rice scan`'s
+        rule = replace(SCAN_RULE, min_score=0.1, min_margin=0.0, smooth=1, min_seconds=0.0, host_margin=None)
+        expected = scan(model, service.index, recording, top_k=3, stride=0.5, rule=rule).run().to_json()
         assert result["source"] == "live.mp4"  # the client's name, not the server's copy
         assert result["duration"] == expected["duration"] and result["settings"] == expected["settings"]
         assert len(result["windows"]) == len(expected["windows"]) > 4
@@ -146,7 +149,8 @@ def test_the_default_rule_is_the_one_of_rice_scan_and_each_field_is_passed(servi
 
     cli = {"min_score": DEFAULT_MIN_SCORE, "min_margin": DEFAULT_MIN_MARGIN, "smooth": DEFAULT_SMOOTH,
            "min_seconds": DEFAULT_MIN_SECONDS, "host_margin": DEFAULT_HOST_MARGIN}  # fmt: skip
-    assert cli["host_margin"] is not None and cli["host_margin"] > 0  # a real rule, not the library's smoothing-only
+    # a real rule, not the library's smoothing-only: the host gate, and the segment query with its own gate
+    assert cli["host_margin"] is not None and SCAN_RULE.segment_query and SCAN_RULE.segment_host_margin > 0
     chosen = {"min_score": 0.05, "min_margin": 0.01, "smooth": 2, "min_seconds": 0.5, "host_margin": 0.1}
     with TestClient(create_app(service)) as client:
         for params in ({}, chosen, {"host_gate": "false"}):
@@ -154,6 +158,7 @@ def test_the_default_rule_is_the_one_of_rice_scan_and_each_field_is_passed(servi
             settings = state["result"]["settings"]
             expected = {**cli, "host_margin": None} if "host_gate" in params else (params or cli)
             assert {key: settings[key] for key in cli} == expected
+            assert settings["segment_query"] is True  # no request field: `rice scan`'s
 
 
 def test_bad_rule_fields_get_one_line_422(service, recording):
