@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -113,17 +114,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``. RNG states hold numpy arrays, so those types are allowed.
 
-    ``path`` may be a run directory (its ``last.pt``, see `resolve_checkpoint`).
+    ``path`` may be a run directory (its ``last.pt``, see `resolve_checkpoint`). ``mmap``: map the file instead of
+    reading it, so only the tensors used are ever read, and from the page cache: loading a model for inference
+    from a training checkpoint then never holds its optimizer state (twice the weights again, for AdamW) in memory.
+    Files in torch's legacy (non-zip) format cannot be mapped and are read whole.
     """
     path = resolve_checkpoint(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found; pass a .pt file written by `rice train`")
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as err:
         detail = str(err).strip().splitlines()[0][:100] if str(err).strip() else ""
         raise ValueError(

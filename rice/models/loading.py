@@ -28,7 +28,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
         model.source = str(path) if str(path).startswith(HUB_PREFIX) else str(Path(path).resolve())
         return model
     path = Path(path)
-    state = read_checkpoint(path)  # read once: native and public files alike are weights-only loads
+    # read once: native and public files alike are weights-only loads; mapped, so that the optimizer state of a
+    # training checkpoint is never read, and the weights leave memory once copied into the model
+    state = read_checkpoint(path, mmap=True)
     if is_native_checkpoint(state):
         cfg = stored_config(state.get("config"), path)
         model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_file": None})
