@@ -59,12 +59,6 @@ def params_row(params: CropParams, image_size: int) -> list[float]:
             *(float(j) for j in params.jitter)]  # fmt: skip
 
 
-def params_from_row(row: Sequence[float], image_size: int) -> CropParams:
-    """The inverse of `params_row`."""
-    top, left, side, flip, *jitter = (float(v) for v in row)
-    return CropParams(int(top), int(left), bool(flip), tuple(jitter), None if int(side) == image_size else int(side))  # type: ignore[arg-type]
-
-
 def read_jpeg(
     path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, kinds: tuple[str, ...] = ("JPEG",)
 ) -> torch.Tensor:
