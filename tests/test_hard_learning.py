@@ -6,6 +6,7 @@ the same untrained model."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from rice.data import write_synthetic_dataset
@@ -25,6 +26,9 @@ def ranks_of_the_right_image(emb) -> np.ndarray:  # noqa: ANN001 - an EmbeddingS
     return 1 + (scores > best_right[:, None]).sum(1)
 
 
+# The suite's 600 s timeout is a hang guard; these 400 training steps took longer than that on 2 cores shared
+# with a loaded machine (load 8), so this test gets a wider guard rather than a figure that depends on the load.
+@pytest.mark.timeout(1800)
 def test_rice_tiny_learns_products_on_hard_synthetic_data(tmp_path):
     root = write_synthetic_dataset(tmp_path / "data", num_products=16, videos_per_product=2, frames=8, size=32,
                                    seed=1, difficulty="hard")
