@@ -8,6 +8,7 @@ import torch
 
 from rice.config import LossConfig, ModelConfig, OptimConfig
 from rice.models import build_model
+from rice.train.grad_cache import grad_cache_step
 from rice.train.optim import build_optimizer
 from rice.train.task import RiceTask
 
@@ -23,8 +24,10 @@ def build_task(
     return task, build_optimizer(model, OptimConfig())
 
 
-def train_step(task, optimizer, batch: dict, device: str | torch.device = "cpu", amp: torch.dtype | None = None):
-    """Forward, backward and optimizer step on one collated batch; returns the loss tensor (no host sync)."""
+def train_step(task, optimizer, batch: dict, device: str | torch.device = "cpu", amp: torch.dtype | None = None,
+               grad_cache_chunk: int | None = None):
+    """Forward, backward and optimizer step on one collated batch; returns the loss tensor (no host sync).
+    ``grad_cache_chunk``: the step of ``train.grad_cache`` (the batch embedded that many pairs at a time)."""
     device = torch.device(device)
     images = batch["image"].to(device, non_blocking=True)
     frames = batch["frames"].to(device, non_blocking=True)
@@ -35,9 +38,13 @@ def train_step(task, optimizer, batch: dict, device: str | torch.device = "cpu",
         index = batch["frame_mask"].reshape(-1).nonzero().squeeze(1)
     index = index.to(device, non_blocking=True)
     autocast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-    with autocast:
-        loss = task(images, frames, mask, frame_index=index)["loss"]
-    loss.backward()
+    if grad_cache_chunk is not None:
+        losses, _ = grad_cache_step(task, images, frames, mask, None, grad_cache_chunk, autocast)
+        loss = losses["loss"]
+    else:
+        with autocast:
+            loss = task(images, frames, mask, frame_index=index)["loss"]
+        loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()
