@@ -7,6 +7,7 @@ goes; the figure is its growth from the first minutes to the end, against a boun
 3-hour recording in under 1 GiB RSS). The baseline column is the RSS after the warm-up minutes.
 
     python benchmarks/scan_memory.py --minutes 30            # rice_vit_b32, 640x360 at 25 fps
+    python benchmarks/scan_memory.py --minutes 30 --from-checkpoint   # ... loaded from a training checkpoint
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +55,45 @@ def _produce(write_fd: int, minutes: float, fps: int, width: int, height: int) -
             container.mux(packet)
 
 
-def measure(model_name: str, minutes: float, width: int, height: int, fps: int = 25, warmup: float = 2.0) -> dict:
+def _write_training_checkpoint(model_name: str, path: str) -> None:
+    """A checkpoint as `rice train` writes it (weights, AdamW state, config) of a random-init model."""
+    import torch
+
+    from rice.config import build_config
+    from rice.models import build_model
+    from rice.models.checkpoint_file import CHECKPOINT_FORMAT, atomic_save
+
+    cfg = build_config(base={"model": {"name": model_name, "pretrained": False}})
+    model = build_model(cfg.model)
+    optimizer = torch.optim.AdamW(model.parameters())
+    for parameter in model.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    optimizer.step()  # the moments exist: twice the weights again
+    atomic_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "config": cfg.to_dict()}, path)  # fmt: skip
+
+
+def _peak_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(model_name: str, minutes: float, width: int, height: int, fps: int = 25, warmup: float = 2.0,
+            checkpoint: str | None = None) -> dict:  # fmt: skip
     from rice.config import ModelConfig
     from rice.models import build_model
     from rice.retrieval.catalogue import Index
     from rice.scanning import WindowResult, scan
 
-    model = build_model(ModelConfig(name=model_name, pretrained=False)).eval()
+    if checkpoint:  # loaded as `rice scan` loads one
+        from rice.models.loading import load
+
+        model = load(checkpoint)
+    else:
+        model = build_model(ModelConfig(name=model_name, pretrained=False)).eval()
+    loaded_peak = _peak_mib()
     dim = int(getattr(model, "embed_dim", 512))
     vectors = np.random.default_rng(0).standard_normal((CATALOGUE, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -81,7 +115,7 @@ def measure(model_name: str, minutes: float, width: int, height: int, fps: int =
     early = next((rss for t, rss, _ in samples if t >= warmup * 60), samples[0][1])
     return {"samples": samples, "early": early, "end": samples[-1][1], "peak": max(rss for _, rss, _ in samples),
             "anon_peak": max(anon for _, _, anon in samples), "windows": windows,
-            "duration": run.timeline.duration}  # fmt: skip
+            "duration": run.timeline.duration, "loaded_peak": loaded_peak, "process_peak": _peak_mib()}  # fmt: skip
 
 
 def run(smoke: bool = False, minutes: float = 30.0, model: str = "rice_vit_b32") -> list[dict]:
@@ -103,8 +137,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--model", default="rice_vit_b32")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--from-checkpoint", action="store_true",
+                        help="load the model from a training checkpoint (weights + AdamW state), as `rice scan` does")
     parser.add_argument("--produce", help=argparse.SUPPRESS)  # internal: write the stream to stdout
+    parser.add_argument("--write-checkpoint", help=argparse.SUPPRESS)  # internal: write a checkpoint there
     args = parser.parse_args()
+    if args.write_checkpoint:
+        _write_training_checkpoint(args.model, args.write_checkpoint)
+        return
     if args.produce:
         minutes, fps, width, height = args.produce.split(",")
         _produce(sys.stdout.fileno(), float(minutes), int(fps), int(width), int(height))
@@ -113,7 +153,15 @@ def main() -> None:
         rows = run(smoke=True)
         print(rows[0]["note"])
         return
-    result = measure(args.model, args.minutes, 640, 360)
+    with tempfile.TemporaryDirectory(prefix="rice-scan-memory-") as tmp:
+        checkpoint = None
+        if args.from_checkpoint:  # written by another process, so that writing it costs this one nothing
+            checkpoint = str(Path(tmp) / "last.pt")
+            subprocess.run([sys.executable, __file__, "--model", args.model, "--write-checkpoint", checkpoint],
+                           check=True)  # fmt: skip
+        result = measure(args.model, args.minutes, 640, 360, checkpoint=checkpoint)
+    print(f"model ready: peak RSS {result['loaded_peak']:.1f} MiB; whole run: peak RSS {result['process_peak']:.1f} "
+          "MiB")
     for scanned, rss, anon in result["samples"]:
         print(f"{scanned / 60:6.1f} min  RSS {rss:7.1f} MiB  anonymous {anon:7.1f} MiB", flush=True)
     print(f"growth from warm-up to end: {result['end'] - result['early']:+.1f} MiB; peak {result['peak']:.1f} MiB "

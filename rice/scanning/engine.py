@@ -16,6 +16,8 @@ only when asked (``keep_windows``, for --json and --html).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import io
 import math
 import os
@@ -224,6 +226,7 @@ class ScanRun:
                     if threads != torch.get_num_threads():
                         torch.set_num_threads(threads)
                     self._encode(batch, embeddings, tokens, thumbs)
+                    _release_freed_memory()
                     last_index = batch[-1].index
                     scanned = max(scanned, batch[-1].time + self.dt / 2)
                 # Every window whose last frame is behind us can be pooled now.
@@ -422,6 +425,27 @@ def _threads_beside_decoder(device: torch.device, requested: int | None) -> int:
     if device.type != "cpu":
         return torch.get_num_threads()
     return max(1, _cores() // 2)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc only
+    except (OSError, AttributeError):
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Hand the memory freed by a batch back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    glibc keeps what the encoder's forward pass and the frame conversions free in its heaps, so the resident set
+    of a long scan stays at the high-water mark of any batch. Measured with rice_vit_b32 on a 640x360 stream
+    (docs/scan.md): 60-90 MiB less resident while scanning, for a trim of 2.6 ms (median) per batch of 16 frames,
+    which take hundreds of milliseconds to encode on a CPU. It changes no number of the scan.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _jpeg(rgb: np.ndarray) -> bytes:
