@@ -21,7 +21,7 @@ def collate_batch(items: Sequence[dict[str, Any]], frame_buckets: int = 0) -> di
         ``video_id``/``image_id`` lists of B strings, ``skipped`` one flat list of ``"path: reason"``; with a
         ``frame_mask``, also ``frame_index`` (V,) int64, the real frames' positions in the flattened B*T frames
         (``rice.models.rice_model.real_frame_index``): found here on the CPU, the training step gets them without
-        waiting for the device.
+        waiting for the device; and ``frame_counts``, the real frames of each clip (a list of B ints).
     """
     if not items:
         raise ValueError("collate_batch got an empty list of items")
@@ -41,6 +41,9 @@ def collate_batch(items: Sequence[dict[str, Any]], frame_buckets: int = 0) -> di
     mask = batch.get("frame_mask")
     if isinstance(mask, torch.Tensor) and mask.dim() == 2:
         batch["frame_index"] = frame_index_of(mask, frame_buckets)
+        # Python ints, so they stay on the host when the tensors move: train.grad_cache slices each chunk's
+        # positions out of frame_index with them instead of running nonzero on the device.
+        batch["frame_counts"] = mask.sum(1).tolist()
     return batch
 
 

@@ -414,7 +414,8 @@ def train_one_epoch(
         autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
         if plan is not None and plan.chunk is not None:  # train.grad_cache: the whole batch, chunk by chunk
             losses, _ = grad_cache_step(task, images, frames, frame_mask, product_ids, plan.chunk, autocast,
-                                        scaler.scale if scaler else None)  # fmt: skip
+                                        scaler.scale if scaler else None, frame_index,
+                                        batch.get("frame_counts"))  # fmt: skip
             average_gradients_over_ranks(task)
         else:
             with sync, autocast:

@@ -21,7 +21,8 @@ does), and its running statistics are updated once per chunk, by the pass with a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -99,6 +100,8 @@ def grad_cache_step(
     chunk: int,
     autocast: contextlib.AbstractContextManager | None = None,
     scale_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    frame_index: torch.Tensor | None = None,
+    frame_counts: Sequence[int] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Accumulate into ``.grad`` the gradient of ``task``'s losses on the whole batch, embedding ``chunk`` pairs
     at a time; returns (the detached losses, the cached outputs).
@@ -106,22 +109,26 @@ def grad_cache_step(
     ``task`` is the `rice.train.task.RiceTask` itself, never a DDP wrapper: under torch.distributed the caller averages
     the gradients over ranks afterwards (`rice.distributed.average_gradients`), as DDP would.
     ``autocast`` is entered around every forward (mixed precision); ``scale_loss`` scales the loss before
-    the backward (fp16: ``GradScaler.scale``).
+    the backward (fp16: ``GradScaler.scale``). ``frame_index`` and ``frame_counts`` (the batch's, from
+    ``collate_batch``): each chunk's real frames are then a slice of ``frame_index`` found with host integers, so no
+    chunk runs ``nonzero`` on its mask (a wait for the device); without them each chunk finds its own.
     """
     model = task.model
     autocast = autocast or contextlib.nullcontext()
     device = images.device
     spans = [slice(start, min(start + chunk, images.shape[0])) for start in range(0, images.shape[0], chunk)]
+    chunk_index = _chunk_frame_indices(spans, frame_mask.shape[1], frame_index, frame_counts)
 
     # 1. embed every chunk without a graph; the buffers (BatchNorm running statistics) are put back afterwards
     #    so that only the pass with a graph updates them.
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     snapshots, pieces = [], []
     with torch.no_grad():
-        for span in spans:
+        for span, index in zip(spans, chunk_index):
             snapshots.append(RngSnapshot(device))
             with autocast:
-                pieces.append(model(images[span], frames[span], frame_mask[span], return_tokens=task.needs_tokens))
+                pieces.append(model(images[span], frames[span], frame_mask[span], return_tokens=task.needs_tokens,
+                                    frame_index=index))
     for buffer, saved in buffers:
         buffer.copy_(saved)
 
@@ -137,14 +144,26 @@ def grad_cache_step(
     after_loss = RngSnapshot(device)
 
     # 3. each chunk again, with a graph and its recorded RNG state, back-propagating the cached gradients.
-    for span, snapshot in zip(spans, snapshots):
+    for span, snapshot, index in zip(spans, snapshots, chunk_index):
         snapshot.restore()
         with autocast:
-            piece = model(images[span], frames[span], frame_mask[span], return_tokens=task.needs_tokens)
+            piece = model(images[span], frames[span], frame_mask[span], return_tokens=task.needs_tokens,
+                          frame_index=index)
         pairs = [(piece[key], cached[key].grad[span]) for key in cached if cached[key].grad is not None]
         torch.autograd.backward([p for p, _ in pairs], [g.to(p.dtype) for p, g in pairs])
     after_loss.restore()  # the RNG moves on as after one pass, not two
     return {key: value.detach() for key, value in losses.items()}, {k: v.detach() for k, v in cached.items()}
+
+
+def _chunk_frame_indices(
+    spans: list[slice], frames_per_clip: int, frame_index: torch.Tensor | None, frame_counts: Sequence[int] | None
+) -> list[torch.Tensor | None]:
+    """Each chunk's real frames' positions in its own flattened frames, sliced out of the batch's ``frame_index``
+    (real frames first, in order) with host integers; None per chunk (the model finds them) without them."""
+    if frame_index is None or frame_counts is None:
+        return [None] * len(spans)
+    offsets = [0, *itertools.accumulate(int(c) for c in frame_counts)]
+    return [frame_index[offsets[s.start] : offsets[s.stop]] - s.start * frames_per_clip for s in spans]
 
 
 def average_gradients_over_ranks(task) -> None:

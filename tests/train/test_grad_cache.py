@@ -211,3 +211,35 @@ def test_two_ranks_with_grad_cache_equal_one_process_on_the_whole_batch(syntheti
     moved = sum(int(step["single"][name].abs().max() > 0) for name in names)
     assert moved > 0.8 * len(names), f"only {moved} of {len(names)} parameters moved: the comparison would mean little"
     _assert_vectors_close(_flat(step["ranks"]), _flat(step["single"]))
+
+
+def test_chunks_take_their_frame_positions_from_the_loader_without_nonzero():
+    """With the batch's frame_index and frame_counts (collate_batch), no chunk runs ``nonzero`` (on a GPU, a wait
+    for the device) and the gradients equal the chunks finding their own positions."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from rice.data import collate_batch
+
+    class CountNonzero(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.nonzero, torch.ops.aten.nonzero_static):
+                CountNonzero.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    images, frames, mask = tiny_batch()
+    collated = collate_batch([{"frame_mask": m} for m in mask])
+    results = []
+    for from_loader in (False, True):
+        task = tiny_task(["icl", "pmd"])
+        extra = dict(frame_index=collated["frame_index"], frame_counts=collated["frame_counts"]) if from_loader else {}
+        CountNonzero.calls = 0
+        with CountNonzero():
+            grad_cache_step(task, images, frames, mask, product_ids=None, chunk=3, **extra)
+        results.append((CountNonzero.calls, grads(task)))
+    (calls_own, expected), (calls_loader, got) = results
+    assert calls_own > 0  # the check sees the nonzero of chunks that find their own positions
+    assert calls_loader == 0
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
