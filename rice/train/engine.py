@@ -412,6 +412,11 @@ def train_one_epoch(
         frame_index = batch["frame_index"].to(device, non_blocking=True)
         product_ids = product_keys(batch["image_id"]).to(device, non_blocking=True) if task.mask_same_product else None
         autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+        if tcfg.cuda_graphs:
+            # Each micro-step is a new generation of the CUDA graphs: their output buffers may be reused from here
+            # on (the last step's outputs are no longer read), also with grad_accum > 1, where torch's own
+            # detection of a new iteration is not documented to hold.
+            torch.compiler.cudagraph_mark_step_begin()
         if plan is not None and plan.chunk is not None:  # train.grad_cache: the whole batch, chunk by chunk
             losses, _ = grad_cache_step(task, images, frames, frame_mask, product_ids, plan.chunk, autocast,
                                         scaler.scale if scaler else None, frame_index,
