@@ -42,8 +42,9 @@ def collate_batch(items: Sequence[dict[str, Any]], frame_buckets: int = 0) -> di
     if isinstance(mask, torch.Tensor) and mask.dim() == 2:
         batch["frame_index"] = frame_index_of(mask, frame_buckets)
         # Python ints, so they stay on the host when the tensors move: train.grad_cache slices each chunk's
-        # positions out of frame_index with them instead of running nonzero on the device.
-        batch["frame_counts"] = mask.sum(1).tolist()
+        # positions out of frame_index with them instead of running nonzero on the device. The mask is a CPU
+        # tensor here (loader items), read through numpy: no device is involved.
+        batch["frame_counts"] = mask.numpy().sum(1).tolist()
     return batch
 
 
