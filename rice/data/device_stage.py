@@ -61,9 +61,10 @@ class DeviceStage:
 
     # ------------------------------------------------------------------------------------------- host and device
     def host_fields(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """What the stage needs from the CPU before the copy: the real frames' flat positions (no device sync)."""
+        """What the stage needs from the CPU before the copy: the real frames' flat positions (no device sync),
+        the first ``sum(frame_counts)`` of the collated ``frame_index`` (which `train.frame_buckets` may pad)."""
         if self.pixels == "jpeg":
-            batch["frames_real_index"] = batch["frame_mask"].reshape(-1).nonzero().squeeze(1)
+            batch["frames_real_index"] = batch["frame_index"][: sum(batch["frame_counts"])]
         return batch
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .frames import DecodedImageCache, load_frames, load_image
-from .pixel_items import check_item_pixels, encoded_clip, encoded_image, item_pixels, uint8_chw
+from .pixel_items import check_item_pixels, encoded_clip, encoded_image, item_pixels, uint8_chw, uint8_image
 from .sampling import FramePolicy, pad_clip
 from .transforms import ClipTransform, ImageTransform, build_transform, shop_image_transform
 from .video import MediaError
@@ -283,21 +283,17 @@ class LPRTrainPairs(Dataset):
                 draft = self.transform.resize_size
                 paths = [self.root / rec.frames[i] for i in picks]
                 if self.pixels == "jpeg":  # the bytes and the crop draws; the device stage decodes (pixel_items)
-                    encoded, params = encoded_clip(self.clip_transform, paths, self.num_frames, rng)
-                    mask = torch.arange(self.num_frames) < len(encoded)
-                    fields = {"frames_jpeg": encoded, "frames_params": params, "frame_mask": mask}
+                    fields = encoded_clip(self.clip_transform, paths, self.num_frames, rng)
+                    fields.update(encoded_image(self.image_transform, self.root / rec.image_path, rng))
                 else:
                     frames = self.decoded.load_frames(paths, draft)
                     clip = (self.clip_transform(frames, rng) if self.pixels == "float"
                             else uint8_chw(self.clip_transform.arrays(frames, rng)))  # fmt: skip
                     clip, mask = pad_clip(clip, self.num_frames)
-                    fields = {"frames": clip, "frame_mask": mask}
-                if self.pixels == "jpeg":
-                    fields.update(encoded_image(self.image_transform, self.root / rec.image_path, rng))
-                else:
                     shop = self.decoded.load_image(self.root / rec.image_path, draft)
-                    fields["image"] = (self.image_transform(shop, rng) if self.pixels == "float" else uint8_chw(
-                        self.image_transform.to_array(shop, self.image_transform.sample_params(rng))))
+                    image = (self.image_transform(shop, rng) if self.pixels == "float"
+                             else uint8_image(self.image_transform, shop, rng))  # fmt: skip
+                    fields = {"frames": clip, "frame_mask": mask, "image": image}
             except (MediaError, ValueError, UnicodeDecodeError) as err:
                 skipped.append(f"{self.path.name} line #{current}: {err}")
                 continue

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .frames import DecodedImageCache
-from .pixel_items import check_item_pixels, encoded_clip, encoded_image, uint8_chw
+from .pixel_items import check_item_pixels, encoded_clip, encoded_image, uint8_chw, uint8_image
 from .sampling import FramePolicy, pad_clip
 from .transforms import ClipTransform, ImageTransform, build_transform
 from .video import MediaError, read_video_frames, resolve_backend
@@ -220,10 +220,7 @@ class _MovingFashionBase(Dataset):
         if not files:
             raise MediaError(f"{folder}: prepared frames folder has no images; delete it and rerun `rice prepare`")
         picks = self._indices_sampler(rng, tail_drop_prob)(len(files))
-        encoded, params = encoded_clip(self.clip_transform, [files[i] for i in picks], self.num_frames, rng)
-        mask = torch.zeros(self.num_frames, dtype=torch.bool)
-        mask[: len(encoded)] = True
-        return {"frames_jpeg": encoded, "frames_params": params, "frame_mask": mask}
+        return encoded_clip(self.clip_transform, [files[i] for i in picks], self.num_frames, rng)
 
     def _draft_size(self) -> int | None:
         # JPEG draft decoding is fast but not pixel-identical to a full decode: use it for training only, so
@@ -234,8 +231,7 @@ class _MovingFashionBase(Dataset):
         image = self.decoded.load_image(self.root / img_path, self._draft_size())
         if self.pixels == "float":
             return self.image_transform(image, rng)
-        transform = self.image_transform  # uint8 items: the shop image as uint8 (decoded here)
-        return uint8_chw(transform.to_array(image, transform.sample_params(rng)))
+        return uint8_image(self.image_transform, image, rng)  # uint8 items: the shop image as uint8 (decoded here)
 
     def _zero_frames(self) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.transform.image_size
@@ -323,20 +319,16 @@ class MovingFashionPairs(_MovingFashionBase):
             rng = self._rng(current)
             try:
                 if self.pixels == "jpeg":
-                    clip = self._read_encoded_clip(video_path, rng, self.tail_drop_prob)
+                    fields = self._read_encoded_clip(video_path, rng, self.tail_drop_prob)
+                    fields.update(encoded_image(self.image_transform, self.root / img_path, rng))
                 else:
                     frames, mask = self._read_clip(video_path, rng, self.tail_drop_prob)
-                    clip = {"frames": frames, "frame_mask": mask}
-                if self.pixels == "jpeg":
-                    image = encoded_image(self.image_transform, self.root / img_path, rng)
-                else:
-                    image = {"image": self._read_image(img_path, rng)}
+                    fields = {"frames": frames, "frame_mask": mask, "image": self._read_image(img_path, rng)}
             except MediaError as err:
                 skipped.append(str(err))
                 continue
             return {
-                **clip,
-                **image,
+                **fields,
                 "video_id": video_id_of(video_path),
                 "image_id": image_id_of(img_path),
                 "skipped": skipped,

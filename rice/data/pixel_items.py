@@ -23,6 +23,7 @@ import io
 import os
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,11 +87,17 @@ def read_jpeg(
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
+def uint8_image(transform: ImageTransform, image: Image.Image, rng: random.Random | None) -> torch.Tensor:
+    """The ``"uint8"`` item of a decoded shop image: its crop (one draw from ``rng``) as uint8 (3, S, S)."""
+    return uint8_chw(transform.to_array(image, transform.sample_params(rng)))
+
+
 def encoded_clip(
     clip_transform: ClipTransform, paths: Sequence[str | os.PathLike[str]], num_frames: int,
     rng: random.Random | None,
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The ``"jpeg"`` item of a clip: the frames' bytes and their crop/flip draws, (T, 7) zero-padded.
+) -> dict[str, Any]:
+    """The ``"jpeg"`` item fields of a clip: ``frames_jpeg`` the frames' bytes, ``frames_params`` their crop/flip
+    draws (T, 7) zero-padded, ``frame_mask`` (T,) True for the frames read.
 
     The draws are the ones `ClipTransform` makes for the same frames and ``rng`` (it draws after reading)."""
     encoded = [read_jpeg(p) for p in paths]
@@ -98,7 +105,8 @@ def encoded_clip(
     params = torch.zeros(num_frames, PARAM_FIELDS, dtype=torch.float64)
     for i, p in enumerate(clip_transform.draw_params(len(encoded), rng)):
         params[i] = torch.tensor(params_row(p, image_size), dtype=torch.float64)
-    return encoded, params
+    mask = torch.arange(num_frames) < len(encoded)
+    return {"frames_jpeg": encoded, "frames_params": params, "frame_mask": mask}
 
 
 def encoded_image(
