@@ -396,20 +396,19 @@ def train_one_epoch(
     # Micro-batches left over at the end of the last epoch (len(loader) % grad_accum) must not leak into this one.
     optimizer.zero_grad(set_to_none=True)
     # uint8 / JPEG items (data.normalize_on, data.decode_device) become the float batch on the device; on CUDA the
-    # next batch is copied (and staged) on a side stream while this one trains. The .to() below are then no-ops.
+    # next batch is copied (and staged) on a side stream while this one trains: its tensors arrive on ``device``.
     stage = DeviceStage.for_dataset(getattr(loader, "dataset", None), device)
     for batch in DevicePrefetcher(loader, device, stage):
         skipped.add(batch["skipped"])
-        images = batch["image"].to(device, non_blocking=True)
-        frames = batch["frames"].to(device, non_blocking=True)
-        frame_mask = batch["frame_mask"].to(device, non_blocking=True)
+        images, frames, frame_mask = batch["image"], batch["frames"], batch["frame_mask"]
+        frame_index = batch["frame_index"]
         micro += 1
         progress.batches_done += 1
         last_micro = micro % tcfg.grad_accum == 0
         # Skip the gradient all-reduce on accumulation micro-steps; it runs once, on the last one.
         sync = contextlib.nullcontext() if last_micro or world.world_size == 1 else train_module.no_sync()
-        # Both are found on the CPU and copied without waiting: the step itself never waits for the device.
-        frame_index = batch["frame_index"].to(device, non_blocking=True)
+        # frame_index and product_ids are found on the CPU and copied without waiting: the step never waits for
+        # the device.
         product_ids = product_keys(batch["image_id"]).to(device, non_blocking=True) if task.mask_same_product else None
         autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
         if tcfg.cuda_graphs:

@@ -19,7 +19,6 @@ from rice.losses.contrastive import SigmoidContrastiveLoss
 from rice.losses.matching import PairwiseMatchingLoss
 from rice.losses.reconstruction import PatchFeatureReconstructionLoss
 from rice.models import RiceModel
-from rice.models.decoder import score_pairs
 
 # Explicit name -> constructor mapping; every constructor takes the LossConfig.
 LOSSES: dict[str, Callable[[LossConfig], nn.Module]] = {
@@ -51,7 +50,6 @@ class RiceTask(nn.Module):
         self.losses = nn.ModuleDict({name: LOSSES[name](cfg) for name in cfg.losses})
         self.weights = {name: float(cfg.weights.get(name, 1.0)) for name in cfg.losses}
         self.needs_tokens = any(name != "icl" for name in cfg.losses)
-        self.chunk_size = decoder_chunk(cfg)
         self.mask_same_product = cfg.mask_same_product
         if self.needs_tokens and model.decoder is None:
             raise ValueError(f"losses {cfg.losses} need the PMD decoder; build_model(..., with_decoder=True)")
@@ -78,7 +76,6 @@ class RiceTask(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """The losses of a batch from the model's training outputs (``RiceModel.forward``); gradient caching
         (rice.train.grad_cache) calls it on embeddings computed chunk by chunk."""
-        batch = frame_mask.shape[0]
         if self.mask_same_product:
             if product_ids is None:
                 raise ValueError("loss.mask_same_product needs product_ids: pass product_keys(batch['image_id'])")
@@ -92,13 +89,7 @@ class RiceTask(nn.Module):
                 return_attention="pfr" in self.losses,
             )  # fmt: skip
             out.update(decoder_pass=shared, positive_attention=shared.positive_attention)
-        elif "pfr" in self.losses:  # PFR without PMD: the positive pairs only, no gathered clips
-            local = torch.arange(batch, device=frame_mask.device)
-            positives = score_pairs(
-                self.model.decoder, out["image_tokens"], out["video_tokens"], frame_mask, local, local,
-                self.chunk_size, return_attention=True,
-            )  # fmt: skip
-            out.update(positive_attention=positives.attention)
+        # (LossConfig refuses pfr without pmd; PFR alone, as a module, scores its positive pairs itself)
         for name, loss_fn in self.losses.items():
             results[f"{name}_loss"] = loss_fn(**out, decoder=self.model.decoder)
         results["loss"] = sum(self.weights[name] * results[f"{name}_loss"] for name in self.losses)
