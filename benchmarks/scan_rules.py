@@ -3,9 +3,8 @@
 Needs a `rice demo` folder (its trained model and dataset). Writes ``--recordings`` recordings with ``--seed`` (seed
 0: the recordings the defaults were chosen on; another seed: held-out ones), scans each once with the demo's model
 and segments the windows under each rule: no rule (top-1 always), the margin over the runner-up, the host gate on
-each window at a few margins (the previous default: 0.05), the segment query and gate (the default, `SCAN_RULE`),
-and ways of naming a segment that were tried and not kept (edges trimmed, merged after naming, windows pooled:
-docs/scan.md). Prints segment accuracy (the majority label of each true product segment), host-only time labelled as
+each window at a few margins (the previous default: 0.05), the segment query and gate (the default, `SCAN_RULE`).
+Prints segment accuracy (the majority label of each true product segment), host-only time labelled as
 a product, and the bar: the model's R@1 on the same true segments cut out and searched one by one. Targets: accuracy
 >= the bar, host time <= 25%.
 
@@ -39,14 +38,6 @@ def rules() -> dict:
         name = f"window gate 0 + segment query + segment gate {segment_margin}"
         rule = replace(SCAN_RULE, host_margin=0.0, segment_query=True, segment_host_margin=segment_margin)
         table[name + (" (default)" if rule == SCAN_RULE else "")] = rule
-    # how the segment query names a segment (docs/scan.md): edges trimmed by half a window, runs merged after
-    # naming, the windows' clip embeddings averaged instead of the frames pooled
-    table["default + trim"] = replace(SCAN_RULE, segment_trim=True)
-    table["default + merge after naming"] = replace(SCAN_RULE, segment_merge=True)
-    table["default + windows pooled"] = replace(SCAN_RULE, segment_pool="windows")
-    no_rule_query = table["no rule + segment query"]
-    table["no rule + segment query + trim"] = replace(no_rule_query, segment_trim=True)
-    table["no rule + segment query + windows pooled"] = replace(no_rule_query, segment_pool="windows")
     return table
 
 

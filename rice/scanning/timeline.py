@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 import os
 import zlib
 from collections import Counter, deque
@@ -110,21 +109,6 @@ class DecisionRule:
     # ... and, with the host gate on, a segment shows a product only when its pooled vector's top-1 cosine beats the
     # pooled vector's cosine to the stream's recurring content by this much (None: the windows decide alone).
     segment_host_margin: float | None = None
-    # ... and pool only the frames at least half a window inside the segment (all of them when none are): a window
-    # that straddles a boundary mixes the host's frames with the product's, and so does the run it ends.
-    segment_trim: bool = False
-    # ... what the segment query pools: "frames", every sampled frame of the segment as one long clip, or "windows",
-    # the mean of its windows' (L2-normalised) clip embeddings: clips of the length and frame count the model was
-    # trained on, as `rice search` sees a clip, averaged over the segment.
-    segment_pool: str = "frames"
-    # ... and, after naming, runs named the same product that are separated by less than ``min_seconds`` become one
-    # segment, and a run between two runs named the same product that is shorter than either is absorbed: a
-    # flicker of the window votes splits a stretch, the pooled queries still name it (segments wait for the next).
-    segment_merge: bool = False
-
-    def __post_init__(self) -> None:
-        if self.segment_pool not in ("frames", "windows"):
-            raise ValueError(f"segment_pool {self.segment_pool!r}: use 'frames' or 'windows'")
 
     def label(self, window: WindowResult, host_evidence: float | None = None) -> str | None:
         """The window's product, or NO_PRODUCT; ``host_evidence``: its top-1 cosine minus its cosine to the host
@@ -171,20 +155,9 @@ class _OpenRun:
     best: tuple[WindowHit, WindowResult] | None = None  # the label's best-scoring hit and its window
     frame_sum: Any = None  # the windows' frame sums added up (float64)
     frame_count: int = 0
-    embedding_sum: Any = None  # the windows' L2-normalised embeddings added up (float64)
-    embedded: int = 0
-    edge: int = 0  # for the segment trim: how many of the first and of the last windows to remember
-    head: list[WindowResult] = field(default_factory=list)  # the first ``edge`` windows
-    tail: deque = field(default_factory=deque)  # the last ``edge`` windows (bounded: the run's length does not count)
 
     def add(self, window: WindowResult) -> None:
         self.last, self.windows = window, self.windows + 1
-        if self.edge:
-            if len(self.head) < self.edge:
-                self.head.append(window)
-            self.tail.append(window)
-            if len(self.tail) > self.edge:
-                self.tail.popleft()
         hit = next((h for h in window.results if h.id == self.label), None) if self.label is not NO_PRODUCT else None
         if hit is not None:
             self.score_sum, self.scored = self.score_sum + hit.score, self.scored + 1
@@ -193,13 +166,6 @@ class _OpenRun:
         if window.frame_sum is not None and window.frame_count:
             self.frame_sum = window.frame_sum if self.frame_sum is None else self.frame_sum + window.frame_sum
             self.frame_count += window.frame_count
-        if window.embedding is not None and window.results:
-            import numpy as np  # not at import: the CLI reads SCAN_RULE for its help
-
-            vector = np.asarray(window.embedding, dtype=np.float64)
-            vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
-            self.embedding_sum = vector if self.embedding_sum is None else self.embedding_sum + vector
-            self.embedded += 1
 
 
 Search = Callable[[Any], list[WindowHit]]  # a (D,) query vector -> its ranked hits in the catalogue
@@ -219,7 +185,6 @@ class Segmenter:
         self._history: deque[str | None] = deque(maxlen=rule.smooth)  # raw labels of the last smoothed windows
         self._run: _OpenRun | None = None  # the open run of one smoothed label
         self._first = True
-        self._held: list[Segment] = []  # with the segment merge: named segments that a later one may still join
         self.host = None
         if rule.host_margin is not None:
             from rice.scanning.host import StreamHost  # numpy: not at import, the CLI reads SCAN_RULE for its help
@@ -234,10 +199,6 @@ class Segmenter:
         if self.rule.segment_query and window.frame_sum is None and window.results:
             raise ValueError("the segment query (DecisionRule.segment_query) needs each window's frame sums; scan "
                              "the source again, or pass a rule with segment_query=False")  # fmt: skip
-        if self.rule.segment_query and self.rule.segment_pool == "windows" and window.embedding is None \
-                and window.results:
-            raise ValueError("the segment query over windows (DecisionRule.segment_pool='windows') needs each "
-                             "window's embedding; scan the source again, or pass segment_pool='frames'")  # fmt: skip
         if self.host is None:
             yield from self._labelled(window, self.rule.label(window))
             return
@@ -264,7 +225,6 @@ class Segmenter:
         while self._pending:
             yield from self._smooth_next()
         yield from self._close(last=True)
-        yield from self._release(len(self._held))
 
     def _end_warmup(self) -> Iterator[Segment]:
         waiting, self._waiting, self._decided = self._waiting, [], True
@@ -302,18 +262,8 @@ class Segmenter:
         if self._run is not None and self._run.label != smoothed:
             yield from self._close(last=False)
         if self._run is None:
-            self._run = _OpenRun(smoothed, window, window, edge=self._edge_windows(window))
+            self._run = _OpenRun(smoothed, window, window)
         self._run.add(window)
-        # a held segment is out once the stretch without a product after it is too long to bridge
-        if self._held and self._run.label is NO_PRODUCT and window.centre + self.stride / 2 - self._held[-1].end >= \
-                self.rule.min_seconds:
-            yield from self._release(len(self._held))
-
-    def _edge_windows(self, window: WindowResult) -> int:
-        """How many windows at each end of a run can hold frames less than half a window inside it."""
-        if not (self.rule.segment_query and self.rule.segment_trim):
-            return 0
-        return int(math.ceil((window.end - window.start) / 2 / self.stride)) + 1
 
     def _close(self, last: bool) -> Iterator[Segment]:
         run, self._run = self._run, None
@@ -335,57 +285,15 @@ class Segmenter:
                           key_time=best_window.centre)  # fmt: skip
         if self.rule.segment_query and run.frame_count:
             segment = self._named_by_its_frames(segment, run)
-        if segment is None:
-            return
-        if not self.rule.segment_merge:
+        if segment is not None:
             yield segment
-            return
-        yield from self._hold(segment)
-
-    def _hold(self, segment: Segment) -> Iterator[Segment]:
-        """Merge after naming: the held segments and this one, in time order, become one where they are named
-        the same product and nearly touch, or where one shorter than both its neighbours lies between two such."""
-        gap = self.rule.min_seconds
-        held = self._held
-        if held and held[-1].id == segment.id and segment.start - held[-1].end < gap:
-            held[-1] = _joined(held[-1], segment)
-            return
-        if len(held) == 2:
-            a, b = held
-            short = b.end - b.start < min(a.end - a.start, segment.end - segment.start)
-            if a.id == segment.id and short and b.start - a.end < gap and segment.start - b.end < gap:
-                self._held = [_joined(a, segment)]
-                return
-            yield from self._release(1)
-        held = self._held
-        if held and segment.start - held[-1].end >= gap:
-            yield from self._release(len(held))
-        self._held.append(segment)
-
-    def _release(self, count: int) -> Iterator[Segment]:
-        out, self._held = self._held[:count], self._held[count:]
-        yield from out
 
     def _named_by_its_frames(self, segment: Segment, run: _OpenRun) -> Segment | None:
         """The segment's product from one search with its frames pooled as the model pools a clip (the masked
         mean of unnormalised frame embeddings, L2-normalised): the windows only found where it starts and ends."""
         import numpy as np  # not at import: the CLI reads SCAN_RULE for its help
 
-        frame_sum, frame_count = run.frame_sum, run.frame_count
-        if run.edge:
-            inner_from, inner_to = segment.start + (run.first.end - run.first.start) / 2, \
-                segment.end - (run.first.end - run.first.start) / 2
-            half = self.stride / 2
-            edges = {id(w): w for w in (*run.head, *run.tail)
-                     if w.centre - half < inner_from - 1e-9 or w.centre + half > inner_to + 1e-9}  # fmt: skip
-            cut = [w for w in edges.values() if w.frame_sum is not None and w.frame_count]
-            inner_count = frame_count - sum(w.frame_count for w in cut)
-            if inner_count > 0:  # a segment shorter than a window keeps all its frames
-                frame_sum = frame_sum - sum(np.asarray(w.frame_sum, dtype=np.float64) for w in cut)
-                frame_count = inner_count
-        mean = np.asarray(frame_sum, dtype=np.float64) / frame_count
-        if self.rule.segment_pool == "windows" and run.embedded:
-            mean = run.embedding_sum / run.embedded
+        mean = np.asarray(run.frame_sum, dtype=np.float64) / run.frame_count
         norm = float(np.linalg.norm(mean))
         vector = (mean / norm if norm > 0 else mean).astype(np.float32)
         hits = self.search(vector)
@@ -397,15 +305,6 @@ class Segmenter:
             if similarity is not None and top.score - similarity < self.rule.segment_host_margin:
                 return None
         return replace(segment, id=top.id, score=top.score, group=top.group, path=top.path, embedding=vector)
-
-
-def _joined(a: Segment, b: Segment) -> Segment:
-    """One segment from ``a`` to ``b`` (named the same product); its score weighs each by its length."""
-    la, lb = a.end - a.start, b.end - b.start
-    score = (a.score * la + b.score * lb) / (la + lb) if la + lb > 0 else a.score
-    best = a if a.score >= b.score else b
-    return replace(a, end=b.end, score=score, windows=a.windows + b.windows, thumbnail=best.thumbnail,
-                   key_time=best.key_time)
 
 
 def segments_from_windows(windows: list[WindowResult], rule: DecisionRule, stride: float,
