@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -21,7 +20,7 @@ from rich.table import Table
 
 from rice.cli.catalogue import index_checkpoint
 from rice.cli.common import DEVICE_HELP, console, fail, load_model
-from rice.scanning.timeline import SCAN_RULE
+from rice.scanning.timeline import SCAN_RULE, scan_rule
 
 # The decision rule's defaults are the library's SCAN_RULE (measured: docs/scan.md), shared with the service.
 DEFAULT_MIN_SCORE = SCAN_RULE.min_score
@@ -107,9 +106,8 @@ def scan(
         index = Index.load(index_dir, model=model, trust_model=ckpt is not None)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
-    # the fields without a flag (the segment query and its gate) keep SCAN_RULE's values
-    rule = replace(SCAN_RULE, min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds,
-                   host_margin=host_margin if host_gate else None, host_warmup=host_warmup)  # fmt: skip
+    rule = scan_rule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds,
+                     host_margin=host_margin, host_warmup=host_warmup, host_gate=host_gate)  # fmt: skip
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("scanning"), BarColumn(), TextColumn("{task.fields[where]}"), TimeElapsedColumn(),

@@ -15,7 +15,7 @@ _LAZY = {
     "DecisionRule": "rice.scanning.timeline", "SCAN_RULE": "rice.scanning.timeline",
     "Segment": "rice.scanning.timeline", "Segmenter": "rice.scanning.timeline", "Timeline": "rice.scanning.timeline",
     "WindowResult": "rice.scanning.timeline",
-    "segments_from_windows": "rice.scanning.timeline",
+    "scan_rule": "rice.scanning.timeline", "segments_from_windows": "rice.scanning.timeline",
 }  # fmt: skip
 __all__ = sorted(_LAZY)
 

@@ -134,6 +134,13 @@ SCAN_RULE = DecisionRule(min_score=0.0, min_margin=0.0, smooth=2, min_seconds=1.
                          segment_query=True, segment_host_margin=0.08)  # fmt: skip
 
 
+def scan_rule(*, host_gate: bool = True, **fields: Any) -> DecisionRule:
+    """`SCAN_RULE` with the fields a user set (`rice scan`'s flags, the service's query); the fields left out keep
+    its measured values. ``host_gate=False`` turns the host gate off, and with it the segment gate."""
+    rule = replace(SCAN_RULE, **fields)
+    return rule if host_gate else replace(rule, host_margin=None)
+
+
 def _vote(labels: list[str | None], own: str | None) -> str | None:
     counts = Counter(labels)
     best = max(counts.values())

@@ -19,7 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rice.data.video import MediaError
-from rice.serve.scan_jobs import SCAN_RULE_DEFAULTS as RULE
+from rice.scanning.timeline import SCAN_RULE as RULE
+from rice.scanning.timeline import scan_rule
 from rice.serve.scan_jobs import JobsFull, ScanJobs, UnknownJob
 from rice.serve.service import SearchService
 from rice.serve.uploads import Upload, UploadError, receive_upload
@@ -147,12 +148,12 @@ def create_app(service: SearchService, max_upload_mb: float = 200.0, max_scan_jo
             RULE.host_margin if RULE.host_margin is not None else 0.0),
     ) -> dict:
         """Queue a scan of an uploaded recording: ``{"id", "status": "queued"}``; GET /scan/ID follows it. The
-        decision rule's fields default to `rice scan`'s (`SCAN_RULE_DEFAULTS`)."""
+        decision rule's fields default to `rice scan`'s (`SCAN_RULE`)."""
         group = known_group(group)
         if scan_jobs.full():
             raise HTTPException(429, "too many scans are waiting; try again when one has finished")
-        rule = dataclasses.replace(RULE, min_score=min_score, min_margin=min_margin, smooth=smooth,  # the rest: RULE's
-                                   min_seconds=min_seconds, host_margin=host_margin if host_gate else None)
+        rule = scan_rule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds,
+                         host_margin=host_margin, host_gate=host_gate)  # fmt: skip
         upload = await receive(request)
         try:  # the source is opened here: an upload that is not a video is refused now, not when its turn comes
             return await run_in_threadpool(scan_jobs.submit, upload.path, upload.filename, top_k=top_k, group=group,

@@ -32,10 +32,6 @@ from rice.serve.service import SearchService, client_reason, item_image_url
 
 logger = logging.getLogger(__name__)
 
-# The decision rule a scan job uses unless the request says otherwise: the library's SCAN_RULE, which `rice scan`
-# also defaults to (measured: docs/scan.md), so the service and the CLI agree without the service importing the CLI.
-SCAN_RULE_DEFAULTS = SCAN_RULE
-
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 
@@ -101,7 +97,7 @@ class ScanJobs:
 
     def submit(self, path: Path, filename: str, *, top_k: int = 5, group: str | None = None,
                window: float | None = None, stride: float = 1.0,
-               rule: DecisionRule = SCAN_RULE_DEFAULTS) -> dict[str, Any]:  # fmt: skip
+               rule: DecisionRule = SCAN_RULE) -> dict[str, Any]:  # fmt: skip
         """Open an uploaded recording and queue its scan (``rule`` turns its windows into segments; default: the
         rule of `rice scan`). The job owns ``path`` from here on: it is deleted when the job ends, or now when
         this raises.
@@ -305,4 +301,4 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(err).__name__
 
 
-__all__ = ["FINISHED", "SCAN_RULE_DEFAULTS", "STATUSES", "JobsFull", "ScanJob", "ScanJobs"]
+__all__ = ["FINISHED", "STATUSES", "JobsFull", "ScanJob", "ScanJobs"]

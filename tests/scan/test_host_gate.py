@@ -113,3 +113,16 @@ def test_a_short_source_is_decided_with_what_it_showed_and_a_window_without_embe
     bare = WindowResult(0.0, 2.0, [WindowHit(1, "A", 0.8)])
     with pytest.raises(ValueError, match="host gate"):
         list(Segmenter(rule, 1.0).push(bare))
+
+
+def test_scan_rule_is_scan_rule_with_the_fields_set_and_host_gate_off_clears_the_margin():
+    from dataclasses import replace
+
+    from rice.scanning import SCAN_RULE, scan_rule
+
+    assert scan_rule() == SCAN_RULE
+    assert scan_rule(smooth=4, host_margin=0.1) == replace(SCAN_RULE, smooth=4, host_margin=0.1)
+    off = scan_rule(host_margin=0.1, host_gate=False)
+    assert off.host_margin is None and off.segment_query == SCAN_RULE.segment_query
+    with pytest.raises(TypeError):
+        scan_rule(no_such_field=1)

@@ -96,7 +96,7 @@ def test_scan_a_recording_through_the_page(browser, catalogue, tmp_path):
         wait.until(lambda d: "shop images" in d.find_element(By.ID, "status").text)
         # The rule's fields show the server's defaults (those of `rice scan`); this test asks for no margin and no
         # minimum length, as the briefly trained model's margins are small.
-        from rice.serve.scan_jobs import SCAN_RULE_DEFAULTS
+        from rice.scanning.timeline import SCAN_RULE as SCAN_RULE_DEFAULTS
 
         fields = {name: browser.find_element(By.ID, f"scan-{name.replace('_', '-')}")
                   for name in ("min_score", "min_margin", "smooth", "min_seconds")}  # fmt: skip
