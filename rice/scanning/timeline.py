@@ -126,11 +126,11 @@ class DecisionRule:
 
 # The rule `rice scan` applies by default, measured on the synthetic livestream with the demo's model (docs/scan.md):
 # windows find candidate segments with a lenient host gate (a window's top-1 cosine at least its cosine to the
-# stream's recurring content, learnt over the first 30 windows and then the last 600), smoothing over two windows
+# stream's recurring content, learnt over the first 60 windows and then the last 600), smoothing over two windows
 # either side and a 1-s minimum drop flickers; each segment is then named by one search with its frames pooled and
 # kept only when that pooled top-1 beats the pooled cosine to the recurring content by 0.08. A strict gate on each
 # window (0.05, the previous default) lost product segments that the pooled evidence keeps.
-SCAN_RULE = DecisionRule(min_score=0.0, min_margin=0.0, smooth=2, min_seconds=1.0, host_margin=0.0, host_warmup=30,
+SCAN_RULE = DecisionRule(min_score=0.0, min_margin=0.0, smooth=2, min_seconds=1.0, host_margin=0.0, host_warmup=60,
                          segment_query=True, segment_host_margin=0.08)  # fmt: skip
 
 
