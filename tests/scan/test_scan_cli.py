@@ -201,3 +201,40 @@ def test_truth_prints_the_scores_of_the_timeline_against_it(scan_setup, tmp_path
     line = next(x for x in scored.stdout.splitlines() if x.startswith("segment accuracy"))
     assert " ".join(line.split()) in " ".join(result.stdout.split())
     assert "2 true" in result.stdout
+
+
+def test_rerank_from_the_cli_keeps_the_decoder_and_a_plain_scan_drops_it(scan_setup, tmp_path):
+    """A checkpoint with the PMD decoder: `rice scan --rerank` re-scores the windows with it (the scores differ from
+    the plain scan's cosines), and a scan without --rerank, which drops the decoder after the index's model check,
+    still passes that check and gives the cosines."""
+    import torch
+
+    from rice.config import build_config
+    from rice.models import build_model
+    from rice.retrieval.catalogue import Index
+    from rice.train.checkpoint import save_checkpoint
+    from rice.train.optim import build_optimizer, build_scheduler
+
+    cfg = build_config(model__name="rice_tiny", model__pretrained=False, loss__losses=["icl", "pmd"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, with_decoder=True).eval()
+    optimizer = build_optimizer(model, cfg.optim)
+    checkpoint = tmp_path / "pmd.pt"
+    save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg.optim, 5),
+                    scaler=None, step=0, epoch=0, config=cfg)  # fmt: skip
+    images = [Path(item.path) for item in Index.load(scan_setup.index_dir).items][:6]
+    from rice.models.loading import load
+
+    Index.build(load(checkpoint), images, checkpoint=checkpoint).save(tmp_path / "index")
+    scores = {}
+    for name, extra in (("plain", []), ("rerank", ["--rerank", "3"])):
+        out = tmp_path / f"{name}.json"
+        result = rice("scan", str(tmp_path / "index"), str(scan_setup.recording), "--window", "2", "--device", "cpu",
+                      "--top-k", "3", "--json", str(out), *extra)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        timeline = json.loads(out.read_text())
+        assert timeline["settings"]["rerank"] == (3 if extra else 0)
+        scores[name] = [r["score"] for w in timeline["windows"] for r in w["results"]]
+    assert len(scores["plain"]) == len(scores["rerank"]) > 0
+    assert all(-1.0 - 1e-6 <= s <= 1.0 + 1e-6 for s in scores["plain"])  # cosines
+    assert scores["plain"] != scores["rerank"]
