@@ -66,24 +66,38 @@ def build_index(out: str | os.PathLike[str], model: Any = None, inputs: Sequence
     """Build and save an index from catalogue inputs (embedded with ``model``) or from a `rice embed` folder.
 
     ``allow_outside``: accept manifest rows and links leading out of their folder (`sources.read_items`)."""
+    index = index_from_sources(Index, model, inputs, from_embeddings, index_type=index_type,
+                               group_by_folder=group_by_folder, checkpoint=checkpoint, batch_size=batch_size,
+                               workers=workers, progress=progress, allow_outside=allow_outside, **settings)  # fmt: skip
+    index.save(out)
+    return index
+
+
+def index_from_sources(index_class: Any, model: Any, inputs: Sequence[str | os.PathLike[str]],
+                       from_embeddings: str | os.PathLike[str] | None, *, index_type: str, group_by_folder: bool,
+                       checkpoint: str | os.PathLike[str] | None, batch_size: int, workers: int, progress: bool,
+                       allow_outside: bool, **settings: Any) -> Any:  # fmt: skip
+    """An index of ``index_class`` (`Index`, or a backend's class with the same ``build``/``from_embeddings``)
+    from catalogue inputs embedded with ``model`` or from a `rice embed` folder, with its source recorded; not
+    saved. ``settings``: the index type's and the backend's own (a Milvus URI, collection)."""
     if from_embeddings is not None:
         merged = shards.read_shop_images(from_embeddings, group_by_folder)
         items = merged["items"]
-        index = Index.from_embeddings(merged["embeddings"], [i.id for i in items], [i.path for i in items],
-                                      [i.group for i in items], [i.metadata for i in items], index_type=index_type,
-                                      model_info=merged["meta"]["model"], **settings)
+        index = index_class.from_embeddings(merged["embeddings"], [i.id for i in items], [i.path for i in items],
+                                            [i.group for i in items], [i.metadata for i in items],
+                                            index_type=index_type, model_info=merged["meta"]["model"],
+                                            **settings)  # fmt: skip
         index.skipped = merged["skipped"]
         index.source = {"from_embeddings": str(Path(from_embeddings).resolve()), "group_by_folder": group_by_folder}
-    else:
-        if model is None:
-            raise ValueError("building from images needs the checkpoint (or pass --from-embeddings DIR)")
-        items = read_items(inputs, kind="image", group_by_folder=group_by_folder, allow_outside=allow_outside)
-        index = Index.build(model, [i.path for i in items], [i.id for i in items], [i.group for i in items],
-                            [i.metadata for i in items], index_type=index_type, batch_size=batch_size,
-                            workers=workers, checkpoint=checkpoint, progress=progress, **settings)
-        index.source = {"inputs": [str(Path(p).resolve()) for p in inputs], "group_by_folder": group_by_folder}
-        index.add_roots(input_folders(inputs))
-    index.save(out)
+        return index
+    if model is None:
+        raise ValueError("building from images needs the checkpoint (or pass --from-embeddings DIR)")
+    items = read_items(inputs, kind="image", group_by_folder=group_by_folder, allow_outside=allow_outside)
+    index = index_class.build(model, [i.path for i in items], [i.id for i in items], [i.group for i in items],
+                              [i.metadata for i in items], index_type=index_type, batch_size=batch_size,
+                              workers=workers, checkpoint=checkpoint, progress=progress, **settings)  # fmt: skip
+    index.source = {"inputs": [str(Path(p).resolve()) for p in inputs], "group_by_folder": group_by_folder}
+    index.add_roots(input_folders(inputs))
     return index
 
 

@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from rice.retrieval import shards
 from rice.retrieval.catalogue import Index
 from rice.retrieval.index_core import IndexBase, ItemRecord
+from rice.retrieval.jobs import index_from_sources
 from rice.retrieval.milvus import MilvusIndex, check_lite_outside
 from rice.retrieval.milvus_connection import check_uri, collection_name_for
-from rice.retrieval.sources import input_folders, read_items
 
 COPY_CHUNK = 4096  # items read from the FAISS folder and inserted per call when copying
 
@@ -37,25 +36,10 @@ def build_milvus_index(out: str | os.PathLike[str], uri: str, collection: str | 
     check_uri(uri)
     check_lite_outside(uri, out)
     collection = collection or collection_name_for(out)
-    if from_embeddings is not None:
-        merged = shards.read_shop_images(from_embeddings, group_by_folder)
-        items = merged["items"]
-        index = MilvusIndex.from_embeddings(merged["embeddings"], [i.id for i in items], [i.path for i in items],
-                                            [i.group for i in items], [i.metadata for i in items],
-                                            index_type=index_type, model_info=merged["meta"]["model"], uri=uri,
-                                            collection=collection, replace=replace, **settings)
-        index.skipped = merged["skipped"]
-        index.source = {"from_embeddings": str(Path(from_embeddings).resolve()), "group_by_folder": group_by_folder}
-    else:
-        if model is None:
-            raise ValueError("building from images needs the checkpoint (or pass --from-embeddings DIR)")
-        items = read_items(inputs, kind="image", group_by_folder=group_by_folder, allow_outside=allow_outside)
-        index = MilvusIndex.build(model, [i.path for i in items], [i.id for i in items], [i.group for i in items],
-                                  [i.metadata for i in items], index_type=index_type, batch_size=batch_size,
-                                  workers=workers, checkpoint=checkpoint, progress=progress, uri=uri,
-                                  collection=collection, replace=replace, **settings)
-        index.source = {"inputs": [str(Path(p).resolve()) for p in inputs], "group_by_folder": group_by_folder}
-        index.add_roots(input_folders(inputs))
+    index = index_from_sources(MilvusIndex, model, inputs, from_embeddings, index_type=index_type,
+                               group_by_folder=group_by_folder, checkpoint=checkpoint, batch_size=batch_size,
+                               workers=workers, progress=progress, allow_outside=allow_outside, uri=uri,
+                               collection=collection, replace=replace, **settings)  # fmt: skip
     index.save(out)
     return index
 
