@@ -172,22 +172,48 @@ def _write_outputs(timeline: Any, json_out: Optional[Path], vtt_out: Optional[Pa
 
 
 def _print_table(timeline: Any, console: Console) -> None:
-    from rice.scanning.timeline import vtt_time
+    from rich import box
 
-    table = Table(title=f"{timeline.source}: {timeline.duration:.1f} s, {len(timeline.segments)} segment(s)")
-    for column in ("start", "end", "id", "score", "group", "shop image"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=f"{timeline.source}: {timeline.duration:.1f} s, {len(timeline.segments)} segment(s)",
+                  box=box.SIMPLE_HEAD, pad_edge=False)  # no vertical rules: a path fits an 80-column terminal
+    hours = max([timeline.duration, *(s.end for s in timeline.segments)]) >= 3600
+    grouped = any(s.group for s in timeline.segments)  # a catalogue without groups: no empty column
+    for column in ("start", "end", "id", "score", *(("group",) if grouped else ())):
+        table.add_column(column, overflow="fold", no_wrap=column in ("start", "end", "score"))
+    table.add_column("shop image", overflow="fold")
     for s in timeline.segments:
-        table.add_row(vtt_time(s.start), vtt_time(s.end), s.id, f"{s.score:.3f}", s.group, str(s.path or ""))
+        group = (s.group,) if grouped else ()
+        table.add_row(_clock(s.start, hours), _clock(s.end, hours), s.id, f"{s.score:.3f}", *group, _shown_path(s.path))
     console.print(table)
     stats = timeline.stats
     rtf = stats.get("realtime_factor")
+    speed = f"{rtf:.1f}x real time" if isinstance(rtf, (int, float)) else "real time factor unknown"
     console.print(f"{stats.get('windows', 0)} windows, {stats.get('encoded_frames', 0)} frames encoded, "
-                  f"{stats.get('elapsed', 0):.1f} s ({rtf}x real time), {timeline.dropped_frames} dropped",
+                  f"{stats.get('elapsed', 0):.1f} s ({speed}), {timeline.dropped_frames} dropped",
                   soft_wrap=True)  # fmt: skip
     for gap in timeline.skipped:
         console.print(f"[yellow]skipped {gap['start']:.1f}-{gap['end']:.1f} s: {gap['reason']}[/yellow]",
                       soft_wrap=True)  # fmt: skip
+
+
+def _clock(seconds: float, hours: bool) -> str:
+    """``m:ss.s`` (``h:mm:ss.s`` for a source of an hour or more): the table's times, to a tenth of a second."""
+    tenths = round(seconds * 10)
+    h, rest = divmod(tenths, 36000)
+    m, rest = divmod(rest, 600)
+    clock = f"{m:02d}:{rest // 10:02d}.{rest % 10}" if hours else f"{h * 60 + m}:{rest // 10:02d}.{rest % 10}"
+    return f"{h}:{clock}" if hours else clock
+
+
+def _shown_path(path: str | None) -> str:
+    """A shop image's path for the table: relative to the working directory when it lies below it (the JSON keeps
+    the full path), so the column stays narrow enough for a terminal."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _read(path: Path, check: Callable[[Any], object], what: str) -> dict:

@@ -238,3 +238,34 @@ def test_rerank_from_the_cli_keeps_the_decoder_and_a_plain_scan_drops_it(scan_se
     assert len(scores["plain"]) == len(scores["rerank"]) > 0
     assert all(-1.0 - 1e-6 <= s <= 1.0 + 1e-6 for s in scores["plain"])  # cosines
     assert scores["plain"] != scores["rerank"]
+
+
+def test_the_segment_table_fits_80_columns_with_short_times_and_paths_below_the_working_directory(tmp_path,
+                                                                                                   monkeypatch):
+    """One line a segment on an 80-column terminal for the demo's paths: m:ss.s times (h:mm:ss.s for a source of
+    an hour or more), the shop image relative to the working directory when it lies below it (else as given), no
+    group column unless a segment has a group."""
+    from rich.console import Console
+
+    from rice.cli.scan import _print_table
+    from rice.scanning.timeline import Segment, Timeline
+
+    def rows(timeline: Timeline) -> list[list[str]]:
+        console = Console(record=True, width=80)
+        _print_table(timeline, console)
+        lines = console.export_text().splitlines()
+        assert any("97.3x real time" in line for line in lines) == ("realtime_factor" in timeline.stats)
+        return [line.split() for line in lines]
+
+    monkeypatch.chdir(tmp_path)
+    image = str(tmp_path / "rice-demo" / "data" / "imgs" / "100007_in_pp.jpg")
+    clip = Timeline(source="recording_00.mp4", duration=70.9, stats={"realtime_factor": 97.34},
+                    segments=[Segment(62.54, 64.5, "100007_in_pp", 0.9261, path=image)])  # fmt: skip
+    got = rows(clip)
+    assert ["0:01:02.5"] not in got and ["start", "end", "id", "score", "shop", "image"] in got  # no group column
+    assert ["1:02.5", "1:04.5", "100007_in_pp", "0.926", "rice-demo/data/imgs/100007_in_pp.jpg"] in got
+    stream = Timeline(source="live.ts", duration=3730.0, segments=[
+        Segment(64.5, 3723.45, "b", 0.949, group="shoes", path="/elsewhere/1.jpg")])  # fmt: skip
+    got = rows(stream)
+    assert ["start", "end", "id", "score", "group", "shop", "image"] in got
+    assert ["0:01:04.5", "1:02:03.4", "b", "0.949", "shoes", "/elsewhere/1.jpg"] in got
