@@ -3,12 +3,11 @@ scripts cannot rot. The figures of a smoke run mean nothing and are not checked;
 docs/performance.md. About a minute in all on 2 idle cores."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.benchmark_modules import BENCH, benchmark_module
+
 KEYS = {"name", "ours", "baseline", "ratio", "target", "met"}
 OURS = ["startup", "clip_reading", "prepare_frames", "prepared_vs_mp4", "input_pipeline", "loader_per_core",
         "eval_extraction",
@@ -18,13 +17,8 @@ OURS = ["startup", "clip_reading", "prepare_frames", "prepared_vs_mp4", "input_p
 
 @pytest.fixture(scope="module")
 def suite():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import run
-
-        yield run
-    finally:
-        sys.path.remove(str(BENCH))
+    with benchmark_module("run") as module:
+        yield module
 
 
 def test_suite_lists_our_benchmarks(suite):

@@ -1,23 +1,15 @@
 """benchmarks/gpu.py's table of bf16 peaks tells the SXM cards from the NVL and PCIe parts of the same name, and
 its MFU uses the fixed analytic count (issue 24), so a step that drops redundant work cannot report less."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.benchmark_modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def gpu():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import gpu
-
-        yield gpu
-    finally:
-        sys.path.remove(str(BENCH))
+    with benchmark_module("gpu") as module:
+        yield module
 
 
 @pytest.mark.parametrize(

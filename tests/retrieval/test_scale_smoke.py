@@ -1,24 +1,16 @@
 """benchmarks/scale.py runs at its smoke size (3,000 x 32 vectors) and reports well-formed rows; the figures of a
 smoke run mean nothing. Its shard writer makes a folder the on-disk build accepts (the listing streams back)."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmark_modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def scale():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import scale
-
-        yield scale
-    finally:
-        sys.path.remove(str(BENCH))
+    with benchmark_module("scale") as module:
+        yield module
 
 
 def test_scale_benchmark_runs_at_smoke_size(scale):
