@@ -198,11 +198,12 @@ def _print_table(timeline: Any, console: Console) -> None:
 
 def _clock(seconds: float, hours: bool) -> str:
     """``m:ss.s`` (``h:mm:ss.s`` for a source of an hour or more): the table's times, to a tenth of a second."""
-    tenths = round(seconds * 10)
-    h, rest = divmod(tenths, 36000)
-    m, rest = divmod(rest, 600)
-    clock = f"{m:02d}:{rest // 10:02d}.{rest % 10}" if hours else f"{h * 60 + m}:{rest // 10:02d}.{rest % 10}"
-    return f"{h}:{clock}" if hours else clock
+    minutes, tenths = divmod(round(seconds * 10), 600)
+    rest = f"{tenths // 10:02d}.{tenths % 10}"
+    if not hours:
+        return f"{minutes}:{rest}"
+    h, m = divmod(minutes, 60)
+    return f"{h}:{m:02d}:{rest}"
 
 
 def _shown_path(path: str | None) -> str:

@@ -96,12 +96,12 @@ def test_scan_a_recording_through_the_page(browser, catalogue, tmp_path):
         wait.until(lambda d: "shop images" in d.find_element(By.ID, "status").text)
         # The rule's fields show the server's defaults (those of `rice scan`); this test asks for no margin and no
         # minimum length, as the briefly trained model's margins are small.
-        from rice.scanning.timeline import SCAN_RULE as SCAN_RULE_DEFAULTS
+        from rice.scanning.timeline import SCAN_RULE
 
         fields = {name: browser.find_element(By.ID, f"scan-{name.replace('_', '-')}")
                   for name in ("min_score", "min_margin", "smooth", "min_seconds")}  # fmt: skip
         shown = {name: float(field.get_attribute("value")) for name, field in fields.items()}
-        assert shown == {name: float(getattr(SCAN_RULE_DEFAULTS, name)) for name in fields}
+        assert shown == {name: float(getattr(SCAN_RULE, name)) for name in fields}
         for name, value in (("min_margin", "0"), ("min_seconds", "0")):
             fields[name].clear()
             fields[name].send_keys(value)
@@ -117,7 +117,7 @@ def test_scan_a_recording_through_the_page(browser, catalogue, tmp_path):
             result = json.loads(reply.read())["result"]
         segments = result["segments"]
         assert (result["settings"]["min_margin"], result["settings"]["min_seconds"]) == (0, 0)  # the form's rule
-        assert result["settings"]["smooth"] == SCAN_RULE_DEFAULTS.smooth
+        assert result["settings"]["smooth"] == SCAN_RULE.smooth
         cards = browser.find_elements(By.CSS_SELECTOR, "#scan-segments .scan-segment")
         assert len(cards) == len(segments) >= 2 and f"{len(segments)} segment(s)" in status
         assert [card.find_element(By.CSS_SELECTOR, ".id").text for card in cards] == [s["id"] for s in segments]
