@@ -293,7 +293,7 @@ class ScanRun:
     def search_segment(self, vector: np.ndarray) -> list[WindowHit]:
         """The catalogue's hits for one query vector (a segment's pooled frames), with the scan's --group."""
         row = self.index.search(np.asarray(vector, dtype=np.float32)[None], k=max(self.top_k, 2), group=self.group)[0]
-        return [WindowHit(h.rank, h.id, h.score, h.group, h.path) for h in row]
+        return _window_hits(row)
 
     # ------------------------------------------------------------------------------------ encode and search
     @torch.no_grad()
@@ -339,8 +339,7 @@ class ScanRun:
             middle = present[len(present) // 2]
             frame_sum, frame_count = self._frames_stood_for(j0, embeddings)
             out.append(WindowResult(start=start, end=start + self.window,
-                                    results=[WindowHit(h.rank, h.id, h.score, h.group, h.path)
-                                             for h in row[: max(self.top_k, 2)]],
+                                    results=_window_hits(row[: max(self.top_k, 2)]),
                                     frames=len(present), thumbnail=thumbs.get(middle), embedding=vector,
                                     frame_sum=frame_sum, frame_count=frame_count))  # fmt: skip
         self.timeline.stats["windows"] = self.timeline.stats.get("windows", 0) + len(out)
@@ -425,6 +424,11 @@ def _threads_beside_decoder(device: torch.device, requested: int | None) -> int:
     if device.type != "cpu":
         return torch.get_num_threads()
     return max(1, _cores() // 2)
+
+
+def _window_hits(row: list) -> list[WindowHit]:
+    """A catalogue search's hits as the timeline keeps them."""
+    return [WindowHit(h.rank, h.id, h.score, h.group, h.path) for h in row]
 
 
 @functools.cache
