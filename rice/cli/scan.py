@@ -85,15 +85,21 @@ def scan(
     = None,
     retries: Annotated[int, typer.Option(help="reconnects after a network source drops")] = 5,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    precision: Annotated[str, typer.Option(help="auto: bf16 where the hardware multiplies it (a GPU; a CPU with AMX "
+                                                "or AVX512-BF16: about 3.5x the frame rate), fp32 elsewhere; or "
+                                                "fp32, bf16")] = "auto",
 ) -> None:
     """Find which catalogue products a recording or a live stream shows, and when."""
     from rice.data import MediaError
+    from rice.precision import PRECISIONS, inference_dtype, store_matrix_weights
     from rice.retrieval.catalogue import Index
     from rice.scanning import ScanProgress, WindowResult
     from rice.scanning import scan as scan_source
 
     # With --jsonl -, stdout carries the JSON lines: everything for people goes to stderr.
     console = Console(stderr=str(jsonl_out) == "-")
+    if precision not in PRECISIONS:
+        fail(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
     expected = None
     if truth is not None:  # read before the scan: a bad truth file should not wait for hours of video
         from rice.scanning.metrics import parse_truth
@@ -110,6 +116,11 @@ def scan(
         # The index's model check hashes the PMD decoder too, so it is loaded; only --rerank runs it (56 MiB for
         # rice_vit_b32 that a scan of hours would otherwise hold for nothing).
         model.decoder = None
+    dtype = inference_dtype(precision, next(model.parameters()).device)
+    if dtype is not None:
+        # The model is ours and runs only under the scan's autocast, which casts these weights for every product
+        # anyway: stored in bf16 they give the same outputs in half the memory (168 MiB less for rice_vit_b32).
+        store_matrix_weights(model, dtype)
     rule = scan_rule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds,
                      host_margin=host_margin, host_warmup=host_warmup, host_gate=host_gate)  # fmt: skip
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -127,7 +138,8 @@ def scan(
     try:
         run = scan_source(model, index, "-" if source == "-" else source, window=window, stride=stride, top_k=top_k,
                           group=group, rerank=rerank, rule=rule, live=live, retries=retries,
-                          keep_windows=json_out is not None or html_out is not None, on_progress=progress)  # fmt: skip
+                          keep_windows=json_out is not None or html_out is not None, on_progress=progress,
+                          precision=precision)  # fmt: skip
     except (MediaError, ValueError) as err:
         fail(str(err))
     previous = {sig: signal.signal(sig, lambda *_: run.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -16,6 +16,7 @@ only when asked (``keep_windows``, for --json and --html).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import io
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from rice.precision import inference_dtype
 from rice.scanning.source import SampledFrame, VideoSource
 from rice.scanning.timeline import DecisionRule, Segment, Segmenter, Timeline, WindowHit, WindowResult
 
@@ -109,7 +111,7 @@ class ScanRun:
                  max_lag: float | None = None, keep_windows: bool = True, thumbnails: bool = True,
                  on_progress: Callable[[ScanProgress], None] | None = None, stdin: Any = None,
                  retries: int = 5, backoff: float = 0.5, decode_threads: int = 0,
-                 encode_threads: int | None = None) -> None:  # fmt: skip
+                 encode_threads: int | None = None, precision: str = "auto") -> None:  # fmt: skip
         from rice.data.model_input import eval_transform
         from rice.retrieval.embed import default_num_frames
 
@@ -132,6 +134,9 @@ class ScanRun:
         self.keep_windows, self.thumbnails = keep_windows, thumbnails
         self.on_progress = on_progress
         self.device = next(model.parameters()).device
+        # bf16 autocast where the hardware multiplies bf16 (rice.precision): 3.5x the frame rate of fp32 on a CPU
+        # with AMX. Without the weight cache, so a caller's fp32 model is not held twice during a batch.
+        self.dtype = inference_dtype(precision, self.device)
         self.transform = eval_transform(model.preprocess)
         self.encode_threads = _threads_beside_decoder(self.device, encode_threads)
         if not decode_threads and self.device.type == "cpu" and self.encode_threads > 1:
@@ -146,6 +151,7 @@ class ScanRun:
             "min_seconds": self.rule.min_seconds, "host_margin": self.rule.host_margin,
             "host_warmup": self.rule.host_warmup, "segment_query": self.rule.segment_query,
             "segment_host_margin": self.rule.segment_host_margin, "live": self.source.live,
+            "precision": "bf16" if self.dtype == torch.bfloat16 else "fp32",
         })  # fmt: skip
         self._owned_to = 0  # the first grid frame that no window stands for yet (see WindowResult.frame_sum)
         self._stop = threading.Event()
@@ -153,6 +159,11 @@ class ScanRun:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=False)
 
     # ------------------------------------------------------------------------------------------- the grid
     def sample_time(self, j: int) -> float:
@@ -299,7 +310,8 @@ class ScanRun:
     @torch.no_grad()
     def _encode(self, batch: list[SampledFrame], embeddings: dict, tokens: dict, thumbs: dict) -> None:
         pixels = torch.stack([self.transform(Image.fromarray(f.rgb)) for f in batch]).to(self.device)
-        out = self.model.encoder(pixels)
+        with self._autocast():
+            out = self.model.encoder(pixels)
         for frame, vector in zip(batch, out.embedding.float().cpu()):
             embeddings[frame.index] = vector
         if self.rerank:
@@ -367,9 +379,10 @@ class ScanRun:
         grid = range(j0, j0 + self.num_frames)
         present = next(tokens[j] for j in grid if j in tokens)
         frame_tokens = torch.stack([tokens[j] if j in tokens else torch.zeros_like(present) for j in grid])[None]
-        image_tokens = self._image_tokens(head)
-        order, scores = rerank_topk(self.model.decoder, frame_tokens, mask[None].to(self.device), image_tokens,
-                                    torch.arange(len(head))[None])  # fmt: skip
+        with self._autocast():
+            image_tokens = self._image_tokens(head)
+            order, scores = rerank_topk(self.model.decoder, frame_tokens, mask[None].to(self.device), image_tokens,
+                                        torch.arange(len(head))[None])  # fmt: skip
         reranked = [replace(head[i], rank=r + 1, score=float(s))
                     for r, (i, s) in enumerate(zip(order[0].tolist(), scores[0].tolist()))]
         return reranked + tail

@@ -29,6 +29,7 @@ from rice.data import build_train_dataset, collate_batch
 from rice.data.device_stage import DeviceStage
 from rice.data.prefetch import DevicePrefetcher
 from rice.models import RiceModel, build_model
+from rice.precision import cpu_has_native_bf16
 from rice.train.checkpoint import (
     atomic_copy,
     check_run_dir,
@@ -85,16 +86,6 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     if cfg.amp == "fp16":
         return torch.float16
     return torch.bfloat16
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AMX or AVX512-BF16), where bf16 autocast pays off.
-
-    Elsewhere oneDNN emulates bf16 and autocast would slow a CPU run down instead of speeding it up."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except (AttributeError, RuntimeError):  # private helpers: absent on other builds, which then stay in fp32
-        return False
 
 
 def seed_everything(seed: int) -> None:

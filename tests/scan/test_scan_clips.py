@@ -123,13 +123,14 @@ def test_rerank_scores_each_window_as_search_reranks_that_window_cut_out(scan_se
     model = build_model(ModelConfig(name="rice_tiny", pretrained=False), with_decoder=True).eval()
     images = [Path(item.path) for item in Index.load(scan_setup.index_dir).items][:8]  # the catalogue's shop images
     index = Index.build(model, images)
-    # an untrained model samples 10 frames a clip: 1.25-s windows at 8 fps hold exactly the 10 frames they sample
-    run = scan(model, index, scan_setup.recording, window=1.25, stride=1.0, top_k=4, rerank=4)
+    # an untrained model samples 10 frames a clip: 1.25-s windows at 8 fps hold exactly the 10 frames they sample;
+    # fp32 as `rice search` on a CPU
+    run = scan(model, index, scan_setup.recording, window=1.25, stride=1.0, top_k=4, rerank=4, precision="fp32")
     assert run.num_frames == 10
     windows = [event for event in run if isinstance(event, WindowResult)]
     decoded = read_video_frames(scan_setup.recording, backend="pyav")
-    plain = {w.start: w for w in scan(model, index, scan_setup.recording, window=1.25, stride=1.0, top_k=4)
-             if isinstance(w, WindowResult)}  # fmt: skip
+    plain = {w.start: w for w in scan(model, index, scan_setup.recording, window=1.25, stride=1.0, top_k=4,
+                                      precision="fp32") if isinstance(w, WindowResult)}  # fmt: skip
     changed = 0
     for window in windows[::3]:
         folder = tmp_path / f"w{window.start:g}"

@@ -36,7 +36,8 @@ def test_a_window_embedding_equals_embed_video_of_that_window_cut_out(scan_setup
 
     model, index = model_and_index
     decoded = read_video_frames(scan_setup.recording, backend="pyav")  # what the scan decodes
-    run = scan(model, index, scan_setup.recording, window=2.0, stride=1.0)
+    # fp32: the reference embeds in fp32 on a CPU (bf16's own test: test_scan_precision.py)
+    run = scan(model, index, scan_setup.recording, window=2.0, stride=1.0, precision="fp32")
     windows = [event for event in run if isinstance(event, WindowResult)]
     assert run.num_frames == 2 and len(windows) == 13  # 14 s, 2-s windows every second
     encoded = run.timeline.stats["encoded_frames"]
@@ -72,7 +73,7 @@ def test_a_segment_is_named_by_one_search_with_all_its_frames_pooled(scan_setup,
     model, index = model_and_index
     decoded = read_video_frames(scan_setup.recording, backend="pyav")
     rule = DecisionRule(smooth=0, segment_query=True)  # every window votes its top-1: several segments
-    run = scan(model, index, scan_setup.recording, window=2.0, stride=1.0, rule=rule)
+    run = scan(model, index, scan_setup.recording, window=2.0, stride=1.0, rule=rule, precision="fp32")
     events = list(run)
     windows = [e for e in events if isinstance(e, WindowResult)]
     segments = run.timeline.segments
