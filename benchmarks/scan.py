@@ -8,9 +8,9 @@ The recording is 1280x720 at 25 fps with a keyframe every 2 s (``--gop``), a mov
   converted (the floor of reading the source);
 - encode: the frames the scan samples at the model's default window and stride 1 (``(j + 0.5) * window / T``),
   decoded and transformed beforehand, through the model's frame encoder in the scan's batches (forward only, with
-  torch's thread count);
+  torch's thread count, in the scan's default precision: bf16 autocast where the CPU has AMX or AVX512-BF16);
 - scan: ``rice.scan(model, index, recording).run()`` with the defaults (thumbnails and the window list kept) on a
-  1000-item catalogue of random vectors.
+  1000-item catalogue of random vectors; and the same scan in fp32 (``precision="fp32"``), for what bf16 buys.
 
 Targets: scan <= 1.3 x (decode pass + encode) for rice_tiny and rice_vit_b32; rice_vit_b32 at >= 5x real time
 (recording seconds / scan seconds) on 2 cores. The scan does not decode the end of a keyframe interval that no
@@ -72,11 +72,14 @@ def measure(model_name: str, path: Path, seconds: float, repeats: int, size: str
         samples = [s.rgb for s in source.frames(probe.sample_time)]
     transform = eval_transform(model.preprocess)
     pixels = torch.stack([transform(Image.fromarray(rgb)) for rgb in samples])
+    dtype = probe.dtype  # the scan's default precision on this CPU
+    precision = "bf16" if dtype is not None else "fp32"
 
     @torch.no_grad()
     def encode() -> None:
-        for start in range(0, len(pixels), batch_size):
-            model.encoder(pixels[start : start + batch_size])
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None, cache_enabled=False):
+            for start in range(0, len(pixels), batch_size):
+                model.encoder(pixels[start : start + batch_size])
 
     encode()  # warm-up: allocator, thread pools
     timelines = []
@@ -91,8 +94,9 @@ def measure(model_name: str, path: Path, seconds: float, repeats: int, size: str
     # Before: the encoder with torch's full thread count beside the decoding thread (see engine.py).
     full = torch.get_num_threads()
     all_threads_s = best_of(lambda: scan(model, index, path, stride=1.0, encode_threads=full).run(), repeats)
+    fp32_s = best_of(lambda: scan(model, index, path, stride=1.0, precision="fp32").run(), repeats)
     frames = decode_pass(path)
-    setting = f"{model_name}, {seconds:g} s {size}, window {window:g} s, stride 1, {len(pixels)} samples"
+    setting = f"{model_name}, {seconds:g} s {size}, window {window:g} s, stride 1, {len(pixels)} samples, {precision}"
     rows = [
         row(f"scan {model_name}: rice.scan vs decode pass + encode", scan_s, decode_s + encode_s, "<=", TARGET,
             note=f"{setting}; scan decoded {stats.get('decoded_frames')} of {frames} frames"),
@@ -100,6 +104,8 @@ def measure(model_name: str, path: Path, seconds: float, repeats: int, size: str
                  "one PyAV pass (codec threads) vs the sampled frames through the encoder"),
         info_row(f"scan {model_name}: encoder on {full} threads beside the decoder vs the default", all_threads_s,
                  scan_s, "s", "encode_threads=torch's count vs the default (half the cores while decoding)"),
+        info_row(f"scan {model_name}: fp32 vs the default ({precision})", fp32_s, scan_s, "s",
+                 "precision='fp32' vs precision='auto' (bf16 autocast where the CPU multiplies bf16)"),
     ]  # fmt: skip
     realtime = seconds / scan_s
     if model_name == "rice_vit_b32":

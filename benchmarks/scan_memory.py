@@ -2,12 +2,15 @@
 
 A synthetic stream (MPEG-TS through a pipe, generated as it is read, so no file of that length exists) is scanned
 with rice_vit_b32 (random init: memory does not depend on the weights) at the default window and stride, without
-keeping the window list (what `rice scan -` does without --json/--html). The resident set is sampled as the scan
+keeping the window list (what `rice scan -` does without --json/--html), in the scan's precision (``--precision``,
+default auto: bf16 where the CPU multiplies it, with the Linear/Conv weights stored in bf16 as `rice scan` stores
+them). The resident set is sampled as the scan
 goes; the figure is its growth from the first minutes to the end, against a bound of 1 GiB in all (issue 21: a
 3-hour recording in under 1 GiB RSS). The baseline column is the RSS after the warm-up minutes.
 
     python benchmarks/scan_memory.py --minutes 30            # rice_vit_b32, 640x360 at 25 fps
     python benchmarks/scan_memory.py --minutes 30 --from-checkpoint   # ... loaded from a training checkpoint
+    python benchmarks/scan_memory.py --minutes 30 --precision fp32    # ... in fp32
 """
 
 from __future__ import annotations
@@ -81,9 +84,10 @@ def _peak_mib() -> float:
 
 
 def measure(model_name: str, minutes: float, width: int, height: int, fps: int = 25, warmup: float = 2.0,
-            checkpoint: str | None = None) -> dict:  # fmt: skip
+            checkpoint: str | None = None, precision: str = "auto") -> dict:  # fmt: skip
     from rice.config import ModelConfig
     from rice.models import build_model
+    from rice.precision import inference_dtype, store_matrix_weights
     from rice.retrieval.catalogue import Index
     from rice.scanning import WindowResult, scan
 
@@ -93,6 +97,9 @@ def measure(model_name: str, minutes: float, width: int, height: int, fps: int =
         model = load(checkpoint)
     else:
         model = build_model(ModelConfig(name=model_name, pretrained=False)).eval()
+    dtype = inference_dtype(precision, "cpu")
+    if dtype is not None:
+        store_matrix_weights(model, dtype)  # as `rice scan` does with the model it loaded
     loaded_peak = _peak_mib()
     dim = int(getattr(model, "embed_dim", 512))
     vectors = np.random.default_rng(0).standard_normal((CATALOGUE, dim)).astype(np.float32)
@@ -108,14 +115,15 @@ def measure(model_name: str, minutes: float, width: int, height: int, fps: int =
             samples.append((p.scanned, _rss_mib(), _anon_mib()))
 
     run = scan(model, index, "-", stdin=producer.stdout, stride=1.0, keep_windows=False, live=False,
-               on_progress=progress)  # fmt: skip
+               on_progress=progress, precision=precision)  # fmt: skip
     windows = sum(1 for event in run if isinstance(event, WindowResult))
     producer.wait()
     samples.append((run.timeline.duration, _rss_mib(), _anon_mib()))
     early = next((rss for t, rss, _ in samples if t >= warmup * 60), samples[0][1])
     return {"samples": samples, "early": early, "end": samples[-1][1], "peak": max(rss for _, rss, _ in samples),
             "anon_peak": max(anon for _, _, anon in samples), "windows": windows,
-            "duration": run.timeline.duration, "loaded_peak": loaded_peak, "process_peak": _peak_mib()}  # fmt: skip
+            "duration": run.timeline.duration, "loaded_peak": loaded_peak, "process_peak": _peak_mib(),
+            "precision": run.timeline.settings["precision"]}  # fmt: skip
 
 
 def run(smoke: bool = False, minutes: float = 30.0, model: str = "rice_vit_b32") -> list[dict]:
@@ -137,6 +145,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--model", default="rice_vit_b32")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--from-checkpoint", action="store_true",
                         help="load the model from a training checkpoint (weights + AdamW state), as `rice scan` does")
     parser.add_argument("--produce", help=argparse.SUPPRESS)  # internal: write the stream to stdout
@@ -159,9 +168,9 @@ def main() -> None:
             checkpoint = str(Path(tmp) / "last.pt")
             subprocess.run([sys.executable, __file__, "--model", args.model, "--write-checkpoint", checkpoint],
                            check=True)  # fmt: skip
-        result = measure(args.model, args.minutes, 640, 360, checkpoint=checkpoint)
-    print(f"model ready: peak RSS {result['loaded_peak']:.1f} MiB; whole run: peak RSS {result['process_peak']:.1f} "
-          "MiB")
+        result = measure(args.model, args.minutes, 640, 360, checkpoint=checkpoint, precision=args.precision)
+    print(f"{args.model} in {result['precision']}; model ready: peak RSS {result['loaded_peak']:.1f} MiB; "
+          f"whole run: peak RSS {result['process_peak']:.1f} MiB")
     for scanned, rss, anon in result["samples"]:
         print(f"{scanned / 60:6.1f} min  RSS {rss:7.1f} MiB  anonymous {anon:7.1f} MiB", flush=True)
     print(f"growth from warm-up to end: {result['end'] - result['early']:+.1f} MiB; peak {result['peak']:.1f} MiB "
