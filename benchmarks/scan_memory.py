@@ -11,6 +11,7 @@ goes; the figure is its growth from the first minutes to the end, against a boun
     python benchmarks/scan_memory.py --minutes 30            # rice_vit_b32, 640x360 at 25 fps
     python benchmarks/scan_memory.py --minutes 30 --from-checkpoint   # ... loaded from a training checkpoint
     python benchmarks/scan_memory.py --minutes 30 --precision fp32    # ... in fp32
+    python benchmarks/scan_memory.py --minutes 30 --live              # ... as a live source (ragged batches)
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _peak_mib() -> float:
 
 
 def measure(model_name: str, minutes: float, width: int, height: int, fps: int = 25, warmup: float = 2.0,
-            checkpoint: str | None = None, precision: str = "auto") -> dict:  # fmt: skip
+            checkpoint: str | None = None, precision: str = "auto", live: bool = False) -> dict:  # fmt: skip
     from rice.config import ModelConfig
     from rice.models import build_model
     from rice.precision import inference_dtype, store_matrix_weights
@@ -114,7 +115,7 @@ def measure(model_name: str, minutes: float, width: int, height: int, fps: int =
         if not samples or p.scanned - samples[-1][0] >= 60:
             samples.append((p.scanned, _rss_mib(), _anon_mib()))
 
-    run = scan(model, index, "-", stdin=producer.stdout, stride=1.0, keep_windows=False, live=False,
+    run = scan(model, index, "-", stdin=producer.stdout, stride=1.0, keep_windows=False, live=live,
                on_progress=progress, precision=precision)  # fmt: skip
     windows = sum(1 for event in run if isinstance(event, WindowResult))
     producer.wait()
@@ -123,7 +124,9 @@ def measure(model_name: str, minutes: float, width: int, height: int, fps: int =
     return {"samples": samples, "early": early, "end": samples[-1][1], "peak": max(rss for _, rss, _ in samples),
             "anon_peak": max(anon for _, _, anon in samples), "windows": windows,
             "duration": run.timeline.duration, "loaded_peak": loaded_peak, "process_peak": _peak_mib(),
-            "precision": run.timeline.settings["precision"]}  # fmt: skip
+            "precision": run.timeline.settings["precision"], "segments": len(run.timeline.segments),
+            "segment_bytes": sum(len(s.thumbnail or b"") + getattr(s.embedding, "nbytes", 0)
+                                 for s in run.timeline.segments)}  # fmt: skip
 
 
 def run(smoke: bool = False, minutes: float = 30.0, model: str = "rice_vit_b32") -> list[dict]:
@@ -146,6 +149,8 @@ def main() -> None:
     parser.add_argument("--model", default="rice_vit_b32")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--live", action="store_true",
+                        help="scan as a live source (`rice scan -`'s default): ragged batches of what has arrived")
     parser.add_argument("--from-checkpoint", action="store_true",
                         help="load the model from a training checkpoint (weights + AdamW state), as `rice scan` does")
     parser.add_argument("--produce", help=argparse.SUPPRESS)  # internal: write the stream to stdout
@@ -168,13 +173,15 @@ def main() -> None:
             checkpoint = str(Path(tmp) / "last.pt")
             subprocess.run([sys.executable, __file__, "--model", args.model, "--write-checkpoint", checkpoint],
                            check=True)  # fmt: skip
-        result = measure(args.model, args.minutes, 640, 360, checkpoint=checkpoint, precision=args.precision)
+        result = measure(args.model, args.minutes, 640, 360, checkpoint=checkpoint, precision=args.precision,
+                         live=args.live)
     print(f"{args.model} in {result['precision']}; model ready: peak RSS {result['loaded_peak']:.1f} MiB; "
           f"whole run: peak RSS {result['process_peak']:.1f} MiB")
     for scanned, rss, anon in result["samples"]:
         print(f"{scanned / 60:6.1f} min  RSS {rss:7.1f} MiB  anonymous {anon:7.1f} MiB", flush=True)
     print(f"growth from warm-up to end: {result['end'] - result['early']:+.1f} MiB; peak {result['peak']:.1f} MiB "
-          f"(bound 1024 MiB)")  # fmt: skip
+          f"(bound 1024 MiB); {result['segments']} segments holding {result['segment_bytes'] / 2**20:.1f} MiB of "
+          "thumbnails and vectors")  # fmt: skip
 
 
 if __name__ == "__main__":

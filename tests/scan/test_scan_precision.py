@@ -88,3 +88,28 @@ def test_the_cli_runs_bf16_on_its_own_bf16_weights_and_refuses_an_unknown_precis
     assert scores["fp32"].shape == scores["bf16"].shape and len(scores["fp32"]) > 0
     np.testing.assert_allclose(scores["bf16"], scores["fp32"], atol=2e-2)
     assert not np.array_equal(scores["bf16"], scores["fp32"])
+
+
+def test_bf16_batches_have_few_shapes_full_for_a_file_and_padded_to_a_multiple_of_4(scan_setup):
+    """oneDNN keeps a kernel per input shape under bf16: a file is encoded in full batches (the last one padded),
+    and a live source's ragged batch of 3 frames runs as 4, only the 3 real frames kept."""
+    from rice.models.loading import load
+    from rice.retrieval.catalogue import Index
+    from rice.scanning import scan
+    from rice.scanning.source import SampledFrame
+
+    model = load(scan_setup.checkpoint)
+    index = Index.load(scan_setup.index_dir, model=model)
+    sizes: list[int] = []
+    hook = model.encoder.register_forward_pre_hook(lambda _module, args: sizes.append(args[0].shape[0]))
+    try:
+        run = scan(model, index, scan_setup.recording, window=0.5, stride=1.0, precision="bf16")
+        run.run()  # 14 s on a 0.25-s grid: 56 frames
+        assert sizes == [16, 16, 16, 8]
+        sizes.clear()
+        embeddings: dict = {}
+        frames = [SampledFrame(j, (j + 0.5) * run.dt, scan_setup.frames[8 * j]) for j in range(3)]
+        run._encode(frames, embeddings, {}, {})
+        assert sizes == [4] and sorted(embeddings) == [0, 1, 2]
+    finally:
+        hook.remove()
