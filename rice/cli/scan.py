@@ -147,8 +147,11 @@ def scan(
     try:
         with bar:
             for event in run:
-                kind = "window" if isinstance(event, WindowResult) else "segment"
-                lines.write({"type": kind, **event.to_dict()})
+                if isinstance(event, WindowResult):
+                    lines.write({"type": "window", **event.to_dict()})
+                else:  # a segment that continues the previous one replaces it (Segment.continues)
+                    lines.write({"type": "segment", **event.to_dict(),
+                                 **({"replaces_previous": True} if event.continues else {})})  # fmt: skip
     except MediaError as err:
         fail(str(err))
     finally:

@@ -37,7 +37,7 @@ from PIL import Image
 
 from rice.precision import inference_dtype
 from rice.scanning.source import SampledFrame, VideoSource
-from rice.scanning.timeline import DecisionRule, Segment, Segmenter, Timeline, WindowHit, WindowResult
+from rice.scanning.timeline import DecisionRule, Segment, Segmenter, Timeline, WindowHit, WindowResult, add_segment
 
 DEFAULT_STRIDE = 1.0
 BATCH_MULTIPLE = 4  # under bf16 autocast, encoder batches are padded to a multiple of this (see _encode)
@@ -259,7 +259,7 @@ class ScanRun:
                         self.timeline.windows.append(replace(window, thumbnail=None, embedding=None))
                     yield window
                     for segment in segmenter.push(window):
-                        self.timeline.segments.append(segment)
+                        add_segment(self.timeline.segments, segment)
                         yield segment
                 self.timeline.dropped_frames = dropped
                 self.timeline.duration = max(self.timeline.duration, scanned)
@@ -269,7 +269,7 @@ class ScanRun:
             if failure:  # the decoding thread's error (a MediaError naming the source), raised here
                 raise failure[0]
             for segment in segmenter.finish():
-                self.timeline.segments.append(segment)
+                add_segment(self.timeline.segments, segment)
                 yield segment
         finally:
             _intra_op.exit()

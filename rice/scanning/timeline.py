@@ -79,6 +79,9 @@ class Segment:
     thumbnail: bytes | None = None  # JPEG of the middle frame of the best-scoring window
     key_time: float = 0.0  # the time of that frame
     embedding: Any = None  # with the segment query: the pooled embedding of the segment's frames (D,) float32
+    # It starts where the previous segment ended, names the same product and replaces it: the two were one stretch
+    # that flickering window votes split (see Segmenter._continuing). Not in to_dict: the JSON has merged segments.
+    continues: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": round(self.start, 3), "end": round(self.end, 3), "id": self.id,
@@ -191,6 +194,7 @@ class Segmenter:
         self._pending: deque[tuple[WindowResult, str | None]] = deque()  # raw labels around the next to smooth
         self._history: deque[str | None] = deque(maxlen=rule.smooth)  # raw labels of the last smoothed windows
         self._run: _OpenRun | None = None  # the open run of one smoothed label
+        self._previous: tuple[Segment, Any, int] | None = None  # the last named segment, its frames' sum and count
         self._first = True
         self.host = None
         if rule.host_margin is not None:
@@ -291,16 +295,40 @@ class Segmenter:
                           windows=run.windows, thumbnail=best_window.thumbnail,
                           key_time=best_window.centre)  # fmt: skip
         if self.rule.segment_query and run.frame_count:
-            segment = self._named_by_its_frames(segment, run)
+            segment = self._named_by_its_frames(segment, run.frame_sum, run.frame_count)
+            if segment is not None:
+                segment = self._continuing(segment, run.frame_sum, run.frame_count)
         if segment is not None:
             yield segment
 
-    def _named_by_its_frames(self, segment: Segment, run: _OpenRun) -> Segment | None:
+    def _continuing(self, segment: Segment, frame_sum: Any, frame_count: int) -> Segment:
+        """The segment, or the previous one continued by it: window votes that flicker inside one product's
+        stretch close a run, and the next run's pooled frames name the same product from where the first ended. If
+        the two stretches' frames pooled together still name it (and pass the segment gate), it is one segment
+        from the previous start (``continues``: it replaces the previous one). Emitting the first as soon as it
+        closes and replacing it later keeps a live stream's segments as prompt as before."""
+        previous, self._previous = self._previous, (segment, frame_sum, frame_count)
+        if previous is None:
+            return segment
+        before, before_sum, before_count = previous
+        if before.id != segment.id or abs(segment.start - before.end) > 1e-6:
+            return segment
+        total, count = before_sum + frame_sum, before_count + frame_count
+        shown = segment if segment.score > before.score else before  # the key frame of the better-named part
+        joined = replace(before, end=segment.end, windows=before.windows + segment.windows,
+                         thumbnail=shown.thumbnail, key_time=shown.key_time)  # fmt: skip
+        named = self._named_by_its_frames(joined, total, count)
+        if named is None or named.id != segment.id:
+            return segment
+        self._previous = (named, total, count)
+        return replace(named, continues=True)
+
+    def _named_by_its_frames(self, segment: Segment, frame_sum: Any, frame_count: int) -> Segment | None:
         """The segment's product from one search with its frames pooled as the model pools a clip (the masked
         mean of unnormalised frame embeddings, L2-normalised): the windows only found where it starts and ends."""
         import numpy as np  # not at import: the CLI reads SCAN_RULE for its help
 
-        mean = np.asarray(run.frame_sum, dtype=np.float64) / run.frame_count
+        mean = np.asarray(frame_sum, dtype=np.float64) / frame_count
         norm = float(np.linalg.norm(mean))
         vector = (mean / norm if norm > 0 else mean).astype(np.float32)
         hits = self.search(vector)
@@ -319,8 +347,18 @@ def segments_from_windows(windows: list[WindowResult], rule: DecisionRule, strid
     """The segments of a finished list of windows (what `Segmenter` emits online); ``search``: for a rule with
     the segment query (`ScanRun.search_segment` of the scan that gave the windows)."""
     segmenter = Segmenter(rule, stride, search)
-    out = [segment for window in windows for segment in segmenter.push(window)]
-    return out + list(segmenter.finish())
+    out: list[Segment] = []
+    for segment in [s for window in windows for s in segmenter.push(window)] + list(segmenter.finish()):
+        add_segment(out, segment)
+    return out
+
+
+def add_segment(segments: list[Segment], segment: Segment) -> None:
+    """Append a segment that `Segmenter` emitted, or put it in place of the last one when it continues it."""
+    if segment.continues and segments:
+        segments[-1] = segment
+    else:
+        segments.append(segment)
 
 
 # ----------------------------------------------------------------------------------------------------- timeline

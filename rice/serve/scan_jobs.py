@@ -27,7 +27,7 @@ from typing import Any
 from rice.data.frames import IMAGE_SUFFIXES
 from rice.data.video import MediaError
 from rice.scanning import DecisionRule, ScanProgress, ScanRun, Segment, scan
-from rice.scanning.timeline import SCAN_RULE
+from rice.scanning.timeline import SCAN_RULE, add_segment
 from rice.serve.service import SearchService, client_reason, item_image_url
 
 logger = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class ScanJobs:
                 if isinstance(item, Segment):
                     with self._lock:
                         if job.status == "running":  # a cancelled job keeps what it had when it was cancelled
-                            job.segments.append(item)
+                            add_segment(job.segments, item)
             outcome = ("done", None)
         except Exception as err:  # noqa: BLE001 - the job fails, the worker goes on with the next one
             if isinstance(err, MediaError):

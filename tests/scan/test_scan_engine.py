@@ -156,6 +156,39 @@ def test_the_segment_gate_drops_a_segment_whose_pooled_frames_look_like_the_stre
     assert [(s.start, s.end, s.id) for s in ungated] == [(6.5, 10.5, "A"), (16.5, 20.5, "A")]
 
 
+def test_a_product_split_by_flickering_votes_is_one_segment_named_by_all_its_frames():
+    """Votes A for three windows, then B for three, but every window's frames point at A: the second run's
+    segment query names A from where the first ended, so it continues the first (one segment, replacing it, named
+    by one search over both runs' frames). The same runs with a window of no product between them stay two."""
+    from rice.scanning import Segmenter
+
+    catalogue = {"A": np.array([1.0, 0.0, 0.0]), "B": np.array([0.0, 1.0, 0.0]), "C": np.array([0.0, 0.0, 1.0])}
+
+    def search(vector):
+        scored = sorted(((float(v @ vector), k) for k, v in catalogue.items()), reverse=True)
+        return [WindowHit(r + 1, k, score) for r, (score, k) in enumerate(scored)]
+
+    def windows(labels):
+        out = [_window(float(i), label) for i, label in enumerate(labels)]
+        for i, window in enumerate(out):  # frames of A with some of B, a different mix in each window
+            window.frame_sum, window.frame_count = np.array([3.0 + i, 1.0 + (i % 3), 0.5]), 2
+        return out
+
+    rule = DecisionRule(min_score=0.5, smooth=0, segment_query=True)
+    labels = [None, "A", "A", "A", "B", "B", "B", None]
+    segmenter = Segmenter(rule, 1.0, search)
+    emitted = [s for w in windows(labels) for s in segmenter.push(w)] + list(segmenter.finish())
+    assert [(s.start, s.end, s.id, s.continues) for s in emitted] == [(1.5, 4.5, "A", False), (1.5, 7.5, "A", True)]
+    [segment] = segments_from_windows(windows(labels), rule, 1.0, search)
+    pooled = sum(w.frame_sum for w in windows(labels)[1:7]) / 12
+    expected = pooled / np.linalg.norm(pooled)
+    np.testing.assert_allclose(segment.embedding, expected, atol=1e-6)
+    assert (segment.start, segment.end, segment.id, segment.windows) == (1.5, 7.5, "A", 6)
+    assert segment.score == pytest.approx(float(expected @ catalogue["A"]))
+    apart = segments_from_windows(windows([None, "A", "A", "A", None, "B", "B", "B", None]), rule, 1.0, search)
+    assert [(s.start, s.end, s.id) for s in apart] == [(1.5, 4.5, "A"), (5.5, 8.5, "A")]
+
+
 def _window(start: float, label: str | None, score: float = 0.9, length: float = 2.0):
     results = [WindowHit(1, label or "x", score if label else 0.1), WindowHit(2, "other", 0.05)]
     return WindowResult(start, start + length, results)
