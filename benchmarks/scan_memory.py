@@ -88,7 +88,7 @@ def measure(model_name: str, minutes: float, width: int, height: int, fps: int =
             checkpoint: str | None = None, precision: str = "auto", live: bool = False) -> dict:  # fmt: skip
     from rice.config import ModelConfig
     from rice.models import build_model
-    from rice.precision import inference_dtype, store_matrix_weights
+    from rice.models.precision import inference_dtype, store_matrix_weights
     from rice.retrieval.catalogue import Index
     from rice.scanning import WindowResult, scan
 

@@ -91,7 +91,7 @@ def scan(
 ) -> None:
     """Find which catalogue products a recording or a live stream shows, and when."""
     from rice.data import MediaError
-    from rice.precision import PRECISIONS, inference_dtype, store_matrix_weights
+    from rice.models.precision import PRECISIONS, inference_dtype, store_matrix_weights
     from rice.retrieval.catalogue import Index
     from rice.scanning import ScanProgress, WindowResult
     from rice.scanning import scan as scan_source

@@ -16,6 +16,7 @@ _LAZY = {
     "Segment": "rice.scanning.timeline", "Segmenter": "rice.scanning.timeline", "Timeline": "rice.scanning.timeline",
     "WindowResult": "rice.scanning.timeline",
     "scan_rule": "rice.scanning.timeline", "segments_from_windows": "rice.scanning.timeline",
+    "add_segment": "rice.scanning.timeline",
 }  # fmt: skip
 __all__ = sorted(_LAZY)
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rice.precision import inference_dtype
+from rice.models.precision import inference_dtype
 from rice.scanning.source import SampledFrame, VideoSource
 from rice.scanning.timeline import DecisionRule, Segment, Segmenter, Timeline, WindowHit, WindowResult, add_segment
 
@@ -135,7 +135,7 @@ class ScanRun:
         self.keep_windows, self.thumbnails = keep_windows, thumbnails
         self.on_progress = on_progress
         self.device = next(model.parameters()).device
-        # bf16 autocast where the hardware multiplies bf16 (rice.precision): 3.5x the frame rate of fp32 on a CPU
+        # bf16 autocast where the hardware multiplies bf16 (rice.models.precision): 3.5x the frame rate of fp32 on a CPU
         # with AMX. Without the weight cache, so a caller's fp32 model is not held twice during a batch.
         self.dtype = inference_dtype(precision, self.device)
         self.transform = eval_transform(model.preprocess)
@@ -484,10 +484,12 @@ def scan(model: Any, index: Any, source: str | Path, **options: Any) -> ScanRun:
     """Scan a video file, a URL or ``"-"`` (stdin) for the catalogue's products.
 
     Iterate the result for `WindowResult` and `Segment` objects as they are found, or call ``.run()`` for the
-    `Timeline`. Options: ``window`` and ``stride`` (seconds), ``top_k``, ``group``, ``rerank``, ``rule`` (a
-    `DecisionRule`), ``live``, ``max_lag``, ``keep_windows``, ``batch_size``, ``on_progress``, ``decode_threads``
-    (0: ffmpeg's choice, or the cores the encoder leaves), ``encode_threads`` (a CPU encoder's intra-op threads
-    while decoding runs; default half the cores).
+    `Timeline`. A segment with ``continues`` set replaces the one before it (the same product went on;
+    `add_segment` keeps a list that way). Options: ``window`` and ``stride`` (seconds), ``top_k``, ``group``,
+    ``rerank``, ``rule`` (a `DecisionRule`), ``live``, ``max_lag``, ``keep_windows``, ``batch_size``,
+    ``on_progress``, ``decode_threads`` (0: ffmpeg's choice, or the cores the encoder leaves), ``encode_threads``
+    (a CPU encoder's intra-op threads while decoding runs; default half the cores), ``precision`` (auto: bf16
+    autocast where the hardware multiplies bf16, else fp32; or fp32, bf16; the caller's weights are not cast).
 
     Raises:
         MediaError: the source cannot be opened as a video (one line naming it).

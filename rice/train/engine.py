@@ -29,7 +29,7 @@ from rice.data import build_train_dataset, collate_batch
 from rice.data.device_stage import DeviceStage
 from rice.data.prefetch import DevicePrefetcher
 from rice.models import RiceModel, build_model
-from rice.precision import cpu_has_native_bf16
+from rice.models.precision import cpu_has_native_bf16
 from rice.train.checkpoint import (
     atomic_copy,
     check_run_dir,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from rice.models import create_model
-from rice.precision import cpu_has_native_bf16, inference_dtype, store_matrix_weights
+from rice.models.precision import cpu_has_native_bf16, inference_dtype, store_matrix_weights
 
 REPO = Path(__file__).resolve().parents[2]
 
