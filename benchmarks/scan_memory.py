@@ -88,7 +88,7 @@ def measure(model_name: str, minutes: float, width: int, height: int, fps: int =
             checkpoint: str | None = None, precision: str = "auto", live: bool = False) -> dict:  # fmt: skip
     from rice.config import ModelConfig
     from rice.models import build_model
-    from rice.models.precision import inference_dtype, store_matrix_weights
+    from rice.models.precision import own_model_for_inference
     from rice.retrieval.catalogue import Index
     from rice.scanning import WindowResult, scan
 
@@ -98,9 +98,7 @@ def measure(model_name: str, minutes: float, width: int, height: int, fps: int =
         model = load(checkpoint)
     else:
         model = build_model(ModelConfig(name=model_name, pretrained=False)).eval()
-    dtype = inference_dtype(precision, "cpu")
-    if dtype is not None:
-        store_matrix_weights(model, dtype)  # as `rice scan` does with the model it loaded
+    own_model_for_inference(model, precision)  # as `rice scan` does with the model it loaded
     loaded_peak = _peak_mib()
     dim = int(getattr(model, "embed_dim", 512))
     vectors = np.random.default_rng(0).standard_normal((CATALOGUE, dim)).astype(np.float32)

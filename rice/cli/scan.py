@@ -91,7 +91,7 @@ def scan(
 ) -> None:
     """Find which catalogue products a recording or a live stream shows, and when."""
     from rice.data import MediaError
-    from rice.models.precision import PRECISIONS, inference_dtype, store_matrix_weights
+    from rice.models.precision import PRECISIONS, own_model_for_inference
     from rice.retrieval.catalogue import Index
     from rice.scanning import ScanProgress, WindowResult
     from rice.scanning import scan as scan_source
@@ -116,11 +116,9 @@ def scan(
         # The index's model check hashes the PMD decoder too, so it is loaded; only --rerank runs it (56 MiB for
         # rice_vit_b32 that a scan of hours would otherwise hold for nothing).
         model.decoder = None
-    dtype = inference_dtype(precision, next(model.parameters()).device)
-    if dtype is not None:
-        # The model is ours and runs only under the scan's autocast, which casts these weights for every product
-        # anyway: stored in bf16 they give the same outputs in half the memory (168 MiB less for rice_vit_b32).
-        store_matrix_weights(model, dtype)
+    # The model is ours and runs only under the scan's autocast, which casts its matrix weights for every product
+    # anyway: stored in bf16 they give the same outputs in half the memory (168 MiB less for rice_vit_b32).
+    own_model_for_inference(model, precision)
     rule = scan_rule(min_score=min_score, min_margin=min_margin, smooth=smooth, min_seconds=min_seconds,
                      host_margin=host_margin, host_warmup=host_warmup, host_gate=host_gate)  # fmt: skip
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

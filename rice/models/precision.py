@@ -47,11 +47,22 @@ def store_matrix_weights(module: nn.Module, dtype: torch.dtype) -> int:
     Everything else (norms, embeddings, projections held as bare parameters) keeps its dtype: autocast runs the
     norms in fp32. Outside autocast the module then fails on mixed dtypes, so use it only on a model of one's
     own (`rice scan` casts the model it loaded; `rice.scan` leaves a caller's model alone)."""
+    stored_size = torch.empty((), dtype=dtype).element_size()
     freed = 0
     for layer in module.modules():
         if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            for name, param in layer.named_parameters(recurse=False):
+            for param in layer.parameters(recurse=False):
                 if param.dtype != dtype and param.is_floating_point():
-                    freed += param.numel() * (param.element_size() - torch.empty((), dtype=dtype).element_size())
+                    freed += param.numel() * (param.element_size() - stored_size)
                     param.data = param.data.to(dtype)
     return freed
+
+
+def own_model_for_inference(model: nn.Module, precision: str) -> torch.dtype | None:
+    """Resolve ``precision`` on the model's device and, for bf16, store its matrix weights in bf16
+    (`store_matrix_weights`); returns the autocast dtype (None: fp32). Only for a model that runs under that
+    autocast alone: `rice scan` on the model it loaded."""
+    dtype = inference_dtype(precision, next(model.parameters()).device)
+    if dtype is not None:
+        store_matrix_weights(model, dtype)
+    return dtype

@@ -106,12 +106,8 @@ def test_the_segment_query_pools_the_windows_frame_sums_and_searches_once_per_se
     """Hand-made windows: the votes say A for four windows, but their frames pooled (the sum of the frame sums
     over the sum of the counts, L2-normalised) point at B; the segment is B with B's cosine."""
     catalogue = {"A": np.array([1.0, 0.0, 0.0]), "B": np.array([0.0, 1.0, 0.0])}
-    queries = []
-
-    def search(vector):
-        queries.append(vector)
-        scored = sorted(((float(v @ vector), k) for k, v in catalogue.items()), reverse=True)
-        return [WindowHit(r + 1, k, score) for r, (score, k) in enumerate(scored)]
+    queries: list = []
+    search = _cosine_search(catalogue, queries)
 
     sums = [np.array([3.0, 0.0, 0.0]), np.array([0.0, 8.0, 1.0]), np.array([1.0, 4.0, 0.0]), np.zeros(3)]
     windows = [_window(float(i), label) for i, label in enumerate([None, "A", "A", "A", "A", None, None])]
@@ -137,10 +133,7 @@ def test_the_segment_gate_drops_a_segment_whose_pooled_frames_look_like_the_stre
     dropped; the real A run stays. Without the segment gate both are segments."""
     host, a_frames, host_like = np.array([0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.1]), np.array([0.3, 0.0, 0.95])
     catalogue = {"A": np.array([1.0, 0.0, 0.0]), "B": np.array([0.0, 1.0, 0.0])}
-
-    def search(vector):
-        scored = sorted(((float(v @ vector), k) for k, v in catalogue.items()), reverse=True)
-        return [WindowHit(r + 1, k, score) for r, (score, k) in enumerate(scored)]
+    search = _cosine_search(catalogue)
 
     def window(i: int, vector: np.ndarray, top: float) -> WindowResult:
         unit = vector / np.linalg.norm(vector)
@@ -163,10 +156,7 @@ def test_a_product_split_by_flickering_votes_is_one_segment_named_by_all_its_fra
     from rice.scanning import Segmenter
 
     catalogue = {"A": np.array([1.0, 0.0, 0.0]), "B": np.array([0.0, 1.0, 0.0]), "C": np.array([0.0, 0.0, 1.0])}
-
-    def search(vector):
-        scored = sorted(((float(v @ vector), k) for k, v in catalogue.items()), reverse=True)
-        return [WindowHit(r + 1, k, score) for r, (score, k) in enumerate(scored)]
+    search = _cosine_search(catalogue)
 
     def windows(labels):
         out = [_window(float(i), label) for i, label in enumerate(labels)]
@@ -187,6 +177,19 @@ def test_a_product_split_by_flickering_votes_is_one_segment_named_by_all_its_fra
     assert segment.score == pytest.approx(float(expected @ catalogue["A"]))
     apart = segments_from_windows(windows([None, "A", "A", "A", None, "B", "B", "B", None]), rule, 1.0, search)
     assert [(s.start, s.end, s.id) for s in apart] == [(1.5, 4.5, "A"), (5.5, 8.5, "A")]
+
+
+def _cosine_search(catalogue: dict[str, np.ndarray], queries: list | None = None):
+    """The segment query's ``search`` over a hand-made catalogue: every item ranked by its dot product with the
+    query vector; each query is recorded in ``queries`` when given."""
+
+    def search(vector):
+        if queries is not None:
+            queries.append(vector)
+        scored = sorted(((float(v @ vector), k) for k, v in catalogue.items()), reverse=True)
+        return [WindowHit(r + 1, k, score) for r, (score, k) in enumerate(scored)]
+
+    return search
 
 
 def _window(start: float, label: str | None, score: float = 0.9, length: float = 2.0):
