@@ -16,8 +16,14 @@ Targets: scan <= 1.3 x (decode pass + encode) for rice_tiny and rice_vit_b32; ri
 (recording seconds / scan seconds) on 2 cores. The scan does not decode the end of a keyframe interval that no
 sample needs (at one sample a second and a keyframe every 2 s, about a fifth of the frames), so it decodes less
 than the baseline's full pass: the note gives the frames it decoded. Each figure is the best of ``--repeats``.
+A last row per model says where the scan's time went (the timeline's ``stats["seconds"]``): the decoding thread's
+work beside the encoding loop's wait for frames, preprocessing, encoder, thumbnails and windows.
+
+``--device cuda`` runs the models on a GPU (issue 21: the real-time factor of rice_vit_b32 on one card, and where
+the time goes); decoding and preprocessing stay on the CPU, as in `rice scan --device cuda`.
 
     python benchmarks/scan.py [--seconds 60] [--gop 50] [--models rice_tiny rice_vit_b32] [--repeats 3]
+    python benchmarks/scan.py --device cuda --models rice_vit_b32
 """
 
 from __future__ import annotations
@@ -54,7 +60,8 @@ def _catalogue(dim: int):
     return Index.from_embeddings(vectors, [f"item{i:04d}" for i in range(CATALOGUE)], index_type="flat")
 
 
-def measure(model_name: str, path: Path, seconds: float, repeats: int, size: str = "720p") -> list[dict]:
+def measure(model_name: str, path: Path, seconds: float, repeats: int, size: str = "720p",
+            device: str = "cpu") -> list[dict]:  # fmt: skip
     from PIL import Image
 
     from rice.config import ModelConfig
@@ -64,7 +71,7 @@ def measure(model_name: str, path: Path, seconds: float, repeats: int, size: str
     from rice.scanning.engine import ScanRun
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name=model_name, pretrained=False)).eval()
+    model = build_model(ModelConfig(name=model_name, pretrained=False)).eval().to(device)
     index = _catalogue(_embed_dim(model))
     probe = ScanRun(model, index, path)  # the scan's own grid and the frames it samples (decoded untimed here)
     window, batch_size = probe.window, probe.batch_size
@@ -72,14 +79,16 @@ def measure(model_name: str, path: Path, seconds: float, repeats: int, size: str
         samples = [s.rgb for s in source.frames(probe.sample_time)]
     transform = eval_transform(model.preprocess)
     pixels = torch.stack([transform(Image.fromarray(rgb)) for rgb in samples])
-    dtype = probe.dtype  # the scan's default precision on this CPU
+    dtype = probe.dtype  # the scan's default precision on this device
     precision = "bf16" if dtype is not None else "fp32"
+    device_type = torch.device(device).type
 
     @torch.no_grad()
     def encode() -> None:
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None, cache_enabled=False):
-            for start in range(0, len(pixels), batch_size):
-                model.encoder(pixels[start : start + batch_size])
+        with torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None,
+                            cache_enabled=False):  # fmt: skip
+            for start in range(0, len(pixels), batch_size):  # the copy in and out included, as the scan does
+                model.encoder(pixels[start : start + batch_size].to(device)).embedding.float().cpu()
 
     encode()  # warm-up: allocator, thread pools
     timelines = []
@@ -96,7 +105,10 @@ def measure(model_name: str, path: Path, seconds: float, repeats: int, size: str
     all_threads_s = best_of(lambda: scan(model, index, path, stride=1.0, encode_threads=full).run(), repeats)
     fp32_s = best_of(lambda: scan(model, index, path, stride=1.0, precision="fp32").run(), repeats)
     frames = decode_pass(path)
-    setting = f"{model_name}, {seconds:g} s {size}, window {window:g} s, stride 1, {len(pixels)} samples, {precision}"
+    where = device if device_type == "cpu" else torch.cuda.get_device_name(device)
+    setting = (f"{model_name} on {where}, {seconds:g} s {size}, window {window:g} s, stride 1, {len(pixels)} samples, "
+               f"{precision}")  # fmt: skip
+    phases = ", ".join(f"{phase} {value:.2f}" for phase, value in stats["seconds"].items())
     rows = [
         row(f"scan {model_name}: rice.scan vs decode pass + encode", scan_s, decode_s + encode_s, "<=", TARGET,
             note=f"{setting}; scan decoded {stats.get('decoded_frames')} of {frames} frames"),
@@ -105,7 +117,10 @@ def measure(model_name: str, path: Path, seconds: float, repeats: int, size: str
         info_row(f"scan {model_name}: encoder on {full} threads beside the decoder vs the default", all_threads_s,
                  scan_s, "s", "encode_threads=torch's count vs the default (half the cores while decoding)"),
         info_row(f"scan {model_name}: fp32 vs the default ({precision})", fp32_s, scan_s, "s",
-                 "precision='fp32' vs precision='auto' (bf16 autocast where the CPU multiplies bf16)"),
+                 "precision='fp32' vs precision='auto' (bf16 autocast where the hardware multiplies bf16)"),
+        info_row(f"scan {model_name}: where the time goes (decoding thread vs encoding loop)",
+                 stats["seconds"]["decode"], stats["elapsed"], "s",
+                 f"the decoding thread's work vs the scan's elapsed time; stats[\"seconds\"]: {phases}"),
     ]  # fmt: skip
     realtime = seconds / scan_s
     if model_name == "rice_vit_b32":
@@ -124,13 +139,13 @@ def _embed_dim(model: torch.nn.Module) -> int:
 
 
 def run(smoke: bool = False, seconds: float = 60.0, gop: int = 50, models: tuple[str, ...] = ("rice_tiny",
-        "rice_vit_b32"), repeats: int = 3) -> list[dict]:  # fmt: skip
+        "rice_vit_b32"), repeats: int = 3, device: str = "cpu") -> list[dict]:  # fmt: skip
     """Rows {name, ours, baseline, ratio, target, met} per model: scan vs decode + encode, and real-time factor."""
     if smoke:  # a 4-s 160x96 clip and the tiny model: checks the script runs
         path = h264_clip(160, 96, seconds=4.0, fps=25, gop=gop)
-        return measure("rice_tiny", path, 4.0, 1, size="160x96")
+        return measure("rice_tiny", path, 4.0, 1, size="160x96", device=device)
     path = h264_clip(1280, 720, seconds=seconds, fps=25, gop=gop)
-    return [r for name in models for r in measure(name, path, seconds, repeats)]
+    return [r for name in models for r in measure(name, path, seconds, repeats, device=device)]
 
 
 def main() -> None:
@@ -140,8 +155,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["rice_tiny", "rice_vit_b32"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny clip, rice_tiny: checks that the script runs")
+    parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda)")
     args = parser.parse_args()
-    for r in run(args.smoke, args.seconds, args.gop, tuple(args.models), args.repeats):
+    for r in run(args.smoke, args.seconds, args.gop, tuple(args.models), args.repeats, args.device):
         target = f"  target {r['target']}: {'yes' if r['met'] else 'NO'}" if r["met"] is not None else ""
         print(f"{r['name']}: {r['ours']:.3f} {r['unit']} vs {r['baseline']:.3f} {r['unit']} "
               f"(ratio {r['ratio']:.2f}){target}  [{r['note']}]")  # fmt: skip

@@ -12,6 +12,11 @@ Decoding runs in a thread of its own (ffmpeg releases the GIL) with a short queu
 overlap; a CPU encoder keeps to half the cores while the decoder runs (`_threads_beside_decoder`). Memory holds
 the embeddings of one window and a thumbnail per open window, whatever the duration; the list of windows is kept
 only when asked (``keep_windows``, for --json and --html).
+
+Where the time goes is in the timeline's ``stats["seconds"]``: the decoding thread's own work (``decode``) and, in
+the encoding loop, the wait for decoded frames (``waiting_for_frames``: the decoder is the bottleneck), resizing and
+normalising them (``preprocess``), the encoder (``encode``: the forward and the copy back from the device),
+thumbnails (``thumbnails``), and pooling, search and segmentation (``windows``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import os
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -154,6 +159,7 @@ class ScanRun:
             "segment_host_margin": self.rule.segment_host_margin, "live": self.source.live,
             "precision": "bf16" if self.dtype == torch.bfloat16 else "fp32",
         })  # fmt: skip
+        self._seconds: Counter[str] = Counter()  # where the time goes (stats["seconds"], see the module's doc)
         self._owned_to = 0  # the first grid frame that no window stands for yet (see WindowResult.frame_sum)
         self._stop = threading.Event()
         self._image_tokens = _ImageTokens(model, self.transform, self.device) if rerank else None
@@ -187,17 +193,22 @@ class ScanRun:
         started = time.monotonic()
 
         def decode() -> None:
+            decoding = 0.0  # the thread's own work: the time to produce each frame, not the waits on a full queue
             try:
+                mark = time.perf_counter()
                 for sampled in self.source.frames(self.sample_time, should_stop=self._stop.is_set):
+                    decoding += time.perf_counter() - mark
                     while not self._stop.is_set():
                         try:
                             frames.put(sampled, timeout=0.1)
                             break
                         except queue.Full:
                             continue
+                    mark = time.perf_counter()
             except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
                 failure.append(err)
             finally:
+                self._seconds["decode"] += decoding
                 frames.put(None)
 
         reader = threading.Thread(target=decode, name="rice-scan-decode", daemon=True)
@@ -217,10 +228,13 @@ class ScanRun:
             while not finished:
                 batch: list[SampledFrame] = []
                 while len(batch) < self.batch_size:
+                    mark = time.perf_counter()
                     try:
                         item = frames.get(timeout=0.05 if batch and self.source.live else None)
                     except queue.Empty:
                         break  # encode what there is: a live source should not wait for a full batch
+                    finally:
+                        self._seconds["waiting_for_frames"] += time.perf_counter() - mark
                     if item is None:
                         finished = True
                         break
@@ -249,7 +263,9 @@ class ScanRun:
                 short = finished and not ready and self.timeline.stats.get("windows", 0) == 0 and bool(embeddings)
                 if short:
                     ready.append(next_start)  # a source shorter than one window: one window of what there is
+                mark = time.perf_counter()
                 windows = self._windows(ready, embeddings, tokens, thumbs, partial=short)
+                self._seconds["windows"] += time.perf_counter() - mark
                 # Drop what no later window needs.
                 for store in (embeddings, tokens, thumbs):
                     for j in [j for j in store if j < next_start]:
@@ -258,7 +274,10 @@ class ScanRun:
                     if self.keep_windows:  # what the outputs need; the pixels and the vector stay out
                         self.timeline.windows.append(replace(window, thumbnail=None, embedding=None))
                     yield window
-                    for segment in segmenter.push(window):
+                    mark = time.perf_counter()  # timed apart from the yields: the caller's time is not the scan's
+                    closed = list(segmenter.push(window))
+                    self._seconds["windows"] += time.perf_counter() - mark
+                    for segment in closed:
                         add_segment(self.timeline.segments, segment)
                         yield segment
                 self.timeline.dropped_frames = dropped
@@ -300,7 +319,8 @@ class ScanRun:
         tl.dropped_frames = dropped
         tl.stats.update(decoded_frames=self.source.decoded, elapsed=round(elapsed, 3),
                         realtime_factor=round(tl.duration / elapsed, 3) if elapsed > 0 else None,
-                        reconnects=self.source.reconnects)  # fmt: skip
+                        reconnects=self.source.reconnects,
+                        seconds={phase: round(s, 3) for phase, s in sorted(self._seconds.items())})  # fmt: skip
 
     def search_segment(self, vector: np.ndarray) -> list[WindowHit]:
         """The catalogue's hits for one query vector (a segment's pooled frames), with the scan's --group."""
@@ -310,6 +330,7 @@ class ScanRun:
     # ------------------------------------------------------------------------------------ encode and search
     @torch.no_grad()
     def _encode(self, batch: list[SampledFrame], embeddings: dict, tokens: dict, thumbs: dict) -> None:
+        mark = time.perf_counter()
         pixels = torch.stack([self.transform(Image.fromarray(f.rgb)) for f in batch]).to(self.device)
         if self.dtype is not None and len(batch) % BATCH_MULTIPLE:
             # oneDNN compiles and caches its bf16 kernels per input shape: a live source's ragged batches (1 to 16
@@ -317,16 +338,21 @@ class ScanRun:
             # first 30 minutes). Padded to a multiple of 4 they reuse four; the padding rows are dropped.
             pad = BATCH_MULTIPLE - len(batch) % BATCH_MULTIPLE
             pixels = torch.cat([pixels, pixels[-1:].expand(pad, *pixels.shape[1:])])
+        encoding = time.perf_counter()
+        self._seconds["preprocess"] += encoding - mark
         with self._autocast():
             out = self.model.encoder(pixels)
-        for frame, vector in zip(batch, out.embedding.float().cpu()):
+        for frame, vector in zip(batch, out.embedding.float().cpu()):  # the copy to the host waits for the device
             embeddings[frame.index] = vector
         if self.rerank:
             for frame, value in zip(batch, out.tokens):
                 tokens[frame.index] = value
+        mark = time.perf_counter()
+        self._seconds["encode"] += mark - encoding
         if self.thumbnails:
             for frame in batch:
                 thumbs[frame.index] = _jpeg(frame.rgb)
+            self._seconds["thumbnails"] += time.perf_counter() - mark
         stats = self.timeline.stats
         stats["encoded_frames"] = stats.get("encoded_frames", 0) + len(batch)
 

@@ -63,6 +63,19 @@ def test_strides_that_are_not_a_multiple_of_the_sample_interval_snap_to_the_grid
     assert run.timeline.stats["encoded_frames"] == 14
 
 
+def test_the_timeline_says_where_the_time_goes(scan_setup, model_and_index):
+    """stats["seconds"]: the decoding thread's work, and the encoding loop's phases, which are disjoint stretches of
+    the loop and so add up to no more than the whole scan (whatever the machine's load)."""
+    model, index = model_and_index
+    stats = scan(model, index, scan_setup.recording, window=2.0).run().stats
+    seconds = stats["seconds"]
+    loop = ("waiting_for_frames", "preprocess", "encode", "thumbnails", "windows")
+    assert set(seconds) == {"decode", *loop}
+    assert all(seconds[phase] > 0 for phase in ("decode", "preprocess", "encode", "thumbnails", "windows"))
+    assert sum(seconds[phase] for phase in loop) <= stats["elapsed"] + 0.01  # rounding to ms, five phases
+    assert seconds["decode"] <= stats["elapsed"] + 0.01
+
+
 def test_a_segment_is_named_by_one_search_with_all_its_frames_pooled(scan_setup, model_and_index, tmp_path):
     """With the segment query, a segment's vector is every sampled frame inside it pooled as the model pools a
     clip: equal (1e-5) to embedding exactly those frames on their own (a folder of them, as `rice search` does),
