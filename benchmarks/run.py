@@ -44,6 +44,7 @@ BENCHMARKS = [
     "lpr_open",  # LPR750K training set through its saved line index vs parsing every line
     "safe_extract",  # hardened tar extraction vs tarfile's data filter; decord with stderr captured
     "gpu",  # training clips/s, MFU, eval throughput on a GPU
+    "train_e2e",  # rice train end to end from prepared frames vs the synthetic-batch step (a GPU figure)
     "hard_demo_step",  # hard demo: cached decoded frames vs decoding; channels-last stem vs NCHW
     "scan",  # rice.scan of a 720p H.264 recording vs one decode pass + encoding the sampled frames
     "scan_memory",  # resident memory of a long scan of a piped stream (rice_vit_b32): flat, under 1 GiB
