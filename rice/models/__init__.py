@@ -22,6 +22,7 @@ __all__ = [
     "ModelInfo",
     "Preprocess",
     "RiceModel",
+    "build_for_weights",
     "build_model",
     "create_model",
     "list_models",
@@ -66,3 +67,20 @@ def build_model(cfg, with_decoder: bool = False, with_reconstruction: bool = Fal
             norm_kv=cfg.decoder_norm_kv, match_head_init=cfg.match_head_init,
         )  # fmt: skip
     return model
+
+
+def build_for_weights(model_cfg, with_decoder: bool = False, with_reconstruction: bool = False) -> RiceModel:
+    """The model that a state dict is about to fill: built on the meta device and given uninitialised CPU storage,
+    so no time goes on a random initialisation that the weights overwrite anyway (1.2 of the 1.3 s that building
+    rice_vit_b32 takes on these CPUs; `benchmarks/startup.py`). Load every tensor of its state dict into it.
+
+    A model with buffers that its state dict does not hold (computed at construction: Swin's relative position
+    index, EVA02's rotary tables) is built the ordinary way, since uninitialised storage would lose them."""
+    import torch  # not at import: listing models and CLI help never import torch
+
+    with torch.device("meta"):
+        model = build_model(model_cfg, with_decoder=with_decoder, with_reconstruction=with_reconstruction)
+    stored = model.state_dict().keys()
+    if any(name not in stored for name, _ in model.named_buffers()):
+        return build_model(model_cfg, with_decoder=with_decoder, with_reconstruction=with_reconstruction)
+    return model.to_empty(device="cpu")

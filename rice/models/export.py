@@ -77,14 +77,14 @@ def load_export(source: str | Path, device: str | torch.device = "cpu") -> torch
         ValueError: one line naming the file and what is wrong with it.
     """
     from rice.config import stored_config
-    from rice.models import build_model
+    from rice.models import build_for_weights
 
     _need("safetensors.torch")
     folder = resolve_hub(str(source)) if str(source).startswith(HUB_PREFIX) else Path(source)
     meta = read_export_meta(folder / CONFIG_FILE)
     cfg = stored_config(meta["config"], folder / CONFIG_FILE)
     model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_file": None})
-    model = build_model(model_cfg, with_decoder=meta["decoder"], with_reconstruction=meta["reconstruction"])
+    model = build_for_weights(model_cfg, with_decoder=meta["decoder"], with_reconstruction=meta["reconstruction"])
     model.load_state_dict(read_checked_weights(folder / WEIGHTS_FILE, model.state_dict()), strict=True)
     if "preprocess" in meta:  # exports before issue 23 carry none: the model's own is what they were trained with
         from rice.models.encoders import preprocess_from_record

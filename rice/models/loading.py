@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from rice.config import stored_config
-from rice.models import RiceModel, build_model
+from rice.models import RiceModel, build_for_weights
 from rice.models.checkpoint_file import is_native_checkpoint, read_checkpoint
 
 
@@ -39,7 +39,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> RiceModel:
             raise ValueError(f"{path}: the stored 'model' is not a state dict of tensors; save the checkpoint again")
         has_decoder = any(key.startswith("decoder.") for key in weights)
         has_reconstruction = any(key.startswith("decoder.head_merge.") for key in weights)
-        model = build_model(model_cfg, with_decoder=has_decoder, with_reconstruction=has_reconstruction)
+        model = build_for_weights(model_cfg, with_decoder=has_decoder, with_reconstruction=has_reconstruction)
         model.config = cfg
         load_checked_state(model, weights, path)
         if state.get("preprocess") is not None:  # checkpoints before issue 23 carry none: the model's own applies

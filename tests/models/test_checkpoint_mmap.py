@@ -57,3 +57,26 @@ def test_a_checkpoint_in_torch_s_legacy_format_still_loads(tiny_checkpoint, tmp_
     model = load(legacy)
     for name, tensor in state["model"].items():
         assert torch.equal(model.state_dict()[name], tensor), name
+
+
+def test_a_model_built_for_its_weights_computes_what_the_saved_model_computed():
+    """`build_for_weights` skips the random initialisation (meta device, uninitialised storage) that the weights
+    overwrite; a model whose buffers are computed at construction rather than stored (Swin's relative position index)
+    is built the ordinary way. Loaded with the saved model's state dict, each must give its outputs exactly."""
+    from rice.config import ModelConfig
+    from rice.models import build_for_weights, build_model
+
+    for name in ("rice_tiny", "swin_b_tiny", "timesformer_tiny", "fashionnet_tiny"):
+        torch.manual_seed(0)
+        cfg = ModelConfig(name=name, pretrained=False)
+        saved = build_model(cfg, with_decoder=name == "rice_tiny").eval()
+        loaded = build_for_weights(cfg, with_decoder=name == "rice_tiny")
+        assert all(t.device.type == "cpu" for t in [*loaded.parameters(), *loaded.buffers()]), name
+        loaded.load_state_dict(saved.state_dict(), strict=True)
+        loaded.eval()
+        size = saved.preprocess.input_size
+        images, clips = torch.randn(2, 3, size, size), torch.randn(2, 4, 3, size, size)
+        mask = torch.tensor([[True] * 4, [True, True, False, False]])
+        with torch.no_grad():
+            assert torch.equal(loaded.encode_image(images), saved.encode_image(images)), name
+            assert torch.equal(loaded.encode_video(clips, mask), saved.encode_video(clips, mask)), name
