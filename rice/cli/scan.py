@@ -201,6 +201,9 @@ def _print_table(timeline: Any, console: Console) -> None:
     stats = timeline.stats
     rtf = stats.get("realtime_factor")
     speed = f"{rtf:.1f}x real time" if isinstance(rtf, (int, float)) else "real time factor unknown"
+    seconds = stats.get("seconds") or {}
+    if "decode" in seconds and "encode" in seconds:  # which one to speed up: a smaller source, or a GPU
+        speed += f"; decoding {seconds['decode']:.1f} s, encoding {seconds['encode']:.1f} s"
     console.print(f"{stats.get('windows', 0)} windows, {stats.get('encoded_frames', 0)} frames encoded, "
                   f"{stats.get('elapsed', 0):.1f} s ({speed}), {timeline.dropped_frames} dropped",
                   soft_wrap=True)  # fmt: skip

@@ -267,9 +267,11 @@ def test_the_segment_table_fits_80_columns_with_short_times_and_paths_below_the_
 
     monkeypatch.chdir(tmp_path)
     image = str(tmp_path / "rice-demo" / "data" / "imgs" / "100007_in_pp.jpg")
-    clip = Timeline(source="recording_00.mp4", duration=70.9, stats={"realtime_factor": 97.34},
+    clip = Timeline(source="recording_00.mp4", duration=70.9, stats={"realtime_factor": 97.34, "elapsed": 0.73,
+                    "seconds": {"decode": 0.61, "encode": 0.08}},
                     segments=[Segment(62.54, 64.5, "100007_in_pp", 0.9261, path=image)])  # fmt: skip
     got = rows(clip)
+    assert any("(97.3x real time; decoding 0.6 s, encoding 0.1 s)" in " ".join(line) for line in got), got
     assert ["0:01:02.5"] not in got and ["start", "end", "id", "score", "shop", "image"] in got  # no group column
     assert ["1:02.5", "1:04.5", "100007_in_pp", "0.926", "rice-demo/data/imgs/100007_in_pp.jpg"] in got
     stream = Timeline(source="live.ts", duration=3730.0, segments=[
