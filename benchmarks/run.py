@@ -41,6 +41,7 @@ BENCHMARKS = [
     "compile_time",  # train.compile: regional graph vs whole encoder, and a second run with the compile cache
     "ann",  # approximate search vs exact; group search methods
     "sync",  # index sync vs a full rebuild
+    "catalogue_precision",  # index build at --precision auto (bf16 on AMX CPUs) vs the default fp32
     "lpr_open",  # LPR750K training set through its saved line index vs parsing every line
     "safe_extract",  # hardened tar extraction vs tarfile's data filter; decord with stderr captured
     "gpu",  # training clips/s, MFU, eval throughput on a GPU

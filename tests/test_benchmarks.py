@@ -12,7 +12,8 @@ KEYS = {"name", "ours", "baseline", "ratio", "target", "met"}
 OURS = ["startup", "clip_reading", "prepare_frames", "prepared_vs_mp4", "input_pipeline", "loader_per_core",
         "eval_extraction",
         "eval_precision", "grouped_search", "host_sync", "decoder", "decoder_pass", "ann", "sync", "gpu", "lpr_open",
-        "compile_time", "safe_extract", "hard_demo_step", "scan", "scan_memory", "train_e2e"]  # fmt: skip
+        "compile_time", "safe_extract", "hard_demo_step", "scan", "scan_memory", "train_e2e",
+        "catalogue_precision"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,22 @@ INDEX_TYPE_HELP = ("auto (flat below 1M items, IVF above, IVF-PQ when vectors ex
                    "and --memory-budget: IVF-Flat, IVF-SQ8 or IVF-PQ+OPQ, whichever fits), flat, ivf, ivfsq8, ivfpq, "
                    "hnsw")
 ALLOW_OUTSIDE_HELP = "accept manifest rows and links that lead out of their folder (absolute paths, '..')"
+EMBED_PRECISION_HELP = ("auto (bf16 where the hardware multiplies it: a GPU, a CPU with AMX or AVX512-BF16; 3x "
+                        "faster there), fp32 or bf16; recorded, and later additions keep it (default: bf16 on a GPU, "
+                        "fp32 on a CPU)")
 
 
 # The data readers advise on datasets ("re-download it or run `rice prepare`"); a catalogue's files are the user's
 # own, so the catalogue commands say what to do with a file instead.
 _DATASET_ADVICE = "re-download it or run `rice prepare` to list bad files"
+
+
+def check_embed_precision(precision: Optional[str]) -> None:
+    """``--precision`` of `rice embed` / `rice index build`: one line, exit 2, for a value it does not know."""
+    from rice.models.precision import PRECISIONS
+
+    if precision is not None and precision not in PRECISIONS:
+        fail(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
 
 
 def catalogue_message(message: str) -> str:

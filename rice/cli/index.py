@@ -10,7 +10,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from rice.cli.catalogue import ALLOW_OUTSIDE_HELP, INDEX_TYPE_HELP, catalogue_message, index_checkpoint
+from rice.cli.catalogue import (
+    ALLOW_OUTSIDE_HELP,
+    EMBED_PRECISION_HELP,
+    INDEX_TYPE_HELP,
+    catalogue_message,
+    check_embed_precision,
+    index_checkpoint,
+)
 from rice.cli.common import DEVICE_HELP, console, fail, load_model
 
 index_app = typer.Typer(no_args_is_help=True, help="Build, extend, inspect and sync catalogue indexes.")
@@ -50,6 +57,7 @@ def index_build(
     uri: Annotated[Optional[str], typer.Option(help=URI_HELP)] = None,
     collection: Annotated[Optional[str], typer.Option(help=COLLECTION_HELP)] = None,
     replace: Annotated[bool, typer.Option(help=REPLACE_HELP)] = False,
+    precision: Annotated[Optional[str], typer.Option(help=EMBED_PRECISION_HELP)] = None,
 ) -> None:
     """Build a catalogue index from shop images (or from `rice embed` shards)."""
     from rice.retrieval.jobs import build_index
@@ -58,6 +66,9 @@ def index_build(
         fail("give exactly one of --images DIR|LIST|MANIFEST and --from-embeddings DIR")
     if images is not None and checkpoint is None:
         fail("building from --images needs the checkpoint: rice index build CKPT --images DIR --out INDEX")
+    check_embed_precision(precision)
+    if precision is not None and from_embeddings is not None:
+        fail("--precision applies to --images: `rice embed --precision` chose the shards' precision")
     _check_backend(backend, uri, collection, replace)
     if memory_budget is not None:
         _build_on_disk(from_embeddings, out, memory_budget, index_type, group_by_folder, nlist, nprobe, backend)
@@ -72,7 +83,7 @@ def index_build(
             build = build_index
         index = build(out, model=model, inputs=images or (), from_embeddings=from_embeddings,
                       index_type=index_type, group_by_folder=group_by_folder, checkpoint=checkpoint,
-                      batch_size=batch_size, workers=workers, progress=True,
+                      batch_size=batch_size, workers=workers, progress=True, precision=precision,
                       allow_outside=allow_outside_paths, **_settings(nlist, nprobe, ef_search))
     except (ValueError, FileNotFoundError) as err:
         fail(catalogue_message(str(err)))

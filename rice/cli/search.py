@@ -12,7 +12,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from rice.cli.catalogue import ALLOW_OUTSIDE_HELP, catalogue_message, index_checkpoint, warn_unused_settings
+from rice.cli.catalogue import (
+    ALLOW_OUTSIDE_HELP,
+    EMBED_PRECISION_HELP,
+    catalogue_message,
+    check_embed_precision,
+    index_checkpoint,
+    warn_unused_settings,
+)
 from rice.cli.common import DEVICE_HELP, console, fail, load_model
 
 
@@ -30,6 +37,7 @@ def embed(
     group_by_folder: Annotated[bool, typer.Option(help="group = first folder under the input folder")] = False,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     allow_outside_paths: Annotated[bool, typer.Option(help=ALLOW_OUTSIDE_HELP)] = False,
+    precision: Annotated[Optional[str], typer.Option(help=EMBED_PRECISION_HELP)] = None,
 ) -> None:
     """Embed images or clips into resumable float32 .npy shards (torchrun ranks / --shard I/N each take a share)."""
     from rice.retrieval.jobs import embed_inputs
@@ -37,12 +45,13 @@ def embed(
 
     if kind not in ("image", "video", "auto"):
         fail(f"--kind {kind!r}: choose from ['image', 'video', 'auto']")
+    check_embed_precision(precision)
     model = load_model(checkpoint, device)
     try:
         counts = embed_inputs(model, inputs, out, kind=kind, batch_size=batch_size, workers=workers,
                               shard=parse_shard(shard) if shard else None, shard_size=shard_size,
                               checkpoint=checkpoint, group_by_folder=group_by_folder, progress=True,
-                              allow_outside=allow_outside_paths)
+                              allow_outside=allow_outside_paths, precision=precision)
     except (ValueError, FileNotFoundError) as err:
         fail(catalogue_message(str(err)))
     console.print(

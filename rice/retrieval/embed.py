@@ -25,6 +25,7 @@ from rice.data.model_input import MediaKind, clip_input, eval_transform, image_i
 from rice.data.sampling import pad_clip
 from rice.data.transforms import ClipTransform, ImageTransform
 from rice.data.video import MediaError
+from rice.models.precision import inference_dtype
 
 Item = str | os.PathLike[str] | Image.Image | torch.Tensor
 
@@ -138,6 +139,7 @@ def _embed(
     num_frames: int,
     ids: Sequence[str] | None,
     progress: bool,
+    precision: str | None = None,
 ) -> EmbeddingBatch:
     if ids is not None and len(ids) != len(items):
         raise ValueError(f"{len(ids)} ids for {len(items)} items: give one id per item")
@@ -146,8 +148,8 @@ def _embed(
     model.eval()
     dataset = _MediaItems(list(items), kind, eval_transform(model.preprocess), num_frames)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)
-    # bf16 autocast on a GPU (the tensor cores' format); fp32 on the CPU, where autocast is slower than it helps.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    dtype = embedding_dtype(precision, device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     parts, positions, skipped = [], [], []
     with _progress(progress, len(dataset), kind) as advance, autocast:
         for batch in loader:
@@ -175,6 +177,23 @@ def _embed(
         positions=positions_arr,
         skipped=skipped,
     )
+
+
+def embedding_dtype(precision: str | None, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype that embeds media at ``precision`` on ``device`` (None: plain fp32).
+
+    ``None`` (the default) is bf16 autocast on a GPU (the tensor cores' format) and fp32 on a CPU, so that a
+    catalogue's vectors do not depend on which CPU built it; ``auto``, ``fp32`` and ``bf16`` are the inference
+    precisions of `rice.models.precision` (``auto``: bf16 where the hardware multiplies it, a CPU with AMX or
+    AVX512-BF16 included, where an index of rice_vit_b32 builds 3x faster: docs/search.md)."""
+    if precision is None:
+        return torch.bfloat16 if torch.device(device).type == "cuda" else None
+    return inference_dtype(precision, device)
+
+
+def resolved_precision(precision: str | None, device: torch.device | str) -> str:
+    """What ``precision`` means on ``device``: "bf16" or "fp32" (recorded with a catalogue's model)."""
+    return "fp32" if embedding_dtype(precision, device) is None else "bf16"
 
 
 def _default_id(item: Item, index: int) -> str:
@@ -210,14 +229,17 @@ def embed_images(
     device: torch.device | str | None = None,
     ids: Sequence[str] | None = None,
     progress: bool = False,
+    precision: str | None = None,
 ) -> EmbeddingBatch:
     """L2-normalised embeddings of shop images (paths, PIL images or preprocessed (3, S, S) tensors).
 
     Args:
         ids: one id per item; default: the file stem of a path, the position otherwise.
-        device: where the model runs; default: where its parameters are. bf16 autocast on CUDA.
+        device: where the model runs; default: where its parameters are.
+        precision: None (bf16 autocast on CUDA, fp32 on a CPU), or auto / fp32 / bf16 (`embedding_dtype`).
     """
-    return _embed(model, items, "image", batch_size, workers, device, default_num_frames(model), ids, progress)
+    return _embed(model, items, "image", batch_size, workers, device, default_num_frames(model), ids, progress,
+                  precision)  # fmt: skip
 
 
 def embed_videos(
@@ -229,13 +251,15 @@ def embed_videos(
     num_frames: int | None = None,
     ids: Sequence[str] | None = None,
     progress: bool = False,
+    precision: str | None = None,
 ) -> EmbeddingBatch:
     """L2-normalised embeddings of clips: video files, folders of frames, or preprocessed (T, 3, S, S) tensors.
 
-    ``num_frames`` (default: the model's training T) frames are sampled evenly, as at evaluation.
+    ``num_frames`` (default: the model's training T) frames are sampled evenly, as at evaluation; ``precision``:
+    as `embed_images`.
     """
     frames = num_frames or default_num_frames(model)
-    return _embed(model, items, "video", batch_size, workers, device, frames, ids, progress)
+    return _embed(model, items, "video", batch_size, workers, device, frames, ids, progress, precision)
 
 
 def embed_media(

@@ -109,11 +109,15 @@ def model_digest(model: Any) -> str:
     return digest.hexdigest()
 
 
-def model_identity(model: Any, checkpoint: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def model_identity(model: Any, checkpoint: str | os.PathLike[str] | None = None,
+                   precision: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The model that embeds a catalogue: name, digest, embedding size, checkpoint and, when given, the precision
+    ("fp32" or "bf16") it embeds in, which adding to the catalogue keeps (`IndexBase.add`, sync)."""
     config = getattr(model, "config", None)
     name = config.model.name if config is not None else type(model).__name__
-    return {"name": name, "digest": model_digest(model), "embed_dim": int(model.embed_dim),
-            "checkpoint": _checkpoint_name(checkpoint)}
+    identity = {"name": name, "digest": model_digest(model), "embed_dim": int(model.embed_dim),
+                "checkpoint": _checkpoint_name(checkpoint)}
+    return identity if precision is None else {**identity, "precision": precision}
 
 
 def _checkpoint_name(checkpoint: str | os.PathLike[str] | None) -> str | None:
@@ -158,20 +162,26 @@ class IndexBase:
     def build(cls, model: Any, images: Sequence[str | os.PathLike[str]], ids: Sequence[str] | None = None,
               groups: Sequence[str] | None = None, metadata: Sequence[dict[str, Any]] | None = None,
               index_type: str = "auto", batch_size: int = 64, workers: int = 0, device: Any = None,
-              checkpoint: str | os.PathLike[str] | None = None, progress: bool = False, **settings: Any) -> IndexBase:
+              checkpoint: str | os.PathLike[str] | None = None, progress: bool = False, precision: str | None = None,
+              **settings: Any) -> IndexBase:  # fmt: skip
         """Embed shop image files with ``model`` and index them (unreadable files land in ``index.skipped``).
 
         ``checkpoint`` is recorded for the CLI and the server; default: where `rice.load` read ``model`` from.
+        ``precision``: see `rice.retrieval.embed.embedding_dtype`; what it resolved to is recorded with the model,
+        and later additions embed at it.
         """
-        from rice.retrieval.embed import embed_images
+        from rice.retrieval.embed import embed_images, resolved_precision
 
         ids = list(ids) if ids is not None else [Path(p).stem for p in images]
-        batch = embed_images(model, list(images), batch_size, workers, device, ids=ids, progress=progress)
+        batch = embed_images(model, list(images), batch_size, workers, device, ids=ids, progress=progress,
+                             precision=precision)  # fmt: skip
         pick = batch.positions.tolist()
+        where = device if device is not None else next(model.parameters()).device
+        identity = model_identity(model, checkpoint or getattr(model, "source", None),
+                                  resolved_precision(precision, where))  # fmt: skip
         index = cls.from_embeddings(
             batch.embeddings, batch.ids, paths=batch.paths, groups=_pick(groups, pick), metadata=_pick(metadata, pick),
-            index_type=index_type, model_info=model_identity(model, checkpoint or getattr(model, "source", None)),
-            **settings,
+            index_type=index_type, model_info=identity, **settings,
         )  # fmt: skip
         index.skipped = batch.skipped
         index.model = model
@@ -267,7 +277,8 @@ class IndexBase:
 
         model = self._model_for_files(model)
         ids = list(ids) if ids is not None else [Path(p).stem for p in images]
-        batch = embed_images(model, list(images), batch_size, workers, ids=ids, progress=progress)
+        batch = embed_images(model, list(images), batch_size, workers, ids=ids, progress=progress,
+                             precision=self.embedding_precision)  # fmt: skip
         pick = batch.positions.tolist()
         self.add_embeddings(batch.embeddings, batch.ids, batch.paths, _pick(groups, pick), _pick(metadata, pick),
                             origin=origin)
@@ -430,6 +441,12 @@ class IndexBase:
                 f", {self.model_info.get('checkpoint') or 'unknown checkpoint'}): search with the checkpoint the "
                 "index was built with, or rebuild the index with this one (`rice index build`)"
             )
+
+    @property
+    def embedding_precision(self) -> str | None:
+        """The precision ("fp32", "bf16") the catalogue was embedded at, which additions keep; None for an index
+        that records none (built before it was recorded: additions embed at the default, bf16 on a GPU)."""
+        return self.model_info.get("precision")
 
     def _model_for_files(self, model: Any) -> Any:
         if model is not None:

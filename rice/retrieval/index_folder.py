@@ -69,6 +69,9 @@ def read_index_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     digest = meta["model"].get("digest")
     if digest is not None and not isinstance(digest, str):
         raise IndexFileError(f"{meta_file}: model digest {digest!r} is not a string; {REBUILD}")
+    precision = meta["model"].get("precision")  # what additions embed at: only the two the index can record
+    if precision is not None and precision not in ("fp32", "bf16"):
+        raise IndexFileError(f"{meta_file}: model precision {precision!r:.40} is not fp32 or bf16; {REBUILD}")
     return meta
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from rice.retrieval import shards
 from rice.retrieval.catalogue import Index, SearchHit, model_identity
-from rice.retrieval.embed import embed_media
+from rice.retrieval.embed import embed_media, resolved_precision
 from rice.retrieval.sources import CatalogueItem, input_folders, read_items
 from rice.retrieval.sync import SyncReport, sync_index
 
@@ -32,8 +32,11 @@ def embed_inputs(model: Any, inputs: Sequence[str | os.PathLike[str]], out: str 
                  shard: tuple[int, int] | None = None, shard_size: int = 1024, device: Any = None,
                  checkpoint: str | os.PathLike[str] | None = None, group_by_folder: bool = False,
                  num_frames: int | None = None, progress: bool = False,
-                 allow_outside: bool = False) -> dict[str, int]:
+                 allow_outside: bool = False, precision: str | None = None) -> dict[str, int]:
     """Embed every input file into shards under ``out`` (resumable); this process does its share only.
+
+    ``precision``: see `rice.retrieval.embed.embedding_dtype`; what it resolved to is recorded in the shards (and in
+    the index built from them), and a resumed run at another precision is refused.
 
     The share is ``shard`` = (I, N) when given, else the torchrun rank among the world (no process group is
     needed: shards are assigned by number, so workers never wait for each other).
@@ -52,9 +55,10 @@ def embed_inputs(model: Any, inputs: Sequence[str | os.PathLike[str]], out: str 
 
     def embed(chunk: list[CatalogueItem]):  # noqa: ANN202
         return embed_media(model, [c.path for c in chunk], kind, batch_size, workers=workers, device=device,
-                           ids=[c.id for c in chunk], progress=progress, **extra)
+                           ids=[c.id for c in chunk], progress=progress, precision=precision, **extra)
 
-    meta = {"kind": kind, "model": model_identity(model, checkpoint)}
+    where = device if device is not None else next(model.parameters()).device
+    meta = {"kind": kind, "model": model_identity(model, checkpoint, resolved_precision(precision, where))}
     return shards.embed_to_folder(embed, items, out, meta, shard_size=shard_size, worker=shard[0], workers=shard[1])
 
 
@@ -62,13 +66,15 @@ def build_index(out: str | os.PathLike[str], model: Any = None, inputs: Sequence
                 from_embeddings: str | os.PathLike[str] | None = None, index_type: str = "auto",
                 group_by_folder: bool = False, checkpoint: str | os.PathLike[str] | None = None,
                 batch_size: int = 64, workers: int = 0, progress: bool = False, allow_outside: bool = False,
-                **settings: Any) -> Index:
+                precision: str | None = None, **settings: Any) -> Index:
     """Build and save an index from catalogue inputs (embedded with ``model``) or from a `rice embed` folder.
 
-    ``allow_outside``: accept manifest rows and links leading out of their folder (`sources.read_items`)."""
+    ``allow_outside``: accept manifest rows and links leading out of their folder (`sources.read_items`);
+    ``precision``: what the inputs are embedded at (`rice.retrieval.embed.embedding_dtype`)."""
     index = index_from_sources(Index, model, inputs, from_embeddings, index_type=index_type,
                                group_by_folder=group_by_folder, checkpoint=checkpoint, batch_size=batch_size,
-                               workers=workers, progress=progress, allow_outside=allow_outside, **settings)  # fmt: skip
+                               workers=workers, progress=progress, allow_outside=allow_outside, precision=precision,
+                               **settings)  # fmt: skip
     index.save(out)
     return index
 
@@ -76,11 +82,14 @@ def build_index(out: str | os.PathLike[str], model: Any = None, inputs: Sequence
 def index_from_sources(index_class: Any, model: Any, inputs: Sequence[str | os.PathLike[str]],
                        from_embeddings: str | os.PathLike[str] | None, *, index_type: str, group_by_folder: bool,
                        checkpoint: str | os.PathLike[str] | None, batch_size: int, workers: int, progress: bool,
-                       allow_outside: bool, **settings: Any) -> Any:  # fmt: skip
+                       allow_outside: bool, precision: str | None = None, **settings: Any) -> Any:  # fmt: skip
     """An index of ``index_class`` (`Index`, or a backend's class with the same ``build``/``from_embeddings``)
     from catalogue inputs embedded with ``model`` or from a `rice embed` folder, with its source recorded; not
     saved. ``settings``: the index type's and the backend's own (a Milvus URI, collection)."""
     if from_embeddings is not None:
+        if precision is not None:
+            raise ValueError(f"{from_embeddings}: embeddings were made at the precision `rice embed` recorded with "
+                             "them; leave --precision out (it applies to --images)")  # fmt: skip
         merged = shards.read_shop_images(from_embeddings, group_by_folder)
         items = merged["items"]
         index = index_class.from_embeddings(merged["embeddings"], [i.id for i in items], [i.path for i in items],
@@ -95,7 +104,8 @@ def index_from_sources(index_class: Any, model: Any, inputs: Sequence[str | os.P
     items = read_items(inputs, kind="image", group_by_folder=group_by_folder, allow_outside=allow_outside)
     index = index_class.build(model, [i.path for i in items], [i.id for i in items], [i.group for i in items],
                               [i.metadata for i in items], index_type=index_type, batch_size=batch_size,
-                              workers=workers, checkpoint=checkpoint, progress=progress, **settings)  # fmt: skip
+                              workers=workers, checkpoint=checkpoint, progress=progress, precision=precision,
+                              **settings)  # fmt: skip
     index.source = {"inputs": [str(Path(p).resolve()) for p in inputs], "group_by_folder": group_by_folder}
     index.add_roots(input_folders(inputs))
     return index

@@ -162,18 +162,22 @@ class MilvusIndex(IndexBase):
     def build(cls, model: Any, images: Sequence[str | os.PathLike[str]], ids: Sequence[str] | None = None,
               groups: Sequence[str] | None = None, metadata: Sequence[dict[str, Any]] | None = None,
               index_type: str = "flat", batch_size: int = 64, workers: int = 0, device: Any = None,
-              checkpoint: str | os.PathLike[str] | None = None, progress: bool = False, *, uri: str = "",
-              collection: str = "", replace: bool = False, **settings: Any) -> MilvusIndex:
-        """Embed shop image files with ``model`` into a new collection (unreadable files land in ``skipped``)."""
-        from rice.retrieval.embed import embed_images
+              checkpoint: str | os.PathLike[str] | None = None, progress: bool = False, precision: str | None = None,
+              *, uri: str = "", collection: str = "", replace: bool = False, **settings: Any) -> MilvusIndex:
+        """Embed shop image files with ``model`` into a new collection (unreadable files land in ``skipped``);
+        ``precision`` as `IndexBase.build`."""
+        from rice.retrieval.embed import embed_images, resolved_precision
 
         ids = list(ids) if ids is not None else [Path(p).stem for p in images]
-        batch = embed_images(model, list(images), batch_size, workers, device, ids=ids, progress=progress)
+        batch = embed_images(model, list(images), batch_size, workers, device, ids=ids, progress=progress,
+                             precision=precision)  # fmt: skip
         pick = batch.positions.tolist()
+        where = device if device is not None else next(model.parameters()).device
+        identity = model_identity(model, checkpoint or getattr(model, "source", None),
+                                  resolved_precision(precision, where))  # fmt: skip
         index = cls.from_embeddings(
             batch.embeddings, batch.ids, paths=batch.paths, groups=_pick(groups, pick), metadata=_pick(metadata, pick),
-            index_type=index_type, model_info=model_identity(model, checkpoint or getattr(model, "source", None)),
-            uri=uri, collection=collection, replace=replace, **settings,
+            index_type=index_type, model_info=identity, uri=uri, collection=collection, replace=replace, **settings,
         )  # fmt: skip
         index.skipped = batch.skipped
         index.model = model

@@ -27,7 +27,7 @@ def build_milvus_index(out: str | os.PathLike[str], uri: str, collection: str | 
                        from_embeddings: str | os.PathLike[str] | None = None, index_type: str = "flat",
                        group_by_folder: bool = False, checkpoint: str | os.PathLike[str] | None = None,
                        batch_size: int = 64, workers: int = 0, progress: bool = False, allow_outside: bool = False,
-                       replace: bool = False, **settings: Any) -> MilvusIndex:
+                       replace: bool = False, precision: str | None = None, **settings: Any) -> MilvusIndex:
     """`jobs.build_index` into a Milvus collection: embed ``inputs`` with ``model`` (or merge a `rice embed` folder),
     insert them into ``collection`` at ``uri`` (default name: from ``out``) and write the folder ``out``.
 
@@ -39,7 +39,7 @@ def build_milvus_index(out: str | os.PathLike[str], uri: str, collection: str | 
     index = index_from_sources(MilvusIndex, model, inputs, from_embeddings, index_type=index_type,
                                group_by_folder=group_by_folder, checkpoint=checkpoint, batch_size=batch_size,
                                workers=workers, progress=progress, allow_outside=allow_outside, uri=uri,
-                               collection=collection, replace=replace, **settings)  # fmt: skip
+                               collection=collection, replace=replace, precision=precision, **settings)  # fmt: skip
     index.save(out)
     return index
 

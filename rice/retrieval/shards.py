@@ -106,9 +106,12 @@ def write_manifest(out: Path, meta: dict[str, Any], listing: dict[str, list[Any]
             raise ValueError(f"{out}: the catalogue listing changed since these shards were cut ({cause}); merging "
                              f"them would mix two catalogues: {START_OVER}")
         keys = ("kind", "num_items", "shard_size")
-        if any(old.get(k) != meta.get(k) for k in keys) or old["model"].get("digest") != meta["model"].get("digest"):
+        model_keys = ("digest", "precision")  # the same weights at another precision give other vectors
+        if any(old.get(k) != meta.get(k) for k in keys) or any(old["model"].get(k) != meta["model"].get(k)
+                                                                for k in model_keys):  # fmt: skip
             raise ValueError(f"{out} holds embeddings of another run ({', '.join(f'{k}={old.get(k)}' for k in keys)},"
-                             f" model digest {old['model'].get('digest', '')[:12]}); use an empty --out folder")
+                             f" model digest {old['model'].get('digest', '')[:12]}, precision "
+                             f"{old['model'].get('precision', 'unrecorded')}); use an empty --out folder")
     if listing is not None:
         _atomic_write(out / LISTING, lambda p: p.write_text(json.dumps(listing) + "\n"))
     _atomic_write(existing, lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"))

@@ -154,7 +154,7 @@ def sync_index(index_dir: str | os.PathLike[str], items: Sequence[CatalogueItem]
 
     def embed(chunk: list[CatalogueItem]):  # noqa: ANN202
         return embed_images(model, [c.path for c in chunk], batch_size, workers, ids=[c.id for c in chunk],
-                            progress=progress)
+                            progress=progress, precision=index.embedding_precision)  # fmt: skip
 
     meta = {"kind": "image", "model": index.model_info}
     shards.embed_to_folder(embed, plan.embed, work / "embeddings", meta, shard_size=shard_size)

@@ -177,7 +177,10 @@ def answers(index: Index, queries: np.ndarray) -> list:
 def test_sync_equals_a_fresh_build(uri, model, tmp_path):
     catalogue = tmp_path / "catalogue"
     write_catalogue(catalogue)
-    build_milvus_index(tmp_path / "idx", uri, "synced", model=model, inputs=[catalogue], group_by_folder=True)
+    # at bf16 (`--precision bf16`): the sync must embed at the precision the collection recorded, or its vectors
+    # would not be the fresh builds' below
+    build_milvus_index(tmp_path / "idx", uri, "synced", model=model, inputs=[catalogue], group_by_folder=True,
+                       precision="bf16")
     # the catalogue changes: one item deleted, one redrawn, one touched (same bytes), a new shop and a new item
     (catalogue / "shop0" / "item1.png").unlink()
     draw(catalogue / "shop1" / "item2.png", 999)
@@ -188,10 +191,11 @@ def test_sync_equals_a_fresh_build(uri, model, tmp_path):
     report = sync_index(tmp_path / "idx", read_items([catalogue], group_by_folder=True), model)
     assert (report.added, report.updated, report.removed, report.unchanged) == (2, 1, 1, 13)
     synced = Index.load(tmp_path / "idx", model=model)
+    assert synced.model_info["precision"] == "bf16"
     fresh = build_milvus_index(tmp_path / "fresh", uri, "fresh", model=model, inputs=[catalogue],
-                               group_by_folder=True)
+                               group_by_folder=True, precision="bf16")
     faiss_fresh = build_index(tmp_path / "faiss", model=model, inputs=[catalogue], group_by_folder=True,
-                              index_type="flat")
+                              index_type="flat", precision="bf16")
     queries = unit_vectors(6, seed=7, dim=synced.dim)
     assert answers(synced, queries) == answers(fresh, queries) == answers(faiss_fresh, queries)
     strip = [(i.id, i.path, i.group, i.metadata, i.size, i.mtime_ns, i.sha256, i.origin) for i in synced.items]
