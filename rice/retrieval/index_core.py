@@ -120,6 +120,15 @@ def model_identity(model: Any, checkpoint: str | os.PathLike[str] | None = None,
     return identity if precision is None else {**identity, "precision": precision}
 
 
+def embedding_identity(model: Any, checkpoint: str | os.PathLike[str] | None, precision: str | None,
+                       device: Any = None) -> dict[str, Any]:  # fmt: skip
+    """`model_identity` with what ``precision`` resolved to on ``device`` (default: where the model is)."""
+    from rice.retrieval.embed import resolved_precision
+
+    where = device if device is not None else next(model.parameters()).device
+    return model_identity(model, checkpoint, resolved_precision(precision, where))
+
+
 def _checkpoint_name(checkpoint: str | os.PathLike[str] | None) -> str | None:
     """A resolved path, or an ``hf-hub:ORG/NAME`` name as it is (resolving would make it a local path)."""
     if not checkpoint:
@@ -170,15 +179,13 @@ class IndexBase:
         ``precision``: see `rice.retrieval.embed.embedding_dtype`; what it resolved to is recorded with the model,
         and later additions embed at it.
         """
-        from rice.retrieval.embed import embed_images, resolved_precision
+        from rice.retrieval.embed import embed_images
 
         ids = list(ids) if ids is not None else [Path(p).stem for p in images]
         batch = embed_images(model, list(images), batch_size, workers, device, ids=ids, progress=progress,
                              precision=precision)  # fmt: skip
         pick = batch.positions.tolist()
-        where = device if device is not None else next(model.parameters()).device
-        identity = model_identity(model, checkpoint or getattr(model, "source", None),
-                                  resolved_precision(precision, where))  # fmt: skip
+        identity = embedding_identity(model, checkpoint or getattr(model, "source", None), precision, device)
         index = cls.from_embeddings(
             batch.embeddings, batch.ids, paths=batch.paths, groups=_pick(groups, pick), metadata=_pick(metadata, pick),
             index_type=index_type, model_info=identity, **settings,

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from rice.retrieval import shards
-from rice.retrieval.catalogue import Index, SearchHit, model_identity
-from rice.retrieval.embed import embed_media, resolved_precision
+from rice.retrieval.catalogue import Index, SearchHit
+from rice.retrieval.embed import embed_media
+from rice.retrieval.index_core import embedding_identity
 from rice.retrieval.sources import CatalogueItem, input_folders, read_items
 from rice.retrieval.sync import SyncReport, sync_index
 
@@ -57,8 +58,7 @@ def embed_inputs(model: Any, inputs: Sequence[str | os.PathLike[str]], out: str 
         return embed_media(model, [c.path for c in chunk], kind, batch_size, workers=workers, device=device,
                            ids=[c.id for c in chunk], progress=progress, precision=precision, **extra)
 
-    where = device if device is not None else next(model.parameters()).device
-    meta = {"kind": kind, "model": model_identity(model, checkpoint, resolved_precision(precision, where))}
+    meta = {"kind": kind, "model": embedding_identity(model, checkpoint, precision, device)}
     return shards.embed_to_folder(embed, items, out, meta, shard_size=shard_size, worker=shard[0], workers=shard[1])
 
 

@@ -41,7 +41,7 @@ from rice.retrieval.index_core import (
     _records,
     _swap_in,
     check_updatable,
-    model_identity,
+    embedding_identity,
 )
 from rice.retrieval.index_folder import FORMAT_VERSION, REBUILD, IndexFileError, read_roots
 from rice.retrieval.milvus_connection import (
@@ -166,15 +166,13 @@ class MilvusIndex(IndexBase):
               *, uri: str = "", collection: str = "", replace: bool = False, **settings: Any) -> MilvusIndex:
         """Embed shop image files with ``model`` into a new collection (unreadable files land in ``skipped``);
         ``precision`` as `IndexBase.build`."""
-        from rice.retrieval.embed import embed_images, resolved_precision
+        from rice.retrieval.embed import embed_images
 
         ids = list(ids) if ids is not None else [Path(p).stem for p in images]
         batch = embed_images(model, list(images), batch_size, workers, device, ids=ids, progress=progress,
                              precision=precision)  # fmt: skip
         pick = batch.positions.tolist()
-        where = device if device is not None else next(model.parameters()).device
-        identity = model_identity(model, checkpoint or getattr(model, "source", None),
-                                  resolved_precision(precision, where))  # fmt: skip
+        identity = embedding_identity(model, checkpoint or getattr(model, "source", None), precision, device)
         index = cls.from_embeddings(
             batch.embeddings, batch.ids, paths=batch.paths, groups=_pick(groups, pick), metadata=_pick(metadata, pick),
             index_type=index_type, model_info=identity, uri=uri, collection=collection, replace=replace, **settings,
