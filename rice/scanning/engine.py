@@ -320,7 +320,7 @@ class ScanRun:
         tl.stats.update(decoded_frames=self.source.decoded, elapsed=round(elapsed, 3),
                         realtime_factor=round(tl.duration / elapsed, 3) if elapsed > 0 else None,
                         reconnects=self.source.reconnects,
-                        seconds={phase: round(s, 3) for phase, s in sorted(self._seconds.items())})  # fmt: skip
+                        seconds={phase: round(s, 6) for phase, s in sorted(self._seconds.items())})  # fmt: skip
 
     def search_segment(self, vector: np.ndarray) -> list[WindowHit]:
         """The catalogue's hits for one query vector (a segment's pooled frames), with the scan's --group."""

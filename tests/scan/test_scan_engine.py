@@ -72,7 +72,8 @@ def test_the_timeline_says_where_the_time_goes(scan_setup, model_and_index):
     loop = ("waiting_for_frames", "preprocess", "encode", "thumbnails", "windows")
     assert set(seconds) == {"decode", *loop}
     assert all(seconds[phase] > 0 for phase in ("decode", "preprocess", "encode", "thumbnails", "windows"))
-    assert sum(seconds[phase] for phase in loop) <= stats["elapsed"] + 0.01  # rounding to ms, five phases
+    # microseconds, so no phase rounds to 0 on a fast machine; elapsed is rounded to ms
+    assert sum(seconds[phase] for phase in loop) <= stats["elapsed"] + 0.001
     assert seconds["decode"] <= stats["elapsed"] + 0.01
 
 
