@@ -177,10 +177,7 @@ def answers(index: Index, queries: np.ndarray) -> list:
 def test_sync_equals_a_fresh_build(uri, model, tmp_path):
     catalogue = tmp_path / "catalogue"
     write_catalogue(catalogue)
-    # at bf16 (`--precision bf16`): the sync must embed at the precision the collection recorded, or its vectors
-    # would not be the fresh builds' below
-    build_milvus_index(tmp_path / "idx", uri, "synced", model=model, inputs=[catalogue], group_by_folder=True,
-                       precision="bf16")
+    build_milvus_index(tmp_path / "idx", uri, "synced", model=model, inputs=[catalogue], group_by_folder=True)
     # the catalogue changes: one item deleted, one redrawn, one touched (same bytes), a new shop and a new item
     (catalogue / "shop0" / "item1.png").unlink()
     draw(catalogue / "shop1" / "item2.png", 999)
@@ -191,11 +188,10 @@ def test_sync_equals_a_fresh_build(uri, model, tmp_path):
     report = sync_index(tmp_path / "idx", read_items([catalogue], group_by_folder=True), model)
     assert (report.added, report.updated, report.removed, report.unchanged) == (2, 1, 1, 13)
     synced = Index.load(tmp_path / "idx", model=model)
-    assert synced.model_info["precision"] == "bf16"
     fresh = build_milvus_index(tmp_path / "fresh", uri, "fresh", model=model, inputs=[catalogue],
-                               group_by_folder=True, precision="bf16")
+                               group_by_folder=True)
     faiss_fresh = build_index(tmp_path / "faiss", model=model, inputs=[catalogue], group_by_folder=True,
-                              index_type="flat", precision="bf16")
+                              index_type="flat")
     queries = unit_vectors(6, seed=7, dim=synced.dim)
     assert answers(synced, queries) == answers(fresh, queries) == answers(faiss_fresh, queries)
     strip = [(i.id, i.path, i.group, i.metadata, i.size, i.mtime_ns, i.sha256, i.origin) for i in synced.items]
@@ -203,6 +199,15 @@ def test_sync_equals_a_fresh_build(uri, model, tmp_path):
     # nothing changed since: a second sync reads no file and changes nothing
     again = sync_index(tmp_path / "idx", read_items([catalogue], group_by_folder=True), model)
     assert (again.added, again.updated, again.removed, again.unchanged) == (0, 0, 0, 16)
+
+
+def test_a_collection_records_its_embedding_precision(uri, model, tmp_path):
+    """`--precision` reaches a Milvus build and is recorded in its folder, so additions keep it (`IndexBase.add`,
+    the FAISS index's test: tests/retrieval/test_catalogue_precision.py)."""
+    catalogue = tmp_path / "catalogue"
+    write_catalogue(catalogue, shops=1, per_shop=3)
+    build_milvus_index(tmp_path / "idx", uri, "precise", model=model, inputs=[catalogue], precision="bf16")
+    assert Index.load(tmp_path / "idx").embedding_precision == "bf16"
 
 
 def test_a_wrong_model_is_refused(uri, model, tmp_path):
