@@ -82,9 +82,7 @@ def run(smoke: bool = False, device: str = "cuda", batch: int = 512, steps: int 
     precision = "bf16" if cuda else "fp32"
     amp = torch.bfloat16 if cuda else None
     with tempfile.TemporaryDirectory(prefix="rice-bench-e2e-") as tmp:
-        from rice.config import ModelConfig
         from rice.data.prepare import prepare_movingfashion
-        from rice.models import build_model
 
         root = Path(tmp) / "data"
         clip = h264_clip(96, 64, seconds=3.0, fps=8, gop=16) if smoke else h264_clip(456, 256, 12.0, fps=8, gop=16)
@@ -92,10 +90,10 @@ def run(smoke: bool = False, device: str = "cuda", batch: int = 512, steps: int 
         prepare_movingfashion(root, workers=max(1, workers), progress=False)
         e2e, rates = end_to_end_rate(root, Path(tmp) / "run", model, list(losses), batch, steps, device, precision,
                                      workers, decode_device, log_every)  # fmt: skip
-        size = build_model(ModelConfig(name=model, pretrained=False)).preprocess.input_size
     from rice.config import DataConfig
+    from rice.models import model_info
 
-    frames = DataConfig().num_frames
+    frames, size = DataConfig().num_frames, model_info(model).input_size  # the registry knows it without a build
     synthetic = synthetic_rate(model, list(losses), batch, frames, size, device, amp, max(3, steps // 3))
     where = torch.cuda.get_device_name(device) if cuda else "cpu"
     note = (f"{model} {'+'.join(losses)} on {where}, batch {batch}, {frames} frames, {precision}, {workers} workers, "

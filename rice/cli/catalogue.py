@@ -22,14 +22,6 @@ EMBED_PRECISION_HELP = ("auto (bf16 where the hardware multiplies it: a GPU, a C
 _DATASET_ADVICE = "re-download it or run `rice prepare` to list bad files"
 
 
-def check_embed_precision(precision: Optional[str]) -> None:
-    """``--precision`` of `rice embed` / `rice index build`: one line, exit 2, for a value it does not know."""
-    from rice.models.precision import PRECISIONS
-
-    if precision is not None and precision not in PRECISIONS:
-        fail(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
-
-
 def catalogue_message(message: str) -> str:
     """A reader's error in the words of a catalogue command."""
     return message.replace(_DATASET_ADVICE, "check the path, or replace the file")

@@ -29,6 +29,15 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def check_precision(precision: str | None) -> None:
+    """An inference ``--precision`` (`rice scan`, `rice embed`, `rice index build`): one line, exit 2, for a value
+    `rice.models.precision` does not know, before any model is loaded; None (the flag left out) passes."""
+    from rice.models.precision import PRECISIONS
+
+    if precision is not None and precision not in PRECISIONS:
+        fail(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
+
+
 def check_writable(path: Path, flag: str) -> None:
     """Fail now, not after a long evaluation, when ``path`` cannot be written."""
     parent = path.parent

@@ -15,10 +15,9 @@ from rice.cli.catalogue import (
     EMBED_PRECISION_HELP,
     INDEX_TYPE_HELP,
     catalogue_message,
-    check_embed_precision,
     index_checkpoint,
 )
-from rice.cli.common import DEVICE_HELP, console, fail, load_model
+from rice.cli.common import DEVICE_HELP, check_precision, console, fail, load_model
 
 index_app = typer.Typer(no_args_is_help=True, help="Build, extend, inspect and sync catalogue indexes.")
 
@@ -66,7 +65,7 @@ def index_build(
         fail("give exactly one of --images DIR|LIST|MANIFEST and --from-embeddings DIR")
     if images is not None and checkpoint is None:
         fail("building from --images needs the checkpoint: rice index build CKPT --images DIR --out INDEX")
-    check_embed_precision(precision)
+    check_precision(precision)
     if precision is not None and from_embeddings is not None:
         fail("--precision applies to --images: `rice embed --precision` chose the shards' precision")
     _check_backend(backend, uri, collection, replace)

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rice.cli.catalogue import index_checkpoint
-from rice.cli.common import DEVICE_HELP, console, fail, load_model
+from rice.cli.common import DEVICE_HELP, check_precision, console, fail, load_model
 from rice.scanning.timeline import SCAN_RULE, scan_rule
 
 # The decision rule's defaults are the library's SCAN_RULE (measured: docs/scan.md), shared with the service.
@@ -91,15 +91,14 @@ def scan(
 ) -> None:
     """Find which catalogue products a recording or a live stream shows, and when."""
     from rice.data import MediaError
-    from rice.models.precision import PRECISIONS, own_model_for_inference
+    from rice.models.precision import own_model_for_inference
     from rice.retrieval.catalogue import Index
     from rice.scanning import ScanProgress, WindowResult
     from rice.scanning import scan as scan_source
 
     # With --jsonl -, stdout carries the JSON lines: everything for people goes to stderr.
     console = Console(stderr=str(jsonl_out) == "-")
-    if precision not in PRECISIONS:
-        fail(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
+    check_precision(precision)
     expected = None
     if truth is not None:  # read before the scan: a bad truth file should not wait for hours of video
         from rice.scanning.metrics import parse_truth

@@ -16,11 +16,10 @@ from rice.cli.catalogue import (
     ALLOW_OUTSIDE_HELP,
     EMBED_PRECISION_HELP,
     catalogue_message,
-    check_embed_precision,
     index_checkpoint,
     warn_unused_settings,
 )
-from rice.cli.common import DEVICE_HELP, console, fail, load_model
+from rice.cli.common import DEVICE_HELP, check_precision, console, fail, load_model
 
 
 def embed(
@@ -45,7 +44,7 @@ def embed(
 
     if kind not in ("image", "video", "auto"):
         fail(f"--kind {kind!r}: choose from ['image', 'video', 'auto']")
-    check_embed_precision(precision)
+    check_precision(precision)
     model = load_model(checkpoint, device)
     try:
         counts = embed_inputs(model, inputs, out, kind=kind, batch_size=batch_size, workers=workers,

@@ -124,7 +124,8 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _model_device(model: torch.nn.Module, device: torch.device | str | None) -> torch.device:
+def model_device(model: torch.nn.Module, device: torch.device | str | None) -> torch.device:
+    """``device``, or where the model's parameters are when it is None."""
     return torch.device(device) if device is not None else next(model.parameters()).device
 
 
@@ -143,7 +144,7 @@ def _embed(
 ) -> EmbeddingBatch:
     if ids is not None and len(ids) != len(items):
         raise ValueError(f"{len(ids)} ids for {len(items)} items: give one id per item")
-    device = _model_device(model, device)
+    device = model_device(model, device)
     was_training = model.training
     model.eval()
     dataset = _MediaItems(list(items), kind, eval_transform(model.preprocess), num_frames)

@@ -123,10 +123,9 @@ def model_identity(model: Any, checkpoint: str | os.PathLike[str] | None = None,
 def embedding_identity(model: Any, checkpoint: str | os.PathLike[str] | None, precision: str | None,
                        device: Any = None) -> dict[str, Any]:  # fmt: skip
     """`model_identity` with what ``precision`` resolved to on ``device`` (default: where the model is)."""
-    from rice.retrieval.embed import resolved_precision
+    from rice.retrieval.embed import model_device, resolved_precision
 
-    where = device if device is not None else next(model.parameters()).device
-    return model_identity(model, checkpoint, resolved_precision(precision, where))
+    return model_identity(model, checkpoint, resolved_precision(precision, model_device(model, device)))
 
 
 def _checkpoint_name(checkpoint: str | os.PathLike[str] | None) -> str | None:
